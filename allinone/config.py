@@ -1,0 +1,109 @@
+"""The one typed configuration of a run. Every setting lives here, with its trade-off beside it."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    # Path to a .onnx (YOLOX, ONNX Runtime) or a .pt file / ultralytics model name (e.g. "yolo11n.pt").
+    model: str = "yolo11n.pt"
+    # Detections below this never reach the tracker. Low on purpose: ByteTrack's second association stage
+    # recovers occluded people from low-score boxes; raising it loses them, lowering it costs NMS time.
+    score_threshold: float = 0.1
+    # IoU above which two person boxes are the same person (class-wise NMS). Lower merges people walking close.
+    nms_iou: float = 0.45
+    # Boxes smaller than this many pixels in height are dropped: they are too small for a useful silhouette.
+    min_box_height: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    # Detections at or above this score take part in the first association and may start tracks (ByteTrack's
+    # track_thresh). Higher: fewer false tracks, more id switches through occlusions.
+    high_threshold: float = 0.5
+    # Detections between low_threshold and high_threshold are used only in the second association, to keep
+    # existing tracks alive through occlusion; below it they are ignored.
+    low_threshold: float = 0.1
+    # A new track needs a detection this confident (ByteTrack: track_thresh + 0.1). Higher: fewer ghost tracks.
+    new_track_threshold: float = 0.6
+    # IoU-distance gate of the first association (1 - IoU). Higher lets fast movers match, but risks swaps.
+    match_threshold: float = 0.8
+    # IoU-distance gate of the second association (low-score boxes); stricter because those boxes are noisier.
+    second_match_threshold: float = 0.5
+    # IoU-distance gate for confirming a track seen in one frame only.
+    unconfirmed_match_threshold: float = 0.7
+    # Frames (at 30 fps) a lost track is kept for re-identification. Longer bridges longer occlusions but may
+    # hand a lost id to a different person. Scaled by fps / 30 so it means the same time at any frame rate.
+    track_buffer: int = 30
+    # Multiply IoU similarity by detection score before matching (ByteTrack does this outside MOT20).
+    fuse_score: bool = True
+    # Tracks shorter than this (in frames) are dropped from results: mostly false positives.
+    min_track_frames: int = 1
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    # PaddleSeg inference folder (deploy.yaml + model.pdmodel + model.pdiparams) or a .onnx file.
+    model: str = ""
+    # Person probability above which a pixel is foreground. 0.5 is the argmax of a 2-class softmax, which is
+    # what PaddleSeg's own predictor does; lower fattens silhouettes, higher erodes limbs.
+    threshold: float = 0.5
+    # Fraction of the box added on each side before cropping; gives the segmenter context around the person.
+    box_pad: float = 0.1
+    # Gray level of the square canvas the crop is centered on (255 = white, like the reference silhouettes).
+    canvas_value: int = 255
+    # Segment every n-th frame of a track. 1 = every frame (best embeddings); 2 halves segmentation time.
+    frame_step: int = 1
+    # Crops per segmenter call. Larger batches amortize per-call overhead; memory grows linearly.
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class GaitConfig:
+    # OpenGait checkpoint ({'model': state_dict, ...}).
+    model: str = ""
+    # Frames fed to one forward pass; longer tracks are sampled evenly down to this (OpenGait evaluates on
+    # whole sequences; a cap bounds memory and time on long tracks).
+    max_frames: int = 720
+    # Half precision on CUDA only; never on CPU (slow there and not needed).
+    fp16: bool = False
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    # "euc" (OpenGait's default: mean over parts of per-part euclidean distance) or "cos".
+    metric: str = "euc"
+    # A probe track farther than this from its assigned gallery track is "unknown". Depends on the model and
+    # metric: calibrate on your own footage (README).
+    threshold: float = 15.0
+    # Tracks with fewer usable (aligned) silhouettes than this are "too_short" and not matched.
+    min_frames: int = 10
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    gallery: Path
+    probes: tuple[Path, ...]
+    output: Path = Path("output")
+    name: str | None = None  # run folder name; a timestamp when None
+    device: str = "auto"  # auto | cpu | cuda
+    quiet: bool = False
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    gait: GaitConfig = field(default_factory=GaitConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
+
+    def to_json(self) -> dict:
+        """Settings as JSON-ready values (for run.json)."""
+        def conv(v):
+            if isinstance(v, Path):
+                return str(v)
+            if isinstance(v, (list, tuple)):
+                return [conv(x) for x in v]
+            if isinstance(v, dict):
+                return {k: conv(x) for k, x in v.items()}
+            return v
+        return conv(asdict(self))

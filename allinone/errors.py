@@ -1,0 +1,12 @@
+"""The one exception type for a user's mistake: the CLI prints its message as one line and exits non-zero."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class UserError(Exception):
+    """Bad input from the user (a file, a flag, a model). The message names the file and what is wrong."""
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {message}" if self.path else message)

@@ -1,0 +1,150 @@
+"""Typed hand-offs between the stages.
+
+Every record checks its shapes on construction, so a stage that produces something malformed fails where the
+mistake is made, not three stages later. Coordinates are named by format: ``xyxy`` is (x1, y1, x2, y2) in pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What we know about an input video after opening it."""
+
+    path: Path
+    name: str  # unique within a run (the file stem, suffixed if two inputs share it)
+    role: str  # "gallery" | "probe"
+    frames: int  # decoded frame count (counted, not trusted from the container)
+    fps: float
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        _check(self.role in ("gallery", "probe"), f"role must be gallery or probe, got {self.role!r}")
+        _check(self.frames >= 0 and self.width > 0 and self.height > 0, "video size must be positive")
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Person boxes in one frame.
+
+    xyxy: (N, 4) float32 pixels; confidence: (N,) float32; track_id: (N,) int64, set by the tracker.
+    """
+
+    xyxy: np.ndarray
+    confidence: np.ndarray
+    track_id: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "xyxy", np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
+                           if np.asarray(self.xyxy).size == 0 else np.asarray(self.xyxy, dtype=np.float32))
+        object.__setattr__(self, "confidence", np.asarray(self.confidence, dtype=np.float32).reshape(-1))
+        _check(self.xyxy.ndim == 2 and self.xyxy.shape[1] == 4, f"xyxy must be (N, 4), got {self.xyxy.shape}")
+        n = len(self.xyxy)
+        _check(self.confidence.shape == (n,), f"confidence must be ({n},), got {self.confidence.shape}")
+        if self.track_id is not None:
+            tid = np.asarray(self.track_id, dtype=np.int64).reshape(-1)
+            _check(tid.shape == (n,), f"track_id must be ({n},), got {tid.shape}")
+            object.__setattr__(self, "track_id", tid)
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+
+    def filter(self, keep: np.ndarray) -> "Detections":
+        """Rows where ``keep`` (bool mask or index array) selects."""
+        return Detections(self.xyxy[keep], self.confidence[keep],
+                          None if self.track_id is None else self.track_id[keep])
+
+
+@dataclass
+class Track:
+    """One tracked person across a video: a box per frame it was seen in (frames are 0-based indices)."""
+
+    track_id: int
+    frames: list[int] = field(default_factory=list)
+    xyxy: list[np.ndarray] = field(default_factory=list)
+    confidence: list[float] = field(default_factory=list)
+
+    def add(self, frame: int, xyxy: np.ndarray, confidence: float) -> None:
+        _check(not self.frames or frame > self.frames[-1], "track frames must increase")
+        self.frames.append(int(frame))
+        self.xyxy.append(np.asarray(xyxy, np.float32).reshape(4))
+        self.confidence.append(float(confidence))
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frames)
+
+    @property
+    def first_frame(self) -> int:
+        return self.frames[0]
+
+    @property
+    def last_frame(self) -> int:
+        return self.frames[-1]
+
+
+@dataclass(frozen=True)
+class Silhouettes:
+    """A track's silhouettes after OpenGait's alignment, in time order.
+
+    aligned: (T, 64, 64) uint8 0..255; frames: (T,) the 0-based frame index each one came from. (The raw masks are
+    written as PNG while the video streams and are not kept in memory.)
+    """
+
+    track_id: int
+    aligned: np.ndarray
+    frames: np.ndarray
+
+    def __post_init__(self) -> None:
+        _check(self.aligned.ndim == 3 and self.aligned.shape[1:] == (64, 64) and self.aligned.dtype == np.uint8,
+               f"aligned must be uint8 (T, 64, 64), got {self.aligned.dtype} {self.aligned.shape}")
+        _check(np.asarray(self.frames).shape == (len(self.aligned),), "one frame index per silhouette")
+
+    def __len__(self) -> int:
+        return len(self.aligned)
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """A track's gait embedding: feature (C, P) float32, e.g. GaitBase's (256, 16)."""
+
+    video: str
+    track_id: int
+    feature: np.ndarray
+    n_frames: int  # silhouettes that went into it
+
+    def __post_init__(self) -> None:
+        _check(self.feature.ndim == 2 and self.feature.dtype == np.float32,
+               f"feature must be float32 (C, P), got {self.feature.dtype} {self.feature.shape}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Who a probe track is: a gallery track, unknown, or too short to tell."""
+
+    probe_video: str
+    probe_track: int
+    gallery_video: str | None
+    gallery_track: int | None
+    distance: float | None
+    status: str  # "match" | "unknown" | "too_short"
+    ranking: list[tuple[str, int, float]]  # (gallery_video, gallery_track, distance), nearest first
+
+    def __post_init__(self) -> None:
+        _check(self.status in ("match", "unknown", "too_short"), f"bad status {self.status!r}")
+        _check((self.gallery_track is None) == (self.status != "match"),
+               "gallery_track is set exactly when status is match")

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from allinone.records import Decision, Detections, Embedding, Silhouettes, Track
+
+
+def test_detections_shapes_are_checked():
+    d = Detections(np.zeros((3, 4)), np.ones(3))
+    assert d.xyxy.dtype == np.float32 and len(d) == 3
+    with pytest.raises(ValueError, match="xyxy"):
+        Detections(np.zeros((3, 5)), np.ones(3))
+    with pytest.raises(ValueError, match="confidence"):
+        Detections(np.zeros((3, 4)), np.ones(2))
+    with pytest.raises(ValueError, match="track_id"):
+        Detections(np.zeros((3, 4)), np.ones(3), np.arange(2))
+    e = Detections.empty()
+    assert e.xyxy.shape == (0, 4) and len(e) == 0
+    kept = Detections(np.arange(12).reshape(3, 4), np.array([0.1, 0.5, 0.9]), np.array([4, 5, 6])).filter(
+        np.array([False, True, True]))
+    assert kept.track_id.tolist() == [5, 6] and kept.xyxy[0, 0] == 4
+
+
+def test_track_frames_must_increase():
+    t = Track(1)
+    t.add(3, np.zeros(4), 0.5)
+    with pytest.raises(ValueError):
+        t.add(3, np.zeros(4), 0.5)
+    t.add(7, np.ones(4), 0.6)
+    assert (t.first_frame, t.last_frame, t.n_frames) == (3, 7, 2)
+
+
+def test_silhouettes_embedding_decision_checks():
+    with pytest.raises(ValueError):
+        Silhouettes(1, np.zeros((2, 64, 44), np.uint8), np.arange(2))
+    with pytest.raises(ValueError):
+        Silhouettes(1, np.zeros((2, 64, 64), np.uint8), np.arange(3))
+    assert len(Silhouettes(1, np.zeros((2, 64, 64), np.uint8), np.arange(2))) == 2
+    with pytest.raises(ValueError):
+        Embedding("v", 1, np.zeros((256, 16), np.float64), 10)
+    with pytest.raises(ValueError):
+        Decision("p", 1, "g", 2, 3.0, "unknown", [])  # a gallery track only for a match
+    Decision("p", 1, "g", 2, 3.0, "match", [("g", 2, 3.0)])
