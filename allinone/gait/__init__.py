@@ -1,0 +1,23 @@
+"""Gait recognition: OpenGait's GaitBase model, its checkpoints, and the embedding stage.
+
+Names are resolved on first use so that importing the package does not import torch.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {
+    "GaitBase": ".gaitbase",
+    "load_gaitbase": ".checkpoint",
+    "save_gaitbase_checkpoint": ".checkpoint",
+    "GaitEmbedder": ".checkpoint",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+    return getattr(import_module(_EXPORTS[name], __name__), name)

@@ -1,0 +1,146 @@
+"""Loading and saving GaitBase weights in OpenGait's checkpoint format, and the gait embedding stage.
+
+OpenGait saves ``{'model': state_dict, 'optimizer': ..., 'scheduler': ..., 'iteration': int}`` with torch.save;
+those files load with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import pickle
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+
+import numpy as np
+
+from ..align import to_model_input
+from ..config import GaitConfig
+from ..errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .gaitbase import GaitBase
+
+log = logging.getLogger(__name__)
+
+_CLASS_KEY = "BNNecks.fc_bin"  # [parts, 256, class_num]
+_SHOW = 3  # key names quoted in an error message
+
+
+def _read_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
+    """The model state_dict inside an OpenGait checkpoint (or a bare state_dict), 'module.' prefixes removed."""
+    import torch
+
+    if not path.is_file():
+        raise UserError("GaitBase checkpoint not found (not a file)", path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UserError("not a loadable checkpoint: not a torch file, or it holds objects other than tensors and "
+                        "plain data (refused by torch.load(weights_only=True))", path) from exc
+    except Exception as exc:  # torch.load fails on foreign or cut-off bytes in many ways (EOF, zip, key errors)
+        lines = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {lines[0][:120]}" if lines else type(exc).__name__
+        raise UserError(f"not a readable PyTorch checkpoint (truncated or another format; {reason})", path) from exc
+    if not isinstance(obj, Mapping):
+        raise UserError(f"not an OpenGait checkpoint: holds a {type(obj).__name__}, expected a dict", path)
+    if "model" in obj:
+        state = obj["model"]
+        if not isinstance(state, Mapping):
+            raise UserError(f"its 'model' entry is a {type(state).__name__}, not a state dict", path)
+    elif obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state = obj  # a bare state_dict
+    else:
+        keys = ", ".join(map(str, list(obj)[:5]))
+        raise UserError(f"not an OpenGait checkpoint: no 'model' state dict (top-level keys: {keys})", path)
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise UserError(f"state dict has non-tensor entries, e.g. {bad[:_SHOW]}", path)
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def load_gaitbase(path: str | Path, device: str = "cpu") -> "GaitBase":
+    """An OpenGait GaitBase checkpoint → GaitBase in eval mode on ``device``; class_num from BNNecks.fc_bin."""
+    from .gaitbase import GaitBase
+
+    path = Path(path)
+    state = _read_state_dict(path)
+    if _CLASS_KEY not in state or state[_CLASS_KEY].dim() != 3:
+        raise UserError(f"not a GaitBase checkpoint: no 3-D {_CLASS_KEY} (is it another OpenGait model?)", path)
+    model = GaitBase(class_num=int(state[_CLASS_KEY].shape[-1]))
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:_SHOW])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:_SHOW])})")
+        raise UserError("not a GaitBase checkpoint: keys differ from OpenGait's GaitBase: " + "; ".join(parts), path)
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if state[k].shape != v.shape]
+    if wrong:
+        raise UserError(f"not a GaitBase checkpoint: {len(wrong)} tensors have the wrong shape "
+                        f"(e.g. {'; '.join(wrong[:_SHOW])})", path)
+    model.load_state_dict(state, strict=True)
+    log.info("loaded GaitBase from %s (class_num %d)", path, model.BNNecks.fc_bin.shape[-1])
+    return model.to(device).eval()
+
+
+def save_gaitbase_checkpoint(model: "GaitBase", path: str | Path, iteration: int = 0) -> Path:
+    """Write ``model`` as OpenGait does: {'model', 'optimizer', 'scheduler', 'iteration'}.
+
+    The optimizer and scheduler entries are the fresh state of GaitBase's training setup (SGD lr 0.1, momentum
+    0.9, weight decay 5e-4; MultiStepLR as in the GREW config), so OpenGait can also resume from the file.
+    """
+    import torch
+
+    path = Path(path)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[80000, 120000, 150000], gamma=0.1)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"model": state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "iteration": int(iteration)}, path)
+    return path
+
+
+class GaitEmbedder:
+    """The gait stage: aligned silhouette sequences → GaitBase embeddings, one forward per sequence."""
+
+    def __init__(self, config: GaitConfig, device: str = "cpu") -> None:
+        if not config.model:
+            raise UserError("no GaitBase checkpoint given (an OpenGait .pt file is needed for the gait stage)")
+        if config.max_frames < 1:
+            raise UserError(f"gait max_frames must be at least 1, got {config.max_frames}")
+        self.config = config
+        self.device = device
+        self.model = load_gaitbase(config.model, device)
+        if device.startswith("cuda"):
+            self.model.frame_chunk = 512  # GPUs want big batches; 512 frames of activations fit easily
+        self.autocast = device.startswith("cuda") and config.fp16
+
+    def _sample(self, seq: np.ndarray) -> np.ndarray:
+        """Evenly spaced frames, in order, when the sequence is longer than max_frames."""
+        if len(seq) <= self.config.max_frames:
+            return seq
+        idx = np.linspace(0, len(seq) - 1, self.config.max_frames).round().astype(np.int64)
+        return seq[idx]
+
+    def __call__(self, aligned: list[np.ndarray]) -> list[np.ndarray]:
+        """aligned: sequences of uint8 [T, 64, 64] (T >= 1) → float32 [256, 16] embeddings, one per sequence."""
+        import torch
+
+        out: list[np.ndarray] = []
+        with torch.inference_mode():
+            for seq in aligned:
+                if seq.ndim != 3 or len(seq) == 0:
+                    raise ValueError(f"each sequence must be a non-empty [T, 64, 64] array, got {seq.shape}")
+                x = torch.from_numpy(to_model_input(self._sample(seq))).unsqueeze(0).to(self.device)  # [1, s, 64, 44]
+                half = torch.autocast("cuda", dtype=torch.float16) if self.autocast else contextlib.nullcontext()
+                with half:
+                    emb = self.model.embed(x)  # [1, 256, 16]
+                out.append(emb[0].float().cpu().numpy().astype(np.float32, copy=False))
+        return out

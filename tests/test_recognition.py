@@ -1,0 +1,184 @@
+"""The whole job as a user runs it: detect, track, segment (Paddle and ONNX PP-HumanSeg), align, GaitBase, match.
+
+No real GaitBase checkpoint exists here: a randomly initialised one is saved in OpenGait's format. Its distances are
+meaningless for identity, so identity tests use thresholds that force each rule (0 → unknown, huge → match)."""
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from allinone.align import align_silhouette
+from allinone.config import GaitConfig
+from allinone.gait.checkpoint import GaitEmbedder, save_gaitbase_checkpoint
+from allinone.gait.gaitbase import GaitBase
+from allinone.video import read_frame_count
+from tests.helpers import write_video
+from tests.test_cli import _assert_user_error, run_main
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "GaitBase_random.pt"
+    save_gaitbase_checkpoint(GaitBase(class_num=7), path)
+    return path
+
+
+def _run(shared, out: Path, ckpt: Path, seg: str = "paddle", probes=("demo2.mp4",), extra=()):
+    seg_model = {"paddle": shared / "weights/pphumanseg_v1_lite_192x192_with_softmax",
+                 "onnx": shared / "weights/pphumanseg_onnx_model.onnx"}[seg]
+    args = ["--gallery", str(shared / "fixtures/videos/demo1.mp4")]
+    for p in probes:
+        args += ["--probe", str(p if Path(str(p)).is_absolute() else shared / "fixtures/videos" / p)]
+    args += ["--detector", str(shared / "weights/yolox_nano.onnx"), "--seg-model", str(seg_model),
+             "--gait-model", str(ckpt), "--output", str(out), "--name", "r", "--quiet", *extra]
+    return run_main(*args)
+
+
+@pytest.fixture(scope="module")
+def paddle_run(tmp_path_factory, shared, ckpt):
+    out = tmp_path_factory.mktemp("paddle")
+    res = _run(shared, out, ckpt, "paddle", extra=["--threshold", "1e9"])
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ""  # --quiet and nothing went wrong: no stray warnings
+    return out / "r"
+
+
+def test_silhouettes_pickle_is_the_alignment_of_the_pngs(paddle_run):
+    m = json.loads((paddle_run / "run.json").read_text())
+    n_tracks = 0
+    for v in m["videos"]:
+        for t in v["tracks"]:
+            n_tracks += 1
+            pngs = sorted((paddle_run / t["silhouettes_png_dir"]).glob("*.png"))
+            assert len(pngs) == t["n_frames"]  # every frame of the track is segmented by default
+            frames = [int(p.stem) for p in pngs]
+            assert frames == sorted(frames) and frames[0] == t["first_frame"]
+            masks = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in pngs]
+            assert all(mk.shape == (192, 192) and set(np.unique(mk)) <= {0, 255} for mk in masks)
+            expected = [a for a in (align_silhouette(mk) for mk in masks) if a is not None]
+            with open(paddle_run / t["silhouettes_pkl"], "rb") as fh:
+                seq = pickle.load(fh)
+            assert seq.dtype == np.uint8 and seq.shape == (len(expected), 64, 64)
+            np.testing.assert_array_equal(seq, np.stack(expected))
+            assert t["n_silhouettes"] == len(expected) >= 10
+    assert n_tracks >= 2
+
+
+def test_features_are_the_embeddings_of_the_pickles(paddle_run, ckpt):
+    m = json.loads((paddle_run / "run.json").read_text())
+    embedder = GaitEmbedder(GaitConfig(model=str(ckpt)), "cpu")
+    assert m["weights"]["gait"]["path"] == str(ckpt)
+    for v in m["videos"]:
+        for t in v["tracks"]:
+            feat = np.load(paddle_run / t["feature"])
+            assert feat.dtype == np.float32 and feat.shape == (256, 16)
+            with open(paddle_run / t["silhouettes_pkl"], "rb") as fh:
+                seq = pickle.load(fh)
+            np.testing.assert_allclose(feat, embedder([seq])[0], rtol=1e-4, atol=1e-5)
+
+
+def test_matches_json_csv_and_result_video(paddle_run, shared):
+    m = json.loads((paddle_run / "run.json").read_text())
+    probe_tracks = {(v["name"], t["id"]) for v in m["videos"] if v["role"] == "probe" for t in v["tracks"]}
+    assert {(r["probe_video"], r["probe_track"]) for r in m["matches"]} == probe_tracks
+    gallery_ids = {t["id"] for t in m["videos"][0]["tracks"]}
+    for r in m["matches"]:
+        assert r["status"] == "match"  # threshold 1e9: the one gallery person is everyone's match
+        assert r["gallery_video"] == "demo1" and r["gallery_track"] in gallery_ids
+        dists = [d for _, d in r["ranking"]]
+        assert dists == sorted(dists) and r["distance"] == pytest.approx(dists[0])
+    with open(paddle_run / m["matches_file"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["probe_video"], int(r["probe_track"]), r["status"]) for r in rows] == \
+        [(r["probe_video"], r["probe_track"], r["status"]) for r in m["matches"]]
+    probe = m["videos"][1]
+    assert probe["result_video"] == "G-demo1_P-demo2.mp4"
+    assert read_frame_count(paddle_run / probe["result_video"]) == read_frame_count(
+        shared / "fixtures/videos/demo2.mp4")
+    assert m["weights"]["segmenter"]["sha256"] and m["weights"]["gait"]["sha256"]
+
+
+def test_onnx_segmenter_run_writes_everything(tmp_path, shared, ckpt):
+    res = _run(shared, tmp_path, ckpt, "onnx", extra=["--threshold", "0"])
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "r"
+    m = json.loads((run / "run.json").read_text())
+    for v in m["videos"]:
+        for t in v["tracks"]:
+            assert (run / t["silhouettes_pkl"]).is_file() and (run / t["feature"]).is_file()
+    # threshold 0: every distance is larger, so every usable probe track is unknown
+    assert m["matches"] and all(r["status"] == "unknown" and r["gallery_track"] is None for r in m["matches"])
+    assert all(r["ranking"] for r in m["matches"])
+
+
+def test_too_short_and_probe_without_people(tmp_path, shared, ckpt):
+    empty = write_video(tmp_path / "nobody.mp4", 10, size_wh=(320, 240))
+    res = _run(shared, tmp_path, ckpt, "onnx", probes=("demo2.mp4", empty),
+               extra=["--min-frames", "100000", "--frame-step", "4"])
+    assert res.returncode == 0, res.stderr
+    m = json.loads((tmp_path / "r/run.json").read_text())
+    assert [v["name"] for v in m["videos"]] == ["demo1", "demo2", "nobody"]
+    assert m["videos"][2]["tracks"] == []
+    assert all(r["probe_video"] != "nobody" for r in m["matches"])
+    demo2 = [r for r in m["matches"] if r["probe_video"] == "demo2"]
+    assert demo2 and all(r["status"] == "too_short" and r["distance"] is None and r["ranking"] == []
+                         for r in demo2)
+    # frame step 4: a quarter of the track's frames were segmented
+    t = m["videos"][1]["tracks"][0]
+    rows = (tmp_path / "r" / m["videos"][1]["tracks_file"]).read_text().splitlines()
+    frames = [int(r.split(",")[0]) for r in rows if int(r.split(",")[1]) == t["id"]]
+    expected = [f for f in frames if (f - t["first_frame"]) % 4 == 0]
+    pngs = sorted((tmp_path / "r" / t["silhouettes_png_dir"]).glob("*.png"))
+    assert [int(p.stem) for p in pngs] == expected
+    assert (tmp_path / "r" / "G-demo1_P-nobody.mp4").is_file()
+
+
+def _no_run(out: Path) -> bool:
+    return not out.exists() or list(out.iterdir()) == []
+
+
+def test_checkpoint_that_is_not_gaitbase(tmp_path, shared):
+    bad = tmp_path / "not_gaitbase.pt"
+    torch.save({"model": torch.nn.Linear(3, 4).state_dict()}, bad)
+    res = _run(shared, tmp_path / "out", bad)
+    _assert_user_error(res, "not_gaitbase.pt")
+    assert _no_run(tmp_path / "out")
+
+
+def test_truncated_checkpoint(tmp_path, shared, ckpt):
+    bad = tmp_path / "cut.pt"
+    bad.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 3])
+    res = _run(shared, tmp_path / "out", bad)
+    _assert_user_error(res, "cut.pt")
+    assert _no_run(tmp_path / "out")
+
+
+def test_segmentation_folder_without_deploy_yaml(tmp_path, shared, ckpt):
+    folder = tmp_path / "seg_model"
+    folder.mkdir()
+    for f in ("model.pdmodel", "model.pdiparams"):
+        (folder / f).write_bytes((shared / "weights/pphumanseg_v1_lite_192x192_with_softmax" / f).read_bytes())
+    res = run_main("--gallery", str(shared / "fixtures/videos/demo1.mp4"),
+                   "--probe", str(shared / "fixtures/videos/demo2.mp4"),
+                   "--detector", str(shared / "weights/yolox_nano.onnx"), "--seg-model", str(folder),
+                   "--gait-model", str(ckpt), "--output", str(tmp_path / "out"), "--quiet")
+    _assert_user_error(res, "seg_model", "deploy.yaml")
+    assert _no_run(tmp_path / "out")
+
+
+def test_segmentation_onnx_with_unexpected_inputs(tmp_path, shared, ckpt):
+    res = run_main("--gallery", str(shared / "fixtures/videos/demo1.mp4"),
+                   "--probe", str(shared / "fixtures/videos/demo2.mp4"),
+                   "--detector", str(shared / "weights/yolox_nano.onnx"),
+                   "--seg-model", str(shared / "weights/yolox_nano.onnx"),
+                   "--gait-model", str(ckpt), "--output", str(tmp_path / "out"), "--quiet")
+    _assert_user_error(res, "yolox_nano.onnx")
+    assert _no_run(tmp_path / "out")
