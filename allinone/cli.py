@@ -36,7 +36,7 @@ def _unit_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d, s, g, m = DetectConfig(), SegmentConfig(), GaitConfig(), MatchConfig()
+    d, s, m = DetectConfig(), SegmentConfig(), MatchConfig()
     p = argparse.ArgumentParser(
         prog="python main.py",
         description="Find every walking person in a gallery video and one or more probe videos, follow them, "
@@ -47,11 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=Path("output"), metavar="DIR",
                    help="folder that receives the run folder (default: output)")
     p.add_argument("--name", default=None, metavar="RUN", help="run folder name (default: a timestamp)")
-    p.add_argument("--detector", default=d.model, metavar="PATH|NAME",
-                   help=f"a YOLOX .onnx file, or an ultralytics model file or name (default: {d.model})")
-    p.add_argument("--seg-model", default=s.model, metavar="PATH",
-                   help="PP-HumanSeg: a PaddleSeg inference folder (deploy.yaml) or an .onnx file")
-    p.add_argument("--gait-model", default=g.model, metavar="PATH", help="an OpenGait GaitBase checkpoint (.pt)")
+    p.add_argument("--detector", default="", metavar="PATH|NAME",
+                   help="a YOLOX .onnx file, or an ultralytics .pt file or name such as yolo11n.pt "
+                        "(default: yolo11n.pt from the checkpoints folder)")
+    p.add_argument("--seg-model", default="", metavar="PATH",
+                   help="PP-HumanSeg: a PaddleSeg inference folder (deploy.yaml) or an .onnx file "
+                        "(default: PP-HumanSeg v2 mobile from the checkpoints folder)")
+    p.add_argument("--gait-model", default="", metavar="PATH",
+                   help="an OpenGait checkpoint (default: GREW GaitBase from the checkpoints folder)")
+    p.add_argument("--checkpoints", default=None, type=Path, metavar="DIR",
+                   help="folder of the default weights (default: $ALLINONE_CHECKPOINTS, else checkpoints/)")
+    p.add_argument("--no-download", action="store_true",
+                   help="never download missing default weights; list what to place where instead")
+    p.add_argument("--track-only", action="store_true",
+                   help="detect and track only (no silhouettes, embeddings or matching)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the models run (default: auto = cuda when available)")
     p.add_argument("--frame-step", type=_positive_int, default=s.frame_step, metavar="N",
@@ -71,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(a: argparse.Namespace) -> RunConfig:
     return RunConfig(
         gallery=a.gallery, probes=tuple(a.probe), output=a.output, name=a.name, device=a.device, quiet=a.quiet,
+        track_only=a.track_only, checkpoints=a.checkpoints, download=not a.no_download,
         detect=DetectConfig(model=str(a.detector), score_threshold=a.det_score),
         track=TrackConfig(),
         segment=SegmentConfig(model=str(a.seg_model) if a.seg_model else "", frame_step=a.frame_step),
@@ -84,9 +94,24 @@ def _setup_logging(quiet: bool) -> None:
                         force=True)
 
 
+def _subcommand(name: str, argv: list[str]) -> int:
+    if name == "weights":
+        from .weights import weights_command
+        return weights_command(argv)
+    raise AssertionError(name)  # only names from SUBCOMMANDS reach here
+
+
+SUBCOMMANDS = ("weights",)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        _setup_logging("--quiet" in argv)
+        return _subcommand(argv[0], argv[1:])
+    parser = build_parser()
+    parser.epilog = ("other commands: python main.py weights [--download] (list / fetch the default models)")
+    args = parser.parse_args(argv)
     _setup_logging(args.quiet)
     from .pipeline import run
     try:

@@ -8,7 +8,8 @@ from pathlib import Path
 @dataclass(frozen=True)
 class DetectConfig:
     # Path to a .onnx (YOLOX, ONNX Runtime) or a .pt file / ultralytics model name (e.g. "yolo11n.pt").
-    model: str = "yolo11n.pt"
+    # Empty: the default detector from the checkpoints folder (downloaded on first use).
+    model: str = ""
     # Detections below this never reach the tracker. Low on purpose: ByteTrack's second association stage
     # recovers occluded people from low-score boxes; raising it loses them, lowering it costs NMS time.
     score_threshold: float = 0.1
@@ -46,6 +47,7 @@ class TrackConfig:
 @dataclass(frozen=True)
 class SegmentConfig:
     # PaddleSeg inference folder (deploy.yaml + model.pdmodel + model.pdiparams) or a .onnx file.
+    # Empty: PP-HumanSeg v2 from the checkpoints folder (downloaded on first use).
     model: str = ""
     # Person probability above which a pixel is foreground. 0.5 is the argmax of a 2-class softmax, which is
     # what PaddleSeg's own predictor does; lower fattens silhouettes, higher erodes limbs.
@@ -62,7 +64,7 @@ class SegmentConfig:
 
 @dataclass(frozen=True)
 class GaitConfig:
-    # OpenGait checkpoint ({'model': state_dict, ...}).
+    # OpenGait checkpoint ({'model': state_dict, ...}). Empty: GREW GaitBase from the checkpoints folder.
     model: str = ""
     # Frames fed to one forward pass; longer tracks are sampled evenly down to this (OpenGait evaluates on
     # whole sequences; a cap bounds memory and time on long tracks).
@@ -90,6 +92,12 @@ class RunConfig:
     name: str | None = None  # run folder name; a timestamp when None
     device: str = "auto"  # auto | cpu | cuda
     quiet: bool = False
+    # Detect and track only: no silhouettes, embeddings or matching (and no segmentation/gait weights needed).
+    track_only: bool = False
+    # Where default weights live (None: $ALLINONE_CHECKPOINTS, else checkpoints/ beside the package).
+    checkpoints: Path | None = None
+    # Fetch missing default weights. False: fail at once with the list of files to place by hand.
+    download: bool = True
     detect: DetectConfig = field(default_factory=DetectConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)

@@ -12,7 +12,7 @@ import pickle
 import platform
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -75,21 +75,59 @@ def _unique_names(paths: list[Path]) -> list[str]:
     return out
 
 
-def build_stages(config: RunConfig, device: str) -> Stages:
+def resolve_models(config: RunConfig) -> RunConfig:
+    """Fill in the default models the user did not name, from the checkpoints folder (downloading what is
+    missing, unless downloads are off). Every missing file is reported in one message."""
+    from . import weights
+    want: list[str] = []
+    if not config.detect.model:
+        want.append("detector")
+    if not config.track_only:
+        if not config.segment.model:
+            want.append("seg")
+        if not config.gait.model:
+            want.append("gait")
+    if not want:
+        return config
+    device = "cpu"  # the load checks below only prove that a fresh download loads
+    checks = {
+        "detector": lambda p: _build_detector(str(p), config, device),
+        "seg": lambda p: _build_segmenter(str(p), device),
+        "gait": lambda p: _load_gait(str(p), config, device),
+    }
+    paths = weights.resolve_all(want, weights.checkpoints_dir(config.checkpoints), download=config.download,
+                                progress=not config.quiet, checks={k: checks[k] for k in want})
+    return replace(
+        config,
+        detect=replace(config.detect, model=str(paths.get("detector", config.detect.model))),
+        segment=replace(config.segment, model=str(paths.get("seg", config.segment.model))),
+        gait=replace(config.gait, model=str(paths.get("gait", config.gait.model))),
+    )
+
+
+def _build_detector(model: str, config: RunConfig, device: str):
     from .detect import build_detector
-    detector = build_detector(config.detect.model, config.detect, device)
-    segmenter = embedder = matcher = None
-    if config.segment.model:
-        from .segment import build_segmenter
-        segmenter = build_segmenter(config.segment.model, device)
-    if config.gait.model:
-        if segmenter is None:
-            raise UserError("--gait-model needs silhouettes: give --seg-model too")
-        from .gait.checkpoint import GaitEmbedder
-        from .match import Matcher
-        embedder = GaitEmbedder(config.gait, device)
-        matcher = Matcher(config.match)
-    return Stages(detector, segmenter, embedder, matcher)
+    return build_detector(model, config.detect, device)
+
+
+def _build_segmenter(model: str, device: str):
+    from .segment import build_segmenter
+    return build_segmenter(model, device)
+
+
+def _load_gait(model: str, config: RunConfig, device: str):
+    from .gait.checkpoint import GaitEmbedder
+    return GaitEmbedder(replace(config.gait, model=model), device)
+
+
+def build_stages(config: RunConfig, device: str) -> Stages:
+    detector = _build_detector(config.detect.model, config, device)
+    if config.track_only:
+        return Stages(detector)
+    from .match import Matcher
+    return Stages(detector, _build_segmenter(config.segment.model, device), _load_gait(config.gait.model, config,
+                                                                                        device),
+                  Matcher(config.match))
 
 
 class _SilhouetteCutter:
@@ -290,6 +328,7 @@ def run(config: RunConfig) -> RunResult:
     names = _unique_names([Path(p) for p, _ in inputs])
     sources = [VideoSource(p) for p, _ in inputs]  # every input checked before any model is loaded
     device = resolve_device(config.device)
+    config = resolve_models(config)
     stages = build_stages(config, device)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with RunWriter(config.output, config.name) as writer:

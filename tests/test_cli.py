@@ -25,7 +25,7 @@ def tracked_run(tmp_path_factory, shared):
     res = run_main("--gallery", str(shared / "fixtures/videos/plaza_gallery_boxed.mp4"),
                    "--probe", str(shared / "fixtures/videos/demo4.mp4"),
                    "--detector", str(shared / "weights/yolox_nano.onnx"),
-                   "--output", str(out), "--name", "run1", "--quiet")
+                   "--output", str(out), "--name", "run1", "--quiet", "--track-only")
     assert res.returncode == 0, res.stderr
     return out / "run1", res
 
@@ -89,7 +89,7 @@ def test_same_stem_inputs_do_not_collide(tmp_path, shared):
     write_video(b / "clip.mp4", 5, seed=1)
     res = run_main("--gallery", str(a / "clip.mp4"), "--probe", str(b / "clip.mp4"),
                    "--detector", str(shared / "weights/yolox_nano.onnx"),
-                   "--output", str(tmp_path / "out"), "--name", "r", "--quiet")
+                   "--output", str(tmp_path / "out"), "--name", "r", "--quiet", "--track-only")
     assert res.returncode == 0, res.stderr
     m = json.loads((tmp_path / "out/r/run.json").read_text())
     assert [v["name"] for v in m["videos"]] == ["clip", "clip-2"]
@@ -102,7 +102,7 @@ def test_video_with_nobody_gives_a_valid_run_and_a_warning(tmp_path, shared):
     empty = write_video(tmp_path / "empty_street.mp4", 12)
     res = run_main("--gallery", str(shared / "fixtures/videos/demo1.mp4"), "--probe", str(empty),
                    "--detector", str(shared / "weights/yolox_nano.onnx"),
-                   "--output", str(tmp_path / "out"), "--name", "r")
+                   "--output", str(tmp_path / "out"), "--name", "r", "--track-only")
     assert res.returncode == 0, res.stderr
     assert "empty_street" in res.stderr and "nobody" in res.stderr
     m = json.loads((tmp_path / "out/r/run.json").read_text())
@@ -123,7 +123,7 @@ def _bad_run(tmp_path, shared, gallery=None, probe=None, detector=None, output=N
     return run_main("--gallery", str(gallery or shared / "fixtures/videos/demo1.mp4"),
                     "--probe", str(probe or shared / "fixtures/videos/demo2.mp4"),
                     "--detector", str(detector or shared / "weights/yolox_nano.onnx"),
-                    "--output", str(output or tmp_path / "out"), "--quiet")
+                    "--output", str(output or tmp_path / "out"), "--quiet", "--track-only")
 
 
 def _no_run_folder(tmp_path) -> bool:
