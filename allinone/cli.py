@@ -98,10 +98,16 @@ def _subcommand(name: str, argv: list[str]) -> int:
     if name == "weights":
         from .weights import weights_command
         return weights_command(argv)
+    if name == "export-onnx":
+        from .gait_onnx import export_command
+        return export_command(argv)
+    if name == "bench":
+        from .bench import bench_command
+        return bench_command(argv)
     raise AssertionError(name)  # only names from SUBCOMMANDS reach here
 
 
-SUBCOMMANDS = ("weights",)
+SUBCOMMANDS = ("weights", "bench", "export-onnx")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging("--quiet" in argv)
         return _subcommand(argv[0], argv[1:])
     parser = build_parser()
-    parser.epilog = ("other commands: python main.py weights [--download] (list / fetch the default models)")
+    parser.epilog = ("other commands: python main.py weights [--download] (list / fetch the default models); "
+                     "python main.py bench (speed on the sample videos)")
     args = parser.parse_args(argv)
     _setup_logging(args.quiet)
     from .pipeline import run

@@ -66,6 +66,9 @@ class SegmentConfig:
 class GaitConfig:
     # OpenGait checkpoint ({'model': state_dict, ...}). Empty: GREW GaitBase from the checkpoints folder.
     model: str = ""
+    # gaitbase | gaitset | gaitpart | gaitgl | deepgaitv2, or auto: recognised from the checkpoint's keys. Naming
+    # one only adds a check (a checkpoint of another architecture is refused); auto never guesses between two.
+    arch: str = "auto"
     # Frames fed to one forward pass; longer tracks are sampled evenly down to this (OpenGait evaluates on
     # whole sequences; a cap bounds memory and time on long tracks).
     max_frames: int = 720

@@ -98,30 +98,62 @@ class VideoSource:
 
 class VideoSink:
     """Writes frames to ``path`` through a temporary name; the file appears under its name only on ``close()``.
-    ``discard()`` (or leaving a ``with`` block by an exception) removes the partial file."""
+    ``discard()`` (or leaving a ``with`` block by an exception) removes the partial file.
 
-    def __init__(self, path: str | Path, fps: float, size_wh: tuple[int, int], fourcc: str = "mp4v") -> None:
+    Encoding runs in a background thread (OpenCV releases the GIL while it encodes), so drawing the next frame
+    overlaps with encoding this one; ``write`` blocks only when ``queue_size`` frames are waiting."""
+
+    def __init__(self, path: str | Path, fps: float, size_wh: tuple[int, int], fourcc: str = "mp4v",
+                 queue_size: int = 8) -> None:
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
         self.size_wh = (int(size_wh[0]), int(size_wh[1]))
         self.count = 0
         self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*fourcc), float(fps), self.size_wh)
         if not self._writer.isOpened():
+            self._writer.release()
+            self.tmp.unlink(missing_ok=True)
             raise UserError(f"cannot write a video here (codec {fourcc})", self.path)
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._encode, name=f"encode-{self.path.name}", daemon=True)
+        self._thread.start()
+
+    def _encode(self) -> None:
+        while True:
+            frame = self._queue.get()
+            if frame is _END:
+                return
+            if self._error is None:
+                try:
+                    self._writer.write(frame)
+                except Exception as exc:  # re-raised in the producer's thread by write()/close()
+                    self._error = exc
 
     def write(self, frame: np.ndarray) -> None:
         if frame.shape[1] != self.size_wh[0] or frame.shape[0] != self.size_wh[1]:
             raise ValueError(f"frame is {frame.shape[1]}x{frame.shape[0]}, sink expects {self.size_wh}")
-        self._writer.write(frame)
+        if self._error is not None:
+            raise self._error
+        self._queue.put(frame)
         self.count += 1
 
-    def close(self) -> Path:
+    def _finish(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(_END)
+            self._thread.join()
         self._writer.release()
+
+    def close(self) -> Path:
+        self._finish()
+        if self._error is not None:
+            self.tmp.unlink(missing_ok=True)
+            raise self._error
         os.replace(self.tmp, self.path)
         return self.path
 
     def discard(self) -> None:
-        self._writer.release()
+        self._finish()
         self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "VideoSink":

@@ -1,4 +1,4 @@
-"""Gait recognition: OpenGait's GaitBase model, its checkpoints, and the embedding stage.
+"""Gait recognition: OpenGait models (GaitBase, GaitSet, GaitPart, GaitGL, DeepGaitV2), checkpoints, embedding stage.
 
 Names are resolved on first use so that importing the package does not import torch.
 """
@@ -11,6 +11,14 @@ _EXPORTS = {
     "load_gaitbase": ".checkpoint",
     "save_gaitbase_checkpoint": ".checkpoint",
     "GaitEmbedder": ".checkpoint",
+    "load_gait_model": ".checkpoint",
+    "GaitSet": ".gaitset",
+    "GaitPart": ".gaitpart",
+    "GaitGL": ".gaitgl",
+    "DeepGaitV2": ".deepgaitv2",
+    "ARCHS": ".registry",
+    "ArchSpec": ".registry",
+    "matching_archs": ".registry",
 }
 
 __all__ = list(_EXPORTS)

@@ -1,7 +1,8 @@
-"""Loading and saving GaitBase weights in OpenGait's checkpoint format, and the gait embedding stage.
+"""Loading OpenGait checkpoints (GaitBase, GaitSet, GaitPart, GaitGL, DeepGaitV2) and the gait embedding stage.
 
 OpenGait saves ``{'model': state_dict, 'optimizer': ..., 'scheduler': ..., 'iteration': int}`` with torch.save;
-those files load with ``weights_only=True``.
+those files load with ``weights_only=True``. The architecture is read from the state_dict keys (registry.py) or
+forced by name; either way the keys and shapes must be exactly those of the OpenGait model.
 """
 from __future__ import annotations
 
@@ -16,15 +17,16 @@ import numpy as np
 from ..align import to_model_input
 from ..config import GaitConfig
 from ..errors import UserError
+from .registry import ARCHS, ArchSpec, build, matching_archs
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
     from .gaitbase import GaitBase
 
 log = logging.getLogger(__name__)
 
-_CLASS_KEY = "BNNecks.fc_bin"  # [parts, 256, class_num]
 _SHOW = 3  # key names quoted in an error message
 
 
@@ -33,7 +35,7 @@ def _read_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
     import torch
 
     if not path.is_file():
-        raise UserError("GaitBase checkpoint not found (not a file)", path)
+        raise UserError("gait checkpoint not found (not a file)", path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -60,15 +62,41 @@ def _read_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
-def load_gaitbase(path: str | Path, device: str = "cpu") -> "GaitBase":
-    """An OpenGait GaitBase checkpoint → GaitBase in eval mode on ``device``; class_num from BNNecks.fc_bin."""
-    from .gaitbase import GaitBase
+def _pick_arch(state: Mapping[str, "torch.Tensor"], arch: str, path: Path) -> ArchSpec:
+    """The spec of ``arch``, or of the one architecture the keys identify when ``arch`` is 'auto'."""
+    found = matching_archs(state)
+    names = ", ".join(ARCHS)
+    if arch == "auto":
+        if len(found) == 1:
+            return ARCHS[found[0]]
+        if found:
+            raise UserError(f"ambiguous gait checkpoint: its keys fit {' and '.join(found)}; set the architecture",
+                            path)
+        sample = ", ".join(list(state)[:_SHOW])
+        raise UserError(f"not a checkpoint of a known OpenGait model ({names}): its keys match none "
+                        f"(first keys: {sample})", path)
+    if arch not in ARCHS:
+        raise UserError(f"unknown gait architecture {arch!r} (expected auto, {names})")
+    if found and arch not in found:
+        raise UserError(f"a {ARCHS[found[0]].title} checkpoint, not {ARCHS[arch].title} "
+                        f"(architecture {arch!r} was asked for)", path)
+    return ARCHS[arch]
 
+
+def load_gait_model(path: str | Path, arch: str = "auto", device: str = "cpu") -> tuple["nn.Module", ArchSpec]:
+    """An OpenGait checkpoint → (model in eval mode on ``device``, its ArchSpec).
+
+    ``arch``: 'auto' (recognised from the keys) or one of registry.ARCHS. Constructor arguments (class_num,
+    widths, depths) are read from the tensor shapes; the key set and every shape must then equal the model's.
+    """
     path = Path(path)
     state = _read_state_dict(path)
-    if _CLASS_KEY not in state or state[_CLASS_KEY].dim() != 3:
-        raise UserError(f"not a GaitBase checkpoint: no 3-D {_CLASS_KEY} (is it another OpenGait model?)", path)
-    model = GaitBase(class_num=int(state[_CLASS_KEY].shape[-1]))
+    spec = _pick_arch(state, arch, path)
+    title = spec.title
+    try:
+        model = build(spec, state)
+    except ValueError as exc:
+        raise UserError(f"not a {title} checkpoint: {exc}", path) from exc
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -78,15 +106,20 @@ def load_gaitbase(path: str | Path, device: str = "cpu") -> "GaitBase":
             parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:_SHOW])})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:_SHOW])})")
-        raise UserError("not a GaitBase checkpoint: keys differ from OpenGait's GaitBase: " + "; ".join(parts), path)
+        raise UserError(f"not a {title} checkpoint: keys differ from OpenGait's {title}: " + "; ".join(parts), path)
     wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
              if state[k].shape != v.shape]
     if wrong:
-        raise UserError(f"not a GaitBase checkpoint: {len(wrong)} tensors have the wrong shape "
+        raise UserError(f"not a {title} checkpoint: {len(wrong)} tensors have the wrong shape "
                         f"(e.g. {'; '.join(wrong[:_SHOW])})", path)
     model.load_state_dict(state, strict=True)
-    log.info("loaded GaitBase from %s (class_num %d)", path, model.BNNecks.fc_bin.shape[-1])
-    return model.to(device).eval()
+    log.info("loaded %s from %s (embedding %s, metric %s)", title, path, model.embedding_shape, spec.metric)
+    return model.to(device).eval(), spec
+
+
+def load_gaitbase(path: str | Path, device: str = "cpu") -> "GaitBase":
+    """An OpenGait GaitBase checkpoint → GaitBase in eval mode on ``device``; class_num from BNNecks.fc_bin."""
+    return load_gait_model(path, "gaitbase", device)[0]  # type: ignore[return-value]
 
 
 def save_gaitbase_checkpoint(model: "GaitBase", path: str | Path, iteration: int = 0) -> Path:
@@ -108,17 +141,24 @@ def save_gaitbase_checkpoint(model: "GaitBase", path: str | Path, iteration: int
 
 
 class GaitEmbedder:
-    """The gait stage: aligned silhouette sequences → GaitBase embeddings, one forward per sequence."""
+    """The gait stage: aligned silhouette sequences → OpenGait embeddings, one forward per sequence.
+
+    ``arch``, ``spec`` (input size, metric, embedding), ``metric`` (pass it to the Matcher) and
+    ``embedding_shape`` (c, p) describe the loaded model.
+    """
 
     def __init__(self, config: GaitConfig, device: str = "cpu") -> None:
         if not config.model:
-            raise UserError("no GaitBase checkpoint given (an OpenGait .pt file is needed for the gait stage)")
+            raise UserError("no gait checkpoint given (an OpenGait .pt file is needed for the gait stage)")
         if config.max_frames < 1:
             raise UserError(f"gait max_frames must be at least 1, got {config.max_frames}")
         self.config = config
         self.device = device
-        self.model = load_gaitbase(config.model, device)
-        if device.startswith("cuda"):
+        self.model, self.spec = load_gait_model(config.model, config.arch, device)
+        self.arch = self.spec.name
+        self.metric = self.spec.metric
+        self.embedding_shape: tuple[int, int] = self.model.embedding_shape
+        if device.startswith("cuda") and hasattr(self.model, "frame_chunk"):
             self.model.frame_chunk = 512  # GPUs want big batches; 512 frames of activations fit easily
         self.autocast = device.startswith("cuda") and config.fp16
 
@@ -130,7 +170,8 @@ class GaitEmbedder:
         return seq[idx]
 
     def __call__(self, aligned: list[np.ndarray]) -> list[np.ndarray]:
-        """aligned: sequences of uint8 [T, 64, 64] (T >= 1) → float32 [256, 16] embeddings, one per sequence."""
+        """aligned: sequences of uint8 [T, 64, 64] (T >= 1) → float32 [c, p] embeddings, one per sequence
+        ([256, 16] for GaitBase; see ``embedding_shape``)."""
         import torch
 
         out: list[np.ndarray] = []
@@ -138,9 +179,13 @@ class GaitEmbedder:
             for seq in aligned:
                 if seq.ndim != 3 or len(seq) == 0:
                     raise ValueError(f"each sequence must be a non-empty [T, 64, 64] array, got {seq.shape}")
-                x = torch.from_numpy(to_model_input(self._sample(seq))).unsqueeze(0).to(self.device)  # [1, s, 64, 44]
+                x = to_model_input(self._sample(seq))  # [s, 64, 44]
+                if x.shape[1:] != self.spec.input_size:
+                    raise ValueError(f"{self.spec.title} takes {self.spec.input_size} inputs, got {x.shape[1:]} "
+                                     f"(from aligned frames {seq.shape[1:]}; expected 64x64)")
+                x = torch.from_numpy(x).unsqueeze(0).to(self.device)  # [1, s, 64, 44]
                 half = torch.autocast("cuda", dtype=torch.float16) if self.autocast else contextlib.nullcontext()
                 with half:
-                    emb = self.model.embed(x)  # [1, 256, 16]
+                    emb = self.model.embed(x)  # [1, c, p]
                 out.append(emb[0].float().cpu().numpy().astype(np.float32, copy=False))
         return out

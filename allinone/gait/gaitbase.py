@@ -5,7 +5,7 @@ Module and parameter names reproduce OpenGait's state_dict keys exactly (``Backb
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +122,20 @@ class GaitBase(nn.Module):
         self.Backbone = FrameFolding(ResNet9(channels))
         self.FCs = SeparateFCs(parts, channels[-1], out_channels)
         self.BNNecks = SeparateBNNecks(parts, out_channels, class_num)
+
+    @property
+    def embedding_shape(self) -> tuple[int, int]:
+        p, _, c = self.FCs.fc_bin.shape
+        return int(c), int(p)
+
+    @staticmethod
+    def kwargs_from_state(state: Mapping[str, torch.Tensor]) -> dict:
+        """Constructor arguments from an OpenGait GaitBase state_dict: class_num from BNNecks.fc_bin [16, 256, k].
+        Widths are those of every OpenGait GaitBase config; other shapes are refused by the key/shape check."""
+        t = state.get("BNNecks.fc_bin")
+        if t is None or t.dim() != 3:
+            raise ValueError("no 3-D BNNecks.fc_bin (is it another OpenGait model?)")
+        return {"class_num": int(t.shape[-1])}
 
     @staticmethod
     def _frames_first(sils: torch.Tensor) -> torch.Tensor:
