@@ -120,7 +120,7 @@ def bench_command(argv: list[str] | None = None) -> int:
         wall = time.perf_counter() - t0
         peak = _peak_rss_mb()
         device = resolve_device(args.device)
-        stages = build_stages(config, device)
+        stages, config = build_stages(config, device)
         rows = []
         for entry in result.manifest["videos"]:
             tm = entry["timings_s"]

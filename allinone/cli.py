@@ -8,6 +8,9 @@ from pathlib import Path
 
 from .config import DetectConfig, GaitConfig, MatchConfig, RunConfig, SegmentConfig, TrackConfig
 from .errors import UserError
+from .gait.registry import ARCHS
+
+GAIT_ARCHS = tuple(ARCHS)
 
 log = logging.getLogger("allinone")
 
@@ -54,7 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PP-HumanSeg: a PaddleSeg inference folder (deploy.yaml) or an .onnx file "
                         "(default: PP-HumanSeg v2 mobile from the checkpoints folder)")
     p.add_argument("--gait-model", default="", metavar="PATH",
-                   help="an OpenGait checkpoint (default: GREW GaitBase from the checkpoints folder)")
+                   help="an OpenGait checkpoint (.pt: GaitBase, GaitSet, GaitPart, GaitGL, DeepGaitV2) or an "
+                        ".onnx file from export-onnx (default: GREW GaitBase from the checkpoints folder)")
+    p.add_argument("--gait-arch", default="auto", choices=["auto", *GAIT_ARCHS], metavar="NAME",
+                   help="the gait model's OpenGait architecture: " + ", ".join(GAIT_ARCHS) + ", or auto "
+                        "(default): recognised from the checkpoint's keys; naming one refuses any other")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="also load gait checkpoints that pickle objects besides tensors (this can run code from "
+                        "the file: only for files you trust)")
     p.add_argument("--checkpoints", default=None, type=Path, metavar="DIR",
                    help="folder of the default weights (default: $ALLINONE_CHECKPOINTS, else checkpoints/)")
     p.add_argument("--no-download", action="store_true",
@@ -67,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"segment every N-th frame of a track (default: {s.frame_step})")
     p.add_argument("--det-score", type=_unit_float, default=d.score_threshold, metavar="S",
                    help=f"lowest detection score passed to the tracker (default: {d.score_threshold})")
-    p.add_argument("--metric", choices=["euc", "cos"], default=m.metric,
-                   help=f"gait distance (default: {m.metric}, OpenGait's)")
+    p.add_argument("--metric", choices=["auto", "euc", "cos"], default=m.metric,
+                   help="gait distance (default: auto, the one OpenGait evaluates the model with: euc)")
     p.add_argument("--threshold", type=float, default=m.threshold, metavar="D",
                    help=f"a probe farther than this from its gallery match is unknown (default: {m.threshold})")
     p.add_argument("--min-frames", type=_positive_int, default=m.min_frames, metavar="N",
@@ -84,7 +94,8 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         detect=DetectConfig(model=str(a.detector), score_threshold=a.det_score),
         track=TrackConfig(),
         segment=SegmentConfig(model=str(a.seg_model) if a.seg_model else "", frame_step=a.frame_step),
-        gait=GaitConfig(model=str(a.gait_model) if a.gait_model else ""),
+        gait=GaitConfig(model=str(a.gait_model) if a.gait_model else "", arch=a.gait_arch,
+                        trust_checkpoint=a.trust_checkpoint),
         match=MatchConfig(metric=a.metric, threshold=a.threshold, min_frames=a.min_frames),
     )
 

@@ -72,14 +72,18 @@ class GaitConfig:
     # Frames fed to one forward pass; longer tracks are sampled evenly down to this (OpenGait evaluates on
     # whole sequences; a cap bounds memory and time on long tracks).
     max_frames: int = 720
+    # Checkpoints are read with torch.load(weights_only=True), which runs no code from the file. A checkpoint that
+    # pickles other objects too is refused unless this is set (full unpickling can run code: trusted files only).
+    trust_checkpoint: bool = False
     # Half precision on CUDA only; never on CPU (slow there and not needed).
     fp16: bool = False
 
 
 @dataclass(frozen=True)
 class MatchConfig:
-    # "euc" (OpenGait's default: mean over parts of per-part euclidean distance) or "cos".
-    metric: str = "euc"
+    # "auto": the distance the gait model is evaluated with in OpenGait (euc for every model here), "euc" (mean
+    # over parts of the per-part euclidean distance) or "cos". A run records the resolved one.
+    metric: str = "auto"
     # A probe track farther than this from its assigned gallery track is "unknown". Depends on the model and
     # metric: calibrate on your own footage (README).
     threshold: float = 15.0

@@ -46,7 +46,7 @@ class Matcher:
     """Decides, for every probe track, which gallery track it is (or unknown / too short)."""
 
     def __init__(self, config: MatchConfig) -> None:
-        if config.metric not in METRICS:
+        if config.metric not in METRICS:  # "auto" is resolved from the gait model before a Matcher is built
             raise UserError(f"unknown match metric {config.metric!r} (expected euc or cos)")
         self.config = config
 

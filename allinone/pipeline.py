@@ -116,18 +116,25 @@ def _build_segmenter(model: str, device: str):
 
 
 def _load_gait(model: str, config: RunConfig, device: str):
-    from .gait.checkpoint import GaitEmbedder
-    return GaitEmbedder(replace(config.gait, model=model), device)
+    """The gait backend for the model file: torch for OpenGait .pt checkpoints, ONNX Runtime for .onnx."""
+    from .gait_onnx import embedder_for
+    return embedder_for(model, config.gait, device)
 
 
-def build_stages(config: RunConfig, device: str) -> Stages:
+def build_stages(config: RunConfig, device: str) -> tuple[Stages, RunConfig]:
+    """The stages, built once, and the config with what loading them settled (the 'auto' metric)."""
     detector = _build_detector(config.detect.model, config, device)
     if config.track_only:
-        return Stages(detector)
+        return Stages(detector), config
     from .match import Matcher
-    return Stages(detector, _build_segmenter(config.segment.model, device), _load_gait(config.gait.model, config,
-                                                                                        device),
-                  Matcher(config.match))
+    segmenter = _build_segmenter(config.segment.model, device)
+    embedder = _load_gait(config.gait.model, config, device)
+    if config.match.metric == "auto":
+        config = replace(config, match=replace(config.match, metric=embedder.metric))
+    elif config.match.metric != embedder.metric:
+        log.warning("matching with %s distances; %s (%s) is evaluated with %s in OpenGait", config.match.metric,
+                    getattr(embedder, "arch", "the gait model"), config.gait.model, embedder.metric)
+    return Stages(detector, segmenter, embedder, Matcher(config.match)), config
 
 
 class _SilhouetteCutter:
@@ -329,7 +336,7 @@ def run(config: RunConfig) -> RunResult:
     sources = [VideoSource(p) for p, _ in inputs]  # every input checked before any model is loaded
     device = resolve_device(config.device)
     config = resolve_models(config)
-    stages = build_stages(config, device)
+    stages, config = build_stages(config, device)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with RunWriter(config.output, config.name) as writer:
         results: list[VideoResult] = []
@@ -388,7 +395,8 @@ def run(config: RunConfig) -> RunResult:
             "weights": {
                 "detector": _weights_entry(getattr(stages.detector, "path", None)),
                 **({"segmenter": _weights_entry(config.segment.model)} if stages.segmenter else {}),
-                **({"gait": _weights_entry(config.gait.model)} if stages.embedder else {}),
+                **({"gait": {**_weights_entry(config.gait.model), "arch": stages.embedder.arch,
+                             "metric": stages.embedder.metric}} if stages.embedder else {}),
             },
             "videos": videos_json,
         }

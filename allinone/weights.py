@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sys
 import time
 import urllib.error
@@ -433,6 +434,10 @@ def _fetch(url: str, folder: Path, name: str, progress: bool, policy: DownloadPo
             last = f"HTTP {exc.code} {exc.reason}"
         except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, OSError) as exc:
             last = _reason(exc)
+            if isinstance(getattr(exc, "reason", exc), socket.gaierror):
+                # the host name does not resolve (offline, or a wrong address): retrying will not help
+                raise _Unreachable(f"cannot download from {urllib.parse.urlsplit(url).netloc} (its name does not "
+                                   f"resolve, {last}; offline?)") from exc
         if tmp is not None:
             _remove(tmp)
             if tmp in temps:

@@ -177,3 +177,19 @@ def test_unwritable_output(tmp_path, shared):
 def test_bad_flag_value_exits_nonzero_without_traceback(tmp_path, shared):
     res = run_main("--gallery", "g.mp4", "--probe", "p.mp4", "--frame-step", "0")
     assert res.returncode == 2 and "Traceback" not in res.stderr and "--frame-step" in res.stderr
+
+
+def test_flags_reach_the_config():
+    from allinone.cli import build_parser, config_from_args
+    base = ["--gallery", "g.mp4", "--probe", "p.mp4"]
+    cfg = config_from_args(build_parser().parse_args(base))
+    assert (cfg.gait.arch, cfg.gait.trust_checkpoint, cfg.match.metric) == ("auto", False, "auto")
+    cfg = config_from_args(build_parser().parse_args(
+        [*base, "--gait-arch", "gaitgl", "--trust-checkpoint", "--metric", "cos", "--probe", "q.mp4"]))
+    assert (cfg.gait.arch, cfg.gait.trust_checkpoint, cfg.match.metric) == ("gaitgl", True, "cos")
+    assert cfg.probes == (Path("p.mp4"), Path("q.mp4"))
+
+
+def test_unknown_gait_arch_is_refused_by_the_parser(tmp_path, shared):
+    res = run_main("--gallery", "g.mp4", "--probe", "p.mp4", "--gait-arch", "gaitnet")
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "--gait-arch" in res.stderr

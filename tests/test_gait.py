@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from allinone.align import align_sequence, to_model_input
 from allinone.config import GaitConfig
 from allinone.errors import UserError
-from allinone.gait import GaitBase, GaitEmbedder, load_gaitbase, save_gaitbase_checkpoint
+from allinone.gait import GaitBase, GaitEmbedder, load_gait_model, load_gaitbase, save_gaitbase_checkpoint
 
 CLASS_NUM = 7
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -218,6 +218,21 @@ def test_refusals(ckpt, tmp_path):
 
     torch.save({"model": {"BNNecks.fc_bin": torch.zeros(16, 256, 3)}}, tmp_path / "other.pt")
     _expect_refusal(tmp_path / "other.pt", "missing")
+
+
+def test_pickled_objects_are_refused_unless_trusted(ckpt, tmp_path):
+    import argparse
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    risky = tmp_path / "risky.pt"
+    torch.save({**raw, "cfgs": argparse.Namespace(lr=0.1)}, risky)
+    _expect_refusal(risky, "--trust-checkpoint")
+    model, spec = load_gait_model(risky, trust_pickle=True)
+    torch.testing.assert_close(model.FCs.fc_bin, raw["model"]["FCs.fc_bin"], rtol=0, atol=0)
+    # trusting a file does not make garbage loadable, and the refusal then does not suggest trust
+    (tmp_path / "noise.pt").write_bytes(np.random.default_rng(1).bytes(4096))
+    with pytest.raises(UserError) as err:
+        load_gait_model(tmp_path / "noise.pt", trust_pickle=True)
+    assert "noise.pt" in str(err.value) and "--trust-checkpoint" not in str(err.value)
 
 
 def test_embedder(model, ckpt, real_sils):

@@ -18,6 +18,7 @@ from allinone.align import align_silhouette
 from allinone.config import GaitConfig
 from allinone.gait.checkpoint import GaitEmbedder, save_gaitbase_checkpoint
 from allinone.gait.gaitbase import GaitBase
+from allinone.gait_onnx import PARITY_ATOL, PARITY_RTOL, export_command
 from allinone.video import read_frame_count
 from tests.helpers import write_video
 from tests.test_cli import _assert_user_error, run_main
@@ -76,6 +77,8 @@ def test_features_are_the_embeddings_of_the_pickles(paddle_run, ckpt):
     m = json.loads((paddle_run / "run.json").read_text())
     embedder = GaitEmbedder(GaitConfig(model=str(ckpt)), "cpu")
     assert m["weights"]["gait"]["path"] == str(ckpt)
+    assert (m["weights"]["gait"]["arch"], m["settings"]["match"]["metric"]) == ("gaitbase", "euc")
+    assert m["settings"]["gait"]["arch"] == "auto"
     for v in m["videos"]:
         for t in v["tracks"]:
             feat = np.load(paddle_run / t["feature"])
@@ -106,14 +109,33 @@ def test_matches_json_csv_and_result_video(paddle_run, shared):
     assert m["weights"]["segmenter"]["sha256"] and m["weights"]["gait"]["sha256"]
 
 
-def test_onnx_segmenter_run_writes_everything(tmp_path, shared, ckpt):
-    res = _run(shared, tmp_path, ckpt, "onnx", extra=["--threshold", "0"])
+@pytest.fixture(scope="module")
+def onnx_gait(tmp_path_factory, ckpt) -> Path:
+    out = tmp_path_factory.mktemp("onnx_gait") / "gaitbase.onnx"
+    assert export_command(["--gait-model", str(ckpt), "--out", str(out)]) == 0
+    return out
+
+
+def test_onnx_segmenter_and_onnx_gait_run_writes_everything(tmp_path, shared, ckpt, onnx_gait):
+    res = _run(shared, tmp_path, onnx_gait, "onnx", extra=["--threshold", "0"])
     assert res.returncode == 0, res.stderr
     run = tmp_path / "r"
     m = json.loads((run / "run.json").read_text())
+    # the ONNX Runtime gait backend was used, and its features are torch's within the export's parity bound
+    assert m["weights"]["gait"]["path"] == str(onnx_gait)
+    assert (m["weights"]["gait"]["arch"], m["weights"]["gait"]["metric"]) == ("gaitbase", "euc")
+    assert m["settings"]["match"]["metric"] == "euc"  # 'auto' resolved from the model and recorded
+    torch_embedder = GaitEmbedder(GaitConfig(model=str(ckpt)), "cpu")
+    n_feats = 0
     for v in m["videos"]:
         for t in v["tracks"]:
             assert (run / t["silhouettes_pkl"]).is_file() and (run / t["feature"]).is_file()
+            with open(run / t["silhouettes_pkl"], "rb") as fh:
+                want = torch_embedder([pickle.load(fh)])[0]
+            got = np.load(run / t["feature"])
+            assert np.abs(got - want).max() <= PARITY_RTOL * np.abs(want).max() + PARITY_ATOL
+            n_feats += 1
+    assert n_feats >= 2
     # threshold 0: every distance is larger, so every usable probe track is unknown
     assert m["matches"] and all(r["status"] == "unknown" and r["gallery_track"] is None for r in m["matches"])
     assert all(r["ranking"] for r in m["matches"])
@@ -151,6 +173,27 @@ def test_checkpoint_that_is_not_gaitbase(tmp_path, shared):
     res = _run(shared, tmp_path / "out", bad)
     _assert_user_error(res, "not_gaitbase.pt")
     assert _no_run(tmp_path / "out")
+
+
+def test_gait_arch_that_does_not_fit_the_checkpoint(tmp_path, shared, ckpt):
+    res = _run(shared, tmp_path / "out", ckpt, extra=["--gait-arch", "gaitset"])
+    _assert_user_error(res, ckpt.name, "GaitBase", "gaitset")
+    assert _no_run(tmp_path / "out")
+
+
+def test_checkpoint_with_pickled_objects_needs_trust(tmp_path, shared, ckpt):
+    import argparse
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    risky = tmp_path / "with_cfg.pt"
+    torch.save({**raw, "cfgs": argparse.Namespace(lr=0.1)}, risky)  # an object torch's safe loader refuses
+    res = _run(shared, tmp_path / "out", risky)
+    _assert_user_error(res, "with_cfg.pt", "--trust-checkpoint")
+    assert _no_run(tmp_path / "out")
+    # opted in: the same file loads (in full) and gives the same model
+    trusted = GaitEmbedder(GaitConfig(model=str(risky), trust_checkpoint=True), "cpu")
+    plain = GaitEmbedder(GaitConfig(model=str(ckpt)), "cpu")
+    seq = (np.random.default_rng(0).random((6, 64, 64)) > 0.5).astype(np.uint8) * 255
+    np.testing.assert_array_equal(trusted([seq])[0], plain([seq])[0])
 
 
 def test_truncated_checkpoint(tmp_path, shared, ckpt):

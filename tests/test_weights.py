@@ -250,6 +250,22 @@ def test_always_503_gives_missing_weights_after_all_tries(server, tmp_path):
     assert _tree(tmp_path) == []
 
 
+def test_unresolvable_host_is_not_retried(tmp_path, monkeypatch):
+    lookups = []
+
+    def no_dns(host, *args, **kwargs):
+        lookups.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    slow = W.DownloadPolicy(attempts=4, backoff_s=60.0, timeout_s=5.0)  # a retry would sleep a minute
+    with pytest.raises(W.MissingWeights, match="does not resolve") as err:
+        W.ensure(_plain_spec("https://weights.example.invalid/d.pt"), tmp_path, progress=False, policy=slow)
+    assert lookups == ["weights.example.invalid"]
+    assert "https://weights.example.invalid/d.pt" in str(err.value)
+    assert _tree(tmp_path) == []
+
+
 def test_offline_lists_every_missing_file_with_url_and_target(tmp_path):
     root = tmp_path / "ck"
     specs = [_gait_spec(_dead_url("/g.zip")), _seg_spec(_dead_url("/s.zip")), _plain_spec(_dead_url("/d.pt"))]

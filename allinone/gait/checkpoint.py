@@ -30,17 +30,35 @@ log = logging.getLogger(__name__)
 _SHOW = 3  # key names quoted in an error message
 
 
-def _read_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
-    """The model state_dict inside an OpenGait checkpoint (or a bare state_dict), 'module.' prefixes removed."""
+def _read_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, "torch.Tensor"]:
+    """The model state_dict inside an OpenGait checkpoint (or a bare state_dict), 'module.' prefixes removed.
+
+    The file is read with ``torch.load(weights_only=True)``, which runs no code from the file. A checkpoint that
+    also pickles other objects (a config object, a custom class) is refused unless ``trust_pickle`` is set: then
+    it is unpickled in full, which can run code from the file.
+    """
     import torch
 
     if not path.is_file():
         raise UserError("gait checkpoint not found (not a file)", path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            # torch names the class it refused ("Unsupported global: GLOBAL module.Class"); any other
+            # unpickling error means the bytes are not a torch checkpoint at all
+            if "Unsupported global" not in str(exc):
+                raise
+            if not trust_pickle:
+                raise UserError("refused: besides tensors it pickles other objects, which could run code when "
+                                "loaded; if you trust its source, pass --trust-checkpoint", path) from exc
+            log.warning("%s pickles objects besides tensors; unpickling it in full as asked (--trust-checkpoint)",
+                        path)
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+    except UserError:
+        raise
     except pickle.UnpicklingError as exc:
-        raise UserError("not a loadable checkpoint: not a torch file, or it holds objects other than tensors and "
-                        "plain data (refused by torch.load(weights_only=True))", path) from exc
+        raise UserError("not a loadable checkpoint: not a torch file (unpickling failed)", path) from exc
     except Exception as exc:  # torch.load fails on foreign or cut-off bytes in many ways (EOF, zip, key errors)
         lines = str(exc).strip().splitlines()
         reason = f"{type(exc).__name__}: {lines[0][:120]}" if lines else type(exc).__name__
@@ -83,14 +101,16 @@ def _pick_arch(state: Mapping[str, "torch.Tensor"], arch: str, path: Path) -> Ar
     return ARCHS[arch]
 
 
-def load_gait_model(path: str | Path, arch: str = "auto", device: str = "cpu") -> tuple["nn.Module", ArchSpec]:
+def load_gait_model(path: str | Path, arch: str = "auto", device: str = "cpu", *,
+                    trust_pickle: bool = False) -> tuple["nn.Module", ArchSpec]:
     """An OpenGait checkpoint → (model in eval mode on ``device``, its ArchSpec).
 
     ``arch``: 'auto' (recognised from the keys) or one of registry.ARCHS. Constructor arguments (class_num,
     widths, depths) are read from the tensor shapes; the key set and every shape must then equal the model's.
+    ``trust_pickle``: also load checkpoints that need full unpickling (see _read_state_dict).
     """
     path = Path(path)
-    state = _read_state_dict(path)
+    state = _read_state_dict(path, trust_pickle)
     spec = _pick_arch(state, arch, path)
     title = spec.title
     try:
@@ -154,7 +174,8 @@ class GaitEmbedder:
             raise UserError(f"gait max_frames must be at least 1, got {config.max_frames}")
         self.config = config
         self.device = device
-        self.model, self.spec = load_gait_model(config.model, config.arch, device)
+        self.model, self.spec = load_gait_model(config.model, config.arch, device,
+                                                trust_pickle=config.trust_checkpoint)
         self.arch = self.spec.name
         self.metric = self.spec.metric
         self.embedding_shape: tuple[int, int] = self.model.embedding_shape
