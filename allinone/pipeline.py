@@ -254,7 +254,7 @@ def _process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages:
     return result
 
 
-def _embed(results: list[VideoResult], stages: Stages, writer: RunWriter) -> list[Embedding]:
+def _embed(results: list[VideoResult], stages: Stages, writer: RunWriter, quiet: bool = True) -> list[Embedding]:
     """One gait forward per track with silhouettes; features saved as .npy, aligned sequences as OpenGait pickles."""
     items: list[tuple[VideoResult, int, np.ndarray]] = []
     for r in results:
@@ -267,14 +267,12 @@ def _embed(results: list[VideoResult], stages: Stages, writer: RunWriter) -> lis
                 items.append((r, tid, seq))
     if not items or stages.embedder is None:
         return []
-    t0 = time.perf_counter()
-    feats = stages.embedder([seq for _, _, seq in items])
-    per_track = (time.perf_counter() - t0) / len(items)
     out = []
-    for (r, tid, seq), feat in zip(items, feats):
-        feat = np.asarray(feat, dtype=np.float32)
+    for r, tid, seq in tqdm(items, desc="gait", unit="track", disable=quiet, leave=False, dynamic_ncols=True):
+        t0 = time.perf_counter()
+        feat = np.asarray(stages.embedder([seq])[0], dtype=np.float32)  # one forward per track
+        r.timings["embed"] += time.perf_counter() - t0  # charged to the track's own video
         writer.write_npy(f"features/{r.info.name}/{tid:03d}.npy", feat)
-        r.timings["embed"] += per_track
         out.append(Embedding(video=r.info.name, track_id=tid, feature=feat, n_frames=len(seq)))
     return out
 
@@ -350,7 +348,7 @@ def run(config: RunConfig) -> RunResult:
                        "tracks_file": tracks_file}
             results.append(r)
 
-        embeddings = _embed(results, stages, writer)
+        embeddings = _embed(results, stages, writer, config.quiet)
         decisions: list[Decision] = []
         if stages.matcher is not None:
             emb_by = {(e.video, e.track_id): e for e in embeddings}

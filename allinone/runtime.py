@@ -47,4 +47,10 @@ def ort_session_options(threads: int = 0):
     so.log_severity_level = 3
     if threads:
         so.intra_op_num_threads = threads
+    # ORT's worker threads spin (busy-wait) for work during a run, which makes YOLOX-nano fast on 2 cores, and by
+    # default keep spinning after it, which steals the cores from Paddle and torch, run next in the same process.
+    # force_spinning_stop ends the spinning when a run returns. Measured on 2 cores, demo1/demo4/demo2 pipeline:
+    # default 29-35 frames/s (PP-HumanSeg 6.4-8.9 ms/frame), spinning off 33-34 (YOLOX 12-14 → 15.5-16.4 ms),
+    # stop after each run 34-41, median 37 (YOLOX 11.4-13.8 ms, PP-HumanSeg 5.1-5.7 ms).
+    so.add_session_config_entry("session.force_spinning_stop", "1")
     return so
