@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from .align import to_model_input
+from .cli import int_in_range
 from .config import GaitConfig
 from .errors import UserError
 
@@ -160,16 +161,6 @@ def export_onnx(model: torch.nn.Module, out: Path, input_hw: tuple[int, int] = (
     return out
 
 
-def _opset(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not MIN_OPSET <= v <= MAX_OPSET:
-        raise argparse.ArgumentTypeError(f"expected an opset between {MIN_OPSET} and {MAX_OPSET}, got {v}")
-    return v
-
-
 def export_command(argv: list[str]) -> int:
     """``python main.py export-onnx --gait-model CKPT --out model.onnx [--arch A] [--opset N]``.
 
@@ -183,14 +174,17 @@ def export_command(argv: list[str]) -> int:
     p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the .onnx file to write")
     p.add_argument("--arch", default="auto", metavar="NAME",
                    help="gaitbase, gaitset, ... or auto: recognised from the checkpoint's keys (default: auto)")
-    p.add_argument("--opset", type=_opset, default=17, metavar="N", help="ONNX opset (default: 17)")
+    p.add_argument("--opset", type=int_in_range(MIN_OPSET, MAX_OPSET), default=17, metavar="N",
+                   help="ONNX opset (default: 17)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="also load checkpoints that pickle objects besides tensors (can run code: trusted files only)")
     args = p.parse_args(argv)
     from .gait.checkpoint import load_gait_model
 
     try:
         if args.out.suffix.lower() != ".onnx":
             raise UserError("the output must end in .onnx (the gait backend is chosen by file suffix)", args.out)
-        model, spec = load_gait_model(args.gait_model, args.arch, "cpu")
+        model, spec = load_gait_model(args.gait_model, args.arch, "cpu", trust_pickle=args.trust_checkpoint)
         try:
             path = export_onnx(model, args.out, input_hw=spec.input_size, opset=args.opset,
                                metadata={META_ARCH: spec.name, META_METRIC: spec.metric})

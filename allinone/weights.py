@@ -31,6 +31,7 @@ from typing import Callable, Mapping, Sequence
 
 from . import __version__
 from .errors import UserError
+from .output import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -198,19 +199,11 @@ def checkpoints_dir(cli_value: str | os.PathLike | None = None) -> Path:
     return Path(__file__).resolve().parent.parent / "checkpoints"
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def tree_sha256(folder: Path, files: Sequence[str]) -> str:
     """Digest of a folder target: sha256 over ``name NUL sha256(file) LF`` for each listed file, in order."""
     h = hashlib.sha256()
     for name in files:
-        h.update(f"{name}\0{file_sha256(folder / name)}\n".encode())
+        h.update(f"{name}\0{sha256_file(folder / name)}\n".encode())
     return h.hexdigest()
 
 
@@ -221,7 +214,7 @@ def _size(spec: ModelSpec, path: Path) -> int:
 
 
 def _digest(spec: ModelSpec, path: Path) -> str:
-    return tree_sha256(path, spec.files) if spec.is_folder else file_sha256(path)
+    return tree_sha256(path, spec.files) if spec.is_folder else sha256_file(path)
 
 
 def read_lock(root: Path) -> dict[str, dict]:

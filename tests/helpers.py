@@ -1,4 +1,4 @@
-"""Small builders shared by tests: synthetic videos written with OpenCV."""
+"""Small builders shared by tests: synthetic videos written with OpenCV, gait models with non-trivial statistics."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,3 +20,23 @@ def write_video(path: Path, frames: int, size_wh: tuple[int, int] = (160, 120), 
         vw.write(base)
     vw.release()
     return path
+
+
+def randomize_batchnorm(model, num_batches_tracked: int = 1234):
+    """Give ``model``'s BatchNorm layers non-trivial affine parameters and running statistics (drawn from torch's
+    global generator: seed it first), so that eval-mode normalisation is really exercised; returns it in eval mode."""
+    import torch
+
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if name.endswith("running_mean"):
+                t.copy_(torch.randn_like(t) * 0.2)
+            elif name.endswith("running_var"):
+                t.copy_(torch.rand_like(t) + 0.5)
+            elif name.endswith("num_batches_tracked"):
+                t.fill_(num_batches_tracked)
+            elif t.dim() == 1 and name.endswith("weight"):  # BatchNorm affine
+                t.copy_(torch.randn_like(t) * 0.1 + 1.0)
+            elif t.dim() == 1 and name.endswith("bias"):
+                t.copy_(torch.randn_like(t) * 0.1)
+    return model.eval()

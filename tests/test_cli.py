@@ -193,3 +193,17 @@ def test_flags_reach_the_config():
 def test_unknown_gait_arch_is_refused_by_the_parser(tmp_path, shared):
     res = run_main("--gallery", "g.mp4", "--probe", "p.mp4", "--gait-arch", "gaitnet")
     assert res.returncode == 2 and "Traceback" not in res.stderr and "--gait-arch" in res.stderr
+
+
+def test_whole_number_flags_check_their_range():
+    import argparse
+
+    from allinone.cli import int_in_range
+    opset = int_in_range(13, 20)
+    assert opset("13") == 13 and opset("20") == 20
+    for bad in ("12", "21", "1.5", "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            opset(bad)
+    assert int_in_range(1)("100000") == 100000
+    res = run_main("export-onnx", "--gait-model", "m.pt", "--out", "m.onnx", "--opset", "21")
+    assert res.returncode == 2 and "between 13 and 20" in res.stderr and "Traceback" not in res.stderr

@@ -13,6 +13,7 @@ from allinone.align import align_sequence, to_model_input
 from allinone.config import GaitConfig
 from allinone.errors import UserError
 from allinone.gait import GaitBase, GaitEmbedder, load_gait_model, load_gaitbase, save_gaitbase_checkpoint
+from tests.helpers import randomize_batchnorm
 
 CLASS_NUM = 7
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -49,18 +50,7 @@ def opengait_keys(class_num: int) -> dict[str, tuple[int, ...]]:
 def randomized(seed: int = 0, class_num: int = CLASS_NUM) -> GaitBase:
     """A GaitBase with random weights and non-trivial BatchNorm affine parameters and running statistics."""
     torch.manual_seed(seed)
-    model = GaitBase(class_num=class_num)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith("running_mean"):
-                t.copy_(torch.randn_like(t) * 0.2)
-            elif name.endswith("running_var"):
-                t.copy_(torch.rand_like(t) + 0.5)
-            elif name.endswith("num_batches_tracked"):
-                t.fill_(1234)
-            elif t.dim() == 1:  # BN weight / bias
-                t.copy_(torch.randn_like(t) * 0.1 + (1.0 if name.endswith("weight") else 0.0))
-    return model.eval()
+    return randomize_batchnorm(GaitBase(class_num=class_num))
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ from allinone.gait import (
 from allinone.gait.blocks import Conv2dUnit, GeMHPP
 from allinone.gait.gaitgl import GLConv
 from allinone.gait.gaitpart import TemporalAggregator
+from tests.helpers import randomize_batchnorm
 
 K = 5  # class_num of the test models
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -42,21 +43,11 @@ CASIAB_PART = ("BC-32", "BC-32", "M", "FC-64-2", "FC-64-2", "M", "FC-128-3", "FC
 def randomized(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Random weights plus non-trivial BatchNorm affine parameters and running statistics; eval mode."""
     torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith("running_mean"):
-                t.copy_(torch.randn_like(t) * 0.2)
-            elif name.endswith("running_var"):
-                t.copy_(torch.rand_like(t) + 0.5)
-            elif name.endswith("num_batches_tracked"):
-                t.fill_(777)
-            elif t.dim() == 1 and name.endswith("weight"):  # BatchNorm affine
-                t.copy_(torch.randn_like(t) * 0.1 + 1.0)
-            elif t.dim() == 1 and name.endswith("bias"):
-                t.copy_(torch.randn_like(t) * 0.1)
-            elif name == "HPP.p":
-                t.fill_(4.0)
-    return model.eval()
+    randomize_batchnorm(model, num_batches_tracked=777)
+    if "HPP.p" in model.state_dict():
+        with torch.no_grad():
+            model.HPP.p.fill_(4.0)  # GeM's learnt exponent: away from its initial value
+    return model
 
 
 # Small instances of every layout (fast), keyed by a test id; the arch they must be recognised as.

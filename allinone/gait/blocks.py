@@ -115,6 +115,12 @@ class GeMHPP(nn.Module):
             return torch.cat(out, dim=-1)
 
 
+def fc_embedding_shape(fc_bin: torch.Tensor) -> tuple[int, int]:
+    """(c, p) of the embedding a SeparateFCs / SeparateBNNecks weight fc_bin [p, c_in, c] produces ([n, c, p])."""
+    p, _, c = fc_bin.shape
+    return int(c), int(p)
+
+
 def shape_of(state: Mapping[str, torch.Tensor], key: str, ndim: int) -> tuple[int, ...]:
     """The shape of ``state[key]``, which must exist with ``ndim`` dims (ValueError naming the key otherwise)."""
     t = state.get(key)

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from .blocks import PerFrame, block_indices, horizontal_pool, shape_of
+from .blocks import PerFrame, block_indices, fc_embedding_shape, horizontal_pool, shape_of
 from .gaitbase import SeparateBNNecks, SeparateFCs
 
 MODES = ("2d", "p3d", "3d")
@@ -128,8 +128,7 @@ class DeepGaitV2(nn.Module):
 
     @property
     def embedding_shape(self) -> tuple[int, int]:
-        p, _, c = self.FCs.fc_bin.shape
-        return int(c), int(p)
+        return fc_embedding_shape(self.FCs.fc_bin)
 
     @staticmethod
     def kwargs_from_state(state: Mapping[str, torch.Tensor]) -> dict:

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blocks import fc_embedding_shape
+
 
 class _ConvNoBias(nn.Module):
     """A bias-free 2-D convolution held under ``.conv`` (OpenGait's BasicConv2d naming)."""
@@ -125,8 +127,7 @@ class GaitBase(nn.Module):
 
     @property
     def embedding_shape(self) -> tuple[int, int]:
-        p, _, c = self.FCs.fc_bin.shape
-        return int(c), int(p)
+        return fc_embedding_shape(self.FCs.fc_bin)
 
     @staticmethod
     def kwargs_from_state(state: Mapping[str, torch.Tensor]) -> dict:

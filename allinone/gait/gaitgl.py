@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Conv3dUnit, GeMHPP, in_strips, shape_of
+from .blocks import Conv3dUnit, GeMHPP, fc_embedding_shape, in_strips, shape_of
 from .gaitbase import SeparateBNNecks, SeparateFCs
 
 PARTS = 64  # GeMHPP bins: one per row of the 64-row map after the last GLConv
@@ -93,8 +93,7 @@ class GaitGL(nn.Module):
 
     @property
     def embedding_shape(self) -> tuple[int, int]:
-        p, _, c = self.Head0.fc_bin.shape
-        return int(c), int(p)
+        return fc_embedding_shape(self.Head0.fc_bin)
 
     @staticmethod
     def kwargs_from_state(state: Mapping[str, torch.Tensor]) -> dict:

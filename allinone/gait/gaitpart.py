@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Conv1dUnit, Conv2dUnit, PerFrame, block_indices, horizontal_pool, shape_of
+from .blocks import Conv1dUnit, Conv2dUnit, PerFrame, block_indices, fc_embedding_shape, horizontal_pool, shape_of
 from .gaitbase import SeparateFCs
 
 _FEATURE = "Backbone.forward_block.feature."
@@ -135,8 +135,7 @@ class GaitPart(nn.Module):
 
     @property
     def embedding_shape(self) -> tuple[int, int]:
-        p, _, c = self.Head.fc_bin.shape
-        return int(c), int(p)
+        return fc_embedding_shape(self.Head.fc_bin)
 
     @staticmethod
     def kwargs_from_state(state: Mapping[str, torch.Tensor]) -> dict:

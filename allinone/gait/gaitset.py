@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from .blocks import Conv2dUnit, PerFrame, horizontal_pool, shape_of
+from .blocks import Conv2dUnit, PerFrame, fc_embedding_shape, horizontal_pool, shape_of
 from .gaitbase import SeparateFCs
 
 BINS = (16, 8, 4, 2, 1)  # OpenGait's bin_num for GaitSet; two branches → 62 parts
@@ -53,8 +53,7 @@ class GaitSet(nn.Module):
 
     @property
     def embedding_shape(self) -> tuple[int, int]:
-        p, _, c = self.Head.fc_bin.shape
-        return int(c), int(p)
+        return fc_embedding_shape(self.Head.fc_bin)
 
     @staticmethod
     def kwargs_from_state(state: Mapping[str, torch.Tensor]) -> dict:
