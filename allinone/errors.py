@@ -10,3 +10,9 @@ class UserError(Exception):
     def __init__(self, message: str, path: str | Path | None = None) -> None:
         self.path = None if path is None else str(path)
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (libraries often add pages of detail), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from .align import to_model_input
+from .align import gait_input
 from .cli import int_in_range
 from .config import GaitConfig
-from .errors import UserError
+from .errors import UserError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -200,13 +200,6 @@ def export_command(argv: list[str]) -> int:
     return 0
 
 
-def _even_sample(seq: np.ndarray, max_frames: int) -> np.ndarray:
-    """At most ``max_frames`` frames of [T, ...], evenly spaced and in order (the torch embedder's sampling)."""
-    if len(seq) <= max_frames:
-        return seq
-    return seq[np.linspace(0, len(seq) - 1, max_frames).round().astype(np.int64)]
-
-
 def _is_fixed(dim: object) -> bool:
     """An ONNX Runtime shape entry is an int when fixed, a str or None when dynamic."""
     return isinstance(dim, int)
@@ -242,8 +235,7 @@ class OnnxGaitEmbedder:
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # ORT raises its own Exception subclasses (InvalidProtobuf, InvalidGraph, Fail...)
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise UserError(f"not a loadable ONNX model ({first[:160]})", path) from exc
+            raise UserError(f"not a loadable ONNX model ({first_line(exc)[:160]})", path) from exc
         self._check_contract()
         self.input_name = self.session.get_inputs()[0].name
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -285,9 +277,7 @@ class OnnxGaitEmbedder:
         """aligned: sequences of uint8 [T, 64, 64] (T >= 1) → float32 [c, p] embeddings, one per sequence."""
         out: list[np.ndarray] = []
         for seq in aligned:
-            if seq.ndim != 3 or len(seq) == 0:
-                raise ValueError(f"each sequence must be a non-empty [T, 64, 64] array, got {seq.shape}")
-            x = to_model_input(_even_sample(seq, self.config.max_frames))[None]  # [1, s, 64, 44]
+            x = gait_input(seq, self.config.max_frames)[None]  # [1, s, 64, 44]
             emb = self.session.run(None, {self.input_name: x})[0]  # [1, c, p]
             out.append(np.asarray(emb[0], dtype=np.float32))
         return out

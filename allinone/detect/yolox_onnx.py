@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from ..config import DetectConfig
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..records import Detections
 
 log = logging.getLogger(__name__)
@@ -133,11 +133,6 @@ def check_yolox_io(input_shape: list, output_shape: list, path: str) -> tuple[in
     return in_h, in_w
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 class YoloxOnnxDetector:
     """YOLOX (raw head export) on ONNX Runtime, person class only. Call it with a frame [h, w, 3] uint8 BGR."""
 
@@ -161,7 +156,7 @@ class YoloxOnnxDetector:
             self.session = ort.InferenceSession(self.path, sess_options=ort_session_options(threads),
                                                 providers=providers)
         except load_errors as exc:
-            raise UserError(f"cannot load ONNX model ({_first_line(exc)})", self.path) from exc
+            raise UserError(f"cannot load ONNX model ({first_line(exc)})", self.path) from exc
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise UserError(f"not a YOLOX model: expected 1 input and 1 output, got {len(inputs)} and "
@@ -175,7 +170,7 @@ class YoloxOnnxDetector:
         try:  # one dry run: checks the real output shape (declared dims may be symbolic) and warms the session
             out = self.session.run(None, {self._input_name: self._blob})[0]
         except load_errors as exc:
-            raise UserError(f"ONNX model fails to run on a {self.input_hw} input ({_first_line(exc)})",
+            raise UserError(f"ONNX model fails to run on a {self.input_hw} input ({first_line(exc)})",
                             self.path) from exc
         check_yolox_io(list(inputs[0].shape), list(out.shape), self.path)
         log.info("YOLOX %s: input %dx%d, %d classes, providers %s", self.path, *self.input_hw,

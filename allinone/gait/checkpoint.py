@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
-from ..align import to_model_input
+from ..align import gait_input
 from ..config import GaitConfig
 from ..errors import UserError
 from .registry import ARCHS, ArchSpec, build, matching_archs
@@ -183,13 +183,6 @@ class GaitEmbedder:
             self.model.frame_chunk = 512  # GPUs want big batches; 512 frames of activations fit easily
         self.autocast = device.startswith("cuda") and config.fp16
 
-    def _sample(self, seq: np.ndarray) -> np.ndarray:
-        """Evenly spaced frames, in order, when the sequence is longer than max_frames."""
-        if len(seq) <= self.config.max_frames:
-            return seq
-        idx = np.linspace(0, len(seq) - 1, self.config.max_frames).round().astype(np.int64)
-        return seq[idx]
-
     def __call__(self, aligned: list[np.ndarray]) -> list[np.ndarray]:
         """aligned: sequences of uint8 [T, 64, 64] (T >= 1) → float32 [c, p] embeddings, one per sequence
         ([256, 16] for GaitBase; see ``embedding_shape``)."""
@@ -198,9 +191,7 @@ class GaitEmbedder:
         out: list[np.ndarray] = []
         with torch.inference_mode():
             for seq in aligned:
-                if seq.ndim != 3 or len(seq) == 0:
-                    raise ValueError(f"each sequence must be a non-empty [T, 64, 64] array, got {seq.shape}")
-                x = to_model_input(self._sample(seq))  # [s, 64, 44]
+                x = gait_input(seq, self.config.max_frames)  # [s, 64, 44]
                 if x.shape[1:] != self.spec.input_size:
                     raise ValueError(f"{self.spec.title} takes {self.spec.input_size} inputs, got {x.shape[1:]} "
                                      f"(from aligned frames {seq.shape[1:]}; expected 64x64)")

@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 from .crop import check_crops, person_probability, resize_probs, to_model_input
 
 # Square side fed to a model whose height and width are dynamic. Mean mask IoU against the Paddle model on 97
@@ -54,7 +54,7 @@ class OnnxSegmenter:
             self._session = ort.InferenceSession(str(path), sess_options=ort_session_options(threads),
                                                  providers=onnx_providers(device))
         except errors as exc:
-            raise UserError(f"ONNX Runtime cannot load the model ({_first_line(exc)})", path) from exc
+            raise UserError(f"ONNX Runtime cannot load the model ({first_line(exc)})", path) from exc
 
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1:
@@ -87,7 +87,7 @@ class OnnxSegmenter:
         try:
             out = self._run(np.zeros((probe_n, *self.input_size, 3), np.uint8))
         except errors as exc:
-            raise UserError(f"the model fails on a [{probe_n}, 3, H, W] input ({_first_line(exc)})", path) from exc
+            raise UserError(f"the model fails on a [{probe_n}, 3, H, W] input ({first_line(exc)})", path) from exc
         if out.ndim != 4 or out.shape[:2] != (probe_n, 2):
             raise UserError(f"expected output [N, 2, H, W], the model gives {list(out.shape)}", path)
 
@@ -115,8 +115,3 @@ class OnnxSegmenter:
         if len(crops) == 0:
             return np.zeros((0, *self.input_size), np.float32)
         return resize_probs(person_probability(self._run(crops)), self.input_size)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

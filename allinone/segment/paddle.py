@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 from .crop import check_crops, person_probability, resize_probs, to_model_input
 
 log = logging.getLogger(__name__)
@@ -142,10 +142,8 @@ class PaddleSegmenter:
         try:
             self._predictor = pdi.create_predictor(config)
         except (RuntimeError, ValueError, OSError) as exc:
-            text = str(exc).strip()
-            first = text.splitlines()[0] if text else type(exc).__name__
-            culprit = spec["params"] if "param" in text.lower() else spec["model"]
-            raise UserError(f"Paddle cannot load the model ({first})", culprit) from exc
+            culprit = spec["params"] if "param" in str(exc).lower() else spec["model"]
+            raise UserError(f"Paddle cannot load the model ({first_line(exc)})", culprit) from exc
         names = self._predictor.get_input_names()
         if len(names) != 1:
             raise UserError(f"expected a model with one image input, it has {len(names)}: {names}",
@@ -156,9 +154,8 @@ class PaddleSegmenter:
         try:
             out = self._run(np.zeros((1, *self.input_size, 3), np.uint8))
         except (RuntimeError, ValueError) as exc:
-            text = str(exc).strip()
             raise UserError(f"the model fails on a [1, 3, {self.input_size[0]}, {self.input_size[1]}] input "
-                            f"({text.splitlines()[0] if text else type(exc).__name__})", spec["model"]) from exc
+                            f"({first_line(exc)})", spec["model"]) from exc
         if out.ndim != 4 or out.shape[:2] != (1, 2):
             raise UserError(f"expected a 2-class output [N, 2, H, W], the model gives {list(out.shape)}",
                             spec["model"])
