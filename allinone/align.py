@@ -74,13 +74,12 @@ def align_sequence(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def gait_input(seq: np.ndarray, max_frames: int) -> np.ndarray:
     """One track's aligned uint8 [T, 64, 64] (T >= 1) → float32 [s, 64, 44] for a gait model, s = min(T, max_frames).
 
-    Longer tracks are sampled evenly, in order, down to ``max_frames`` (linspace over the frame indices, rounded).
+    As OpenGait tests (collate_fn, sampler "all" with frames_all_limit): the whole sequence in order, cut to its
+    first ``max_frames`` frames; no sampling, so temporal models see the track's own frame rate.
     """
     if seq.ndim != 3 or len(seq) == 0:
         raise ValueError(f"each sequence must be a non-empty [T, 64, 64] array, got {seq.shape}")
-    if len(seq) > max_frames:
-        seq = seq[np.linspace(0, len(seq) - 1, max_frames).round().astype(np.int64)]
-    return to_model_input(seq)
+    return to_model_input(seq[:max_frames])
 
 
 def to_model_input(aligned: np.ndarray) -> np.ndarray:

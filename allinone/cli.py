@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
 from .config import DetectConfig, GaitConfig, MatchConfig, RunConfig, SegmentConfig, TrackConfig
 from .errors import UserError
 from .gait.registry import ARCHS
+from .identities import check_named, parse_identity
 
 GAIT_ARCHS = tuple(ARCHS)
 
@@ -42,6 +44,20 @@ def _unit_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not 0.0 <= v <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {v}")
+    return v
+
+
+def threshold_arg(text: str) -> float | None:
+    """argparse type for --threshold: 'auto' (None) or a finite distance >= 0 (the metric's range is checked once
+    the metric is known)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a distance, got {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected auto or a finite distance >= 0, got {text!r}")
     return v
 
 
@@ -86,8 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"lowest detection score passed to the tracker (default: {d.score_threshold})")
     p.add_argument("--metric", choices=["auto", "euc", "cos"], default=m.metric,
                    help="gait distance (default: auto, the one OpenGait evaluates the model with: euc)")
-    p.add_argument("--threshold", type=float, default=m.threshold, metavar="D",
-                   help=f"a probe farther than this from its gallery match is unknown (default: {m.threshold})")
+    p.add_argument("--threshold", type=threshold_arg, default=m.threshold, metavar="auto|D",
+                   help="a probe person may only be matched to a gallery identity within this distance; auto "
+                        "(default): from the distances of people seen together in the videos, else the metric's "
+                        "uncalibrated default (run.json records which)")
+    p.add_argument("--identity", action="append", type=parse_identity, default=[], metavar="NAME=ID[,ID...]",
+                   help="name a gallery person and give them one or more gallery track ids (repeat for several); "
+                        "other gallery tracks are identities of their own, G<id>")
     p.add_argument("--min-frames", type=_positive_int, default=m.min_frames, metavar="N",
                    help=f"tracks with fewer silhouettes are too_short (default: {m.min_frames})")
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings and errors only")
@@ -104,6 +125,7 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         gait=GaitConfig(model=str(a.gait_model) if a.gait_model else "", arch=a.gait_arch,
                         trust_checkpoint=a.trust_checkpoint),
         match=MatchConfig(metric=a.metric, threshold=a.threshold, min_frames=a.min_frames),
+        identities=tuple(a.identity),
     )
 
 
@@ -122,24 +144,34 @@ def _subcommand(name: str, argv: list[str]) -> int:
     if name == "bench":
         from .bench import bench_command
         return bench_command(argv)
+    if name == "rematch":
+        from .rematch import rematch_command
+        return rematch_command(argv)
     raise AssertionError(name)  # only names from SUBCOMMANDS reach here
 
 
-SUBCOMMANDS = ("weights", "bench", "export-onnx")
+SUBCOMMANDS = ("weights", "bench", "export-onnx", "rematch")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--version"]:
+        from . import __version__
+        print(f"allinone {__version__}")
+        return 0
     if argv and argv[0] in SUBCOMMANDS:
         _setup_logging("--quiet" in argv)
         return _subcommand(argv[0], argv[1:])
     parser = build_parser()
     parser.epilog = ("other commands: python main.py weights [--download] (list / fetch the default models); "
+                     "python main.py rematch RUN_DIR --threshold T (decide again from a run's features); "
+                     "python main.py export-onnx --gait-model CKPT --out FILE (the gait model as ONNX); "
                      "python main.py bench (speed on the sample videos)")
     args = parser.parse_args(argv)
     _setup_logging(args.quiet)
     from .pipeline import run
     try:
+        check_named(tuple(args.identity))
         result = run(config_from_args(args))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

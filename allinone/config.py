@@ -60,6 +60,28 @@ class SegmentConfig:
     frame_step: int = 1
     # Crops per segmenter call. Larger batches amortize per-call overhead; memory grows linearly.
     batch_size: int = 16
+    # Silhouette frame rate the gait models were trained on (CASIA-B, OU-MVLP, GREW: 25-30 frames/s). Video faster
+    # than 1.5x this (50/60 fps) is segmented every round(fps / target_fps)-th frame of a track, so temporal models
+    # (GaitPart, GaitGL, DeepGaitV2) see steps of the speed they learnt. 0 turns it off.
+    target_fps: float = 30.0
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """Which tracked boxes are not worth a silhouette. Each dropped frame is counted per track and reason in run.json.
+
+    Limits chosen by measurement on the shared videos (README, "Silhouette quality").
+    """
+
+    # A box within this many pixels of the frame's edge is cut by it: the alignment would stretch a part body.
+    border_margin: float = 2.0
+    # A box more than this share of whose area lies under the box of a person in front (a box reaching lower in
+    # the picture, i.e. nearer the camera on a ground plane) is occluded. Lower drops more frames of crossing people.
+    max_covered: float = 0.25
+    # Drop boxes below the tracker's high threshold: ByteTrack keeps those only to bridge occlusions.
+    drop_low_score: bool = True
+    # Keep only the part of the mask inside the person's own box and outside the boxes of people in front of them.
+    clip_mask: bool = True
 
 
 @dataclass(frozen=True)
@@ -69,8 +91,8 @@ class GaitConfig:
     # gaitbase | gaitset | gaitpart | gaitgl | deepgaitv2, or auto: recognised from the checkpoint's keys. Naming
     # one only adds a check (a checkpoint of another architecture is refused); auto never guesses between two.
     arch: str = "auto"
-    # Frames fed to one forward pass; longer tracks are sampled evenly down to this (OpenGait evaluates on
-    # whole sequences; a cap bounds memory and time on long tracks).
+    # Frames fed to one forward pass: the first max_frames silhouettes of a track, in order (OpenGait's test-time
+    # frames_all_limit, 720). A cap bounds memory and time on long tracks.
     max_frames: int = 720
     # Checkpoints are read with torch.load(weights_only=True), which runs no code from the file. A checkpoint that
     # pickles other objects too is refused unless this is set (full unpickling can run code: trusted files only).
@@ -84,11 +106,16 @@ class MatchConfig:
     # "auto": the distance the gait model is evaluated with in OpenGait (euc for every model here), "euc" (mean
     # over parts of the per-part euclidean distance) or "cos". A run records the resolved one.
     metric: str = "auto"
-    # A probe track farther than this from its assigned gallery track is "unknown". Depends on the model and
-    # metric: calibrate on your own footage (README).
-    threshold: float = 15.0
+    # A probe track may only take an identity within this distance. None = auto: from the distances of people
+    # seen together in the videos (impostor pairs), else the metric's uncalibrated default (threshold.py). A number
+    # depends on the model and metric: calibrate on your own footage (README).
+    threshold: float | None = None
     # Tracks with fewer usable (aligned) silhouettes than this are "too_short" and not matched.
     min_frames: int = 10
+    # auto threshold: the false-match rate it aims for over the impostor pairs, and how many frames two tracks
+    # must share to count as two people seen together (a few frames guard against a track handed between people).
+    auto_far: float = 0.01
+    auto_min_overlap: int = 5
 
 
 @dataclass(frozen=True)
@@ -108,8 +135,11 @@ class RunConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     gait: GaitConfig = field(default_factory=GaitConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
+    # Named gallery identities: (name, gallery track ids). Tracks not named are identities of their own, "G<id>".
+    identities: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def to_json(self) -> dict:
         """Settings as JSON-ready values (for run.json)."""

@@ -10,23 +10,23 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import importlib.util
 import logging
 import os
 import sys
 import uuid
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .align import gait_input
 from .cli import int_in_range
 from .config import GaitConfig
-from .errors import UserError, first_line
+from .errors import UserError, first_line, shorten
+from .gait.backends import GaitBackend
 
 if TYPE_CHECKING:
     import torch
@@ -53,12 +53,6 @@ META_ARCH, META_METRIC = "allinone.arch", "allinone.metric"
 
 class ExportMismatchError(RuntimeError):
     """The exported graph does not compute what the torch model computes (e.g. control flow frozen by tracing)."""
-
-
-class GaitBackend(Protocol):
-    """A gait stage: aligned uint8 [T, 64, 64] sequences → float32 [c, p] embeddings, one per sequence."""
-
-    def __call__(self, aligned: list[np.ndarray]) -> list[np.ndarray]: ...
 
 
 def _embed_only(model: torch.nn.Module) -> torch.nn.Module:
@@ -235,7 +229,7 @@ class OnnxGaitEmbedder:
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # ORT raises its own Exception subclasses (InvalidProtobuf, InvalidGraph, Fail...)
-            raise UserError(f"not a loadable ONNX model ({first_line(exc)[:160]})", path) from exc
+            raise UserError(f"not a loadable ONNX model ({shorten(first_line(exc), 160)})", path) from exc
         self._check_contract()
         self.input_name = self.session.get_inputs()[0].name
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -283,21 +277,7 @@ class OnnxGaitEmbedder:
         return out
 
 
-def _backends() -> dict[str, Callable[[GaitConfig, str], GaitBackend]]:
-    """Gait backends by model file suffix."""
-    from .gait.checkpoint import GaitEmbedder
-
-    return {".pt": GaitEmbedder, ".pth": GaitEmbedder, ".onnx": OnnxGaitEmbedder}
-
-
 def embedder_for(path: str | Path, config: GaitConfig, device: str = "cpu") -> GaitBackend:
-    """The gait stage for a model file: torch (GaitEmbedder) for .pt/.pth, ONNX Runtime for .onnx."""
-    if not str(path):
-        raise UserError("no gait model given (an OpenGait .pt checkpoint or an exported .onnx file)")
-    path = Path(path)
-    backends = _backends()
-    make = backends.get(path.suffix.lower())
-    if make is None:
-        raise UserError(f"unknown gait model type {path.suffix or '(no suffix)'!r}; expected "
-                        f"{', '.join(backends)}", path)
-    return make(dataclasses.replace(config, model=str(path)), device)
+    """Kept for callers of the old location: see gait.backends.embedder_for."""
+    from .gait.backends import embedder_for as pick
+    return pick(path, config, device)

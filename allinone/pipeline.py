@@ -1,33 +1,38 @@
 """run(config): the one loop that calls the stages in order.
 
-Per video, in one streamed pass: frames → detections → tracks → square crops → masks (batched) → aligned
-silhouettes. Only boxes, masks written as PNG and 64×64 silhouettes are kept, never frames, so memory follows the
-tracks, not the video's length. Then: one gait forward per track → matching → a second decode per video to draw
-the result videos from the stored tracks (decoding costs ~2 ms a frame; keeping 720p frames would cost 2.7 MB each).
+Per video, in one streamed pass: frames → detections → tracks → silhouettes (quality filter, batched segmentation,
+OpenGait alignment; silhouettes.py). Only boxes, masks written as PNG and 64×64 silhouettes are kept, never frames.
+Then: one gait forward per track → gallery identities → threshold → decisions (match.py) → a second decode per
+video to draw the result videos (render.py) → run.json built from the records (manifest.py).
 """
 from __future__ import annotations
 
 import logging
 import pickle
-import platform
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__
+from . import manifest as mf
 from .config import RunConfig
+from .detect import Detector
 from .errors import UserError
-from .output import RunWriter, sha256_path
-from .records import Decision, Detections, Embedding, Silhouettes, Track, VideoInfo
-from .render import UNKNOWN_COLOR, Box, draw, identity_color
+from .gait import GaitBackend
+from .identities import gallery_identities
+from .match import Matcher
+from .output import RunWriter
+from .records import Decision, Embedding, Silhouettes, Track, VideoInfo
+from .render import render_video
 from .runtime import resolve_device
-from .video import VideoSink, VideoSource
+from .segment import Segmenter
+from .silhouettes import SilhouetteStage, frame_stride
+from .threshold import check_threshold, resolve_threshold
+from .video import VideoSource
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +41,10 @@ log = logging.getLogger(__name__)
 class Stages:
     """The models of a run, built once."""
 
-    detector: object
-    segmenter: object | None = None
-    embedder: object | None = None
-    matcher: object | None = None
+    detector: Detector
+    segmenter: Segmenter | None = None
+    embedder: GaitBackend | None = None
+    matcher: Matcher | None = None
 
 
 @dataclass
@@ -47,8 +52,10 @@ class VideoResult:
     info: VideoInfo
     tracks: dict[int, Track]
     silhouettes: dict[int, Silhouettes] = field(default_factory=dict)
+    embeddings: dict[int, Embedding] = field(default_factory=dict)
+    files: dict[int, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))  # per track, run-relative
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    entry: dict = field(default_factory=dict)  # its run.json "videos" entry
+    silhouette_stride: int = 1
 
 
 @dataclass
@@ -73,6 +80,35 @@ def _unique_names(paths: list[Path]) -> list[str]:
             name = f"{name}-x"
         out.append(name)
     return out
+
+
+def _warn_repeated_inputs(paths: list[Path]) -> None:
+    """One warning per file given more than once (as gallery and probe, or twice as probe)."""
+    seen: dict[Path, int] = {}
+    for p in paths:
+        try:
+            key = p.resolve()
+        except OSError:
+            key = p
+        seen[key] = seen.get(key, 0) + 1
+    for p, n in seen.items():
+        if n > 1:
+            log.warning("%s is given %d times (as gallery and probe, or repeated): its people will match "
+                        "themselves", p, n)
+
+
+def check_models_given(config: RunConfig) -> None:
+    """Cheap checks of the model paths the user named, before anything loads."""
+    gait = config.gait.model
+    if gait and not config.track_only:
+        p = Path(gait)
+        if p.is_dir():
+            raise UserError("is a directory, not a gait model file (an OpenGait .pt checkpoint or an .onnx file)", p)
+        if not p.exists():
+            raise UserError("gait model not found", p)
+    seg = config.segment.model
+    if seg and not config.track_only and not Path(seg).exists():
+        raise UserError("segmentation model not found", seg)
 
 
 def resolve_models(config: RunConfig) -> RunConfig:
@@ -105,19 +141,19 @@ def resolve_models(config: RunConfig) -> RunConfig:
     )
 
 
-def _build_detector(model: str, config: RunConfig, device: str):
+def _build_detector(model: str, config: RunConfig, device: str) -> Detector:
     from .detect import build_detector
     return build_detector(model, config.detect, device)
 
 
-def _build_segmenter(model: str, device: str):
+def _build_segmenter(model: str, device: str) -> Segmenter:
     from .segment import build_segmenter
     return build_segmenter(model, device)
 
 
-def _load_gait(model: str, config: RunConfig, device: str):
+def _load_gait(model: str, config: RunConfig, device: str) -> GaitBackend:
     """The gait backend for the model file: torch for OpenGait .pt checkpoints, ONNX Runtime for .onnx."""
-    from .gait_onnx import embedder_for
+    from .gait.backends import embedder_for
     return embedder_for(model, config.gait, device)
 
 
@@ -126,7 +162,6 @@ def build_stages(config: RunConfig, device: str) -> tuple[Stages, RunConfig]:
     detector = _build_detector(config.detect.model, config, device)
     if config.track_only:
         return Stages(detector), config
-    from .match import Matcher
     segmenter = _build_segmenter(config.segment.model, device)
     embedder = _load_gait(config.gait.model, config, device)
     if config.match.metric == "auto":
@@ -134,69 +169,9 @@ def build_stages(config: RunConfig, device: str) -> tuple[Stages, RunConfig]:
     elif config.match.metric != embedder.metric:
         log.warning("matching with %s distances; %s (%s) is evaluated with %s in OpenGait", config.match.metric,
                     getattr(embedder, "arch", "the gait model"), config.gait.model, embedder.metric)
+    if config.match.threshold is not None:
+        check_threshold(config.match.threshold, config.match.metric)
     return Stages(detector, segmenter, embedder, Matcher(config.match)), config
-
-
-class _SilhouetteCutter:
-    """Collects square crops of tracked people, segments them in batches, writes the raw masks as PNG and keeps
-    OpenGait's aligned silhouettes."""
-
-    def __init__(self, config: RunConfig, segmenter, writer: RunWriter, video: str, result: VideoResult) -> None:
-        from .segment.crop import crop_batch, probs_to_masks
-        from .align import align_silhouette
-        self._crop_batch, self._to_masks, self._align = crop_batch, probs_to_masks, align_silhouette
-        self.cfg = config.segment
-        self.segmenter = segmenter
-        self.writer = writer
-        self.video = video
-        self.result = result
-        self.pending_crops: list[np.ndarray] = []
-        self.pending_keys: list[tuple[int, int]] = []  # (track id, frame index)
-        self.aligned: dict[int, list[np.ndarray]] = defaultdict(list)
-        self.aligned_frames: dict[int, list[int]] = defaultdict(list)
-
-    def add(self, frame: np.ndarray, index: int, tracked: Detections) -> None:
-        step = self.cfg.frame_step
-        keep = [k for k, tid in enumerate(tracked.track_id)
-                if (index - self.result.tracks[int(tid)].first_frame) % step == 0]
-        if not keep:
-            return
-        t0 = time.perf_counter()
-        crops = self._crop_batch(frame, tracked.xyxy[keep], self.cfg.box_pad, self.segmenter.input_size,
-                                 self.cfg.canvas_value)
-        self.result.timings["crop"] += time.perf_counter() - t0
-        self.pending_crops.extend(crops)
-        self.pending_keys.extend((int(tracked.track_id[k]), index) for k in keep)
-        if len(self.pending_crops) >= self.cfg.batch_size:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending_crops:
-            return
-        t0 = time.perf_counter()
-        probs = self.segmenter(np.stack(self.pending_crops))
-        masks = self._to_masks(probs, self.cfg.threshold)
-        t1 = time.perf_counter()
-        for (tid, index), mask in zip(self.pending_keys, masks):
-            png = self.writer.path(f"silhouettes/{self.video}/{tid:03d}/{index + 1:06d}.png")
-            cv2.imwrite(str(png), mask)
-        t2 = time.perf_counter()
-        for (tid, index), mask in zip(self.pending_keys, masks):
-            sil = self._align(mask)
-            if sil is not None:
-                self.aligned[tid].append(sil)
-                self.aligned_frames[tid].append(index)
-        t3 = time.perf_counter()
-        self.result.timings["segment"] += t1 - t0
-        self.result.timings["write"] += t2 - t1
-        self.result.timings["align"] += t3 - t2
-        self.pending_crops.clear()
-        self.pending_keys.clear()
-
-    def silhouettes(self) -> dict[int, Silhouettes]:
-        self.flush()
-        return {tid: Silhouettes(tid, np.stack(sils), np.asarray(self.aligned_frames[tid]))
-                for tid, sils in self.aligned.items()}
 
 
 def _process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages: Stages,
@@ -206,8 +181,17 @@ def _process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages:
     tracker = ByteTracker(config.track, src.fps)
     result = VideoResult(info=info, tracks={})
     tm = result.timings
-    cutter = (_SilhouetteCutter(config, stages.segmenter, writer, info.name, result)
-              if stages.segmenter is not None else None)
+    cutter = None
+    if stages.segmenter is not None:
+        stage = SilhouetteStage(stages.segmenter, config.segment, config.quality, config.track.high_threshold)
+
+        def png(tid: int, index: int) -> str:
+            rel = f"silhouettes/{info.name}/{tid:03d}/{index + 1:06d}.png"
+            result.files[tid]["silhouettes_png_dir"] = str(Path(rel).parent)
+            return str(writer.path(rel))
+
+        cutter = stage.video(src.fps, (src.height, src.width), png, tm)
+        result.silhouette_stride = cutter.stride
     start = time.perf_counter()
     bar = tqdm(total=src.frame_count_hint or None, desc=f"{info.role} {info.name}", unit="frame",
                disable=config.quiet, leave=False, dynamic_ncols=True)
@@ -229,11 +213,11 @@ def _process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages:
         tm["track"] += t3 - t2
         for box, score, tid in zip(tracked.xyxy, tracked.confidence, tracked.track_id):
             result.tracks.setdefault(int(tid), Track(int(tid))).add(index, box, float(score))
-        if cutter is not None and len(tracked):
-            cutter.add(frame, index, tracked)
+        if cutter is not None:
+            cutter.add(frame, index, tracked, dets)
         bar.update(1)
     if cutter is not None:
-        result.silhouettes = cutter.silhouettes()
+        result.silhouettes = cutter.finish()
     bar.close()
     tm["total"] = time.perf_counter() - start
     if src.count == 0:
@@ -242,6 +226,7 @@ def _process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages:
     for tid in short:
         del result.tracks[tid]
         result.silhouettes.pop(tid, None)
+        result.files.pop(tid, None)
         png_dir = writer.dir / f"silhouettes/{info.name}/{tid:03d}"
         if png_dir.exists():
             import shutil
@@ -254,77 +239,52 @@ def _process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages:
     return result
 
 
-def _embed(results: list[VideoResult], stages: Stages, writer: RunWriter, quiet: bool = True) -> list[Embedding]:
+def _embed(results: list[VideoResult], stages: Stages, writer: RunWriter, quiet: bool = True) -> None:
     """One gait forward per track with silhouettes; features saved as .npy, aligned sequences as OpenGait pickles."""
     items: list[tuple[VideoResult, int, np.ndarray]] = []
     for r in results:
         for tid in sorted(r.tracks):
             sils = r.silhouettes.get(tid)
             if sils is not None and len(sils):
-                seq = sils.aligned
-                with open(writer.path(f"silhouettes/{r.info.name}/{tid:03d}.pkl"), "wb") as fh:
-                    pickle.dump(seq, fh)
-                items.append((r, tid, seq))
-    if not items or stages.embedder is None:
-        return []
-    out = []
+                rel = f"silhouettes/{r.info.name}/{tid:03d}.pkl"
+                with open(writer.path(rel), "wb") as fh:
+                    pickle.dump(sils.aligned, fh)
+                r.files[tid]["silhouettes_pkl"] = rel
+                items.append((r, tid, sils.aligned))
+    if stages.embedder is None:
+        return
     for r, tid, seq in tqdm(items, desc="gait", unit="track", disable=quiet, leave=False, dynamic_ncols=True):
         t0 = time.perf_counter()
         feat = np.asarray(stages.embedder([seq])[0], dtype=np.float32)  # one forward per track
         r.timings["embed"] += time.perf_counter() - t0  # charged to the track's own video
-        writer.write_npy(f"features/{r.info.name}/{tid:03d}.npy", feat)
-        out.append(Embedding(video=r.info.name, track_id=tid, feature=feat, n_frames=len(seq)))
-    return out
+        r.files[tid]["feature"] = writer.write_npy(f"features/{r.info.name}/{tid:03d}.npy", feat)
+        t = r.tracks[tid]
+        r.embeddings[tid] = Embedding(r.info.name, tid, feat, len(seq), t.first_frame, t.last_frame)
 
 
-def _render(result: VideoResult, config: RunConfig, writer: RunWriter, gallery_name: str | None,
-            decisions: dict[int, Decision] | None) -> dict[str, str]:
-    """Second decode of the video: draw the stored tracks. Always the tracked video; for a probe with decisions,
-    also the result video where each person takes the color and label of the gallery identity they matched."""
-    info = result.info
-    by_frame: dict[int, list[tuple[int, np.ndarray]]] = defaultdict(list)
-    for tid, t in result.tracks.items():
-        for f, box in zip(t.frames, t.xyxy):
-            by_frame[f].append((tid, box))
-    prefix = "G" if info.role == "gallery" else "P"
-    outputs = {"annotated_video": f"videos/{info.name}.mp4"}
-    sinks = [VideoSink(writer.path(outputs["annotated_video"]), info.fps, (info.width, info.height))]
-    if decisions is not None and gallery_name is not None:
-        outputs["result_video"] = f"G-{gallery_name}_P-{info.name}.mp4"
-        sinks.append(VideoSink(writer.path(outputs["result_video"]), info.fps, (info.width, info.height)))
-
-    def result_box(tid: int, box: np.ndarray) -> Box:
-        d = decisions.get(tid) if decisions else None
-        if d is None or d.status == "too_short":
-            return Box(box, UNKNOWN_COLOR, f"{prefix}{tid} too short")
-        if d.status == "match":
-            return Box(box, identity_color(d.gallery_track), f"G{d.gallery_track} {d.distance:.2f}")
-        return Box(box, UNKNOWN_COLOR, f"unknown {d.distance:.2f}" if d.distance is not None else "unknown")
-
-    t0 = time.perf_counter()
-    src = VideoSource(info.path)
-    try:
-        for index, frame in enumerate(tqdm(src.frames(), total=info.frames, desc=f"render {info.name}",
-                                           unit="frame", disable=config.quiet, leave=False, dynamic_ncols=True)):
-            people = by_frame.get(index, [])
-            if len(sinks) > 1:
-                sinks[1].write(draw(frame.copy(), [result_box(tid, b) for tid, b in people]))
-            sinks[0].write(draw(frame, [Box(b, identity_color(tid), f"{prefix}{tid}") for tid, b in people]))
-    except BaseException:
-        for s in sinks:
-            s.discard()
-        raise
-    for s in sinks:
-        s.close()
-    result.timings["render"] += time.perf_counter() - t0
-    return outputs
-
-
-def _weights_entry(path: str | None) -> dict:
-    if not path:
-        return {"path": None, "sha256": None}
-    p = Path(path)
-    return {"path": str(p), "sha256": sha256_path(p) if p.exists() else None}
+def _decide(results: list[VideoResult], config: RunConfig, stages: Stages):
+    """Identities of the gallery, the threshold and one Decision per probe track (every probe track, in order)."""
+    gallery = results[0]
+    identities = gallery_identities([gallery.embeddings[t] for t in sorted(gallery.embeddings)], config.identities)
+    usable = stages.matcher.usable(identities)
+    if not usable:
+        why = "nobody was found" if not gallery.tracks else \
+            f"no track has {config.match.min_frames} usable silhouettes (--min-frames)"
+        log.warning("%s: the gallery has no usable identity (%s): every probe person will be unknown",
+                    gallery.info.path, why)
+    every = [e for r in results for e in (r.embeddings[t] for t in sorted(r.embeddings))]
+    threshold = resolve_threshold(config.match.threshold, config.match.metric, every,
+                                  [m for i in usable for m in i.members], far=config.match.auto_far,
+                                  min_overlap=config.match.auto_min_overlap, min_frames=config.match.min_frames)
+    probes = [r.embeddings[t] for r in results[1:] for t in sorted(r.embeddings)]
+    decided = {(d.probe_video, d.probe_track): d for d in stages.matcher(probes, identities, threshold.value)}
+    decisions = []
+    for r in results[1:]:
+        for tid in sorted(r.tracks):
+            d = decided.get((r.info.name, tid))
+            # a track without a single usable silhouette never got an embedding: too short to tell
+            decisions.append(d or Decision(r.info.name, tid, "too_short", None, None, "too_few_silhouettes", []))
+    return identities, usable, threshold, decisions
 
 
 def run(config: RunConfig) -> RunResult:
@@ -332,105 +292,48 @@ def run(config: RunConfig) -> RunResult:
     inputs = [(config.gallery, "gallery")] + [(p, "probe") for p in config.probes]
     names = _unique_names([Path(p) for p, _ in inputs])
     sources = [VideoSource(p) for p, _ in inputs]  # every input checked before any model is loaded
+    _warn_repeated_inputs([Path(p) for p, _ in inputs])
+    if config.match.threshold is not None and config.match.metric != "auto":
+        check_threshold(config.match.threshold, config.match.metric)
+    check_models_given(config)
     device = resolve_device(config.device)
-    config = resolve_models(config)
-    stages, config = build_stages(config, device)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with RunWriter(config.output, config.name) as writer:
+    with RunWriter(config.output, config.name) as writer:  # output folder and name checked before models load
+        config = resolve_models(config)
+        stages, config = build_stages(config, device)
         results: list[VideoResult] = []
         for src, (path, role), name in zip(sources, inputs, names):
             info = VideoInfo(path=Path(path), name=name, role=role, frames=src.frame_count_hint,
                              fps=src.fps, width=src.width, height=src.height)
             r = _process_video(src, info, config, stages, writer)
-            tracks_file = writer.write_mot(f"tracks/{name}.txt", [r.tracks[t] for t in sorted(r.tracks)])
-            r.entry = {"name": name, "role": role, "path": str(path), "frames": r.info.frames,
-                       "fps": r.info.fps, "width": r.info.width, "height": r.info.height,
-                       "tracks_file": tracks_file}
+            writer.write_mot(f"tracks/{name}.txt", [r.tracks[t] for t in sorted(r.tracks)])
             results.append(r)
 
-        embeddings = _embed(results, stages, writer, config.quiet)
-        decisions: list[Decision] = []
+        _embed(results, stages, writer, config.quiet)
+        decision = None
         if stages.matcher is not None:
-            emb_by = {(e.video, e.track_id): e for e in embeddings}
-            gallery = [e for e in embeddings if e.video == names[0]]
-            probes = [e for e in embeddings if e.video != names[0]]
             t0 = time.perf_counter()
-            decisions = list(stages.matcher(probes, gallery))
-            # probe tracks without a single usable silhouette never got an embedding: too short to tell
-            for r in results[1:]:
-                for tid in sorted(r.tracks):
-                    if (r.info.name, tid) not in emb_by:
-                        decisions.append(Decision(r.info.name, tid, None, None, None, "too_short", []))
+            decision = _decide(results, config, stages)
             match_s = time.perf_counter() - t0
-            order = {n: i for i, n in enumerate(names)}
-            decisions.sort(key=lambda d: (order[d.probe_video], d.probe_track))
-        else:
-            match_s = 0.0
 
-        dec_by_video: dict[str, dict[int, Decision]] = defaultdict(dict)
-        for d in decisions:
-            dec_by_video[d.probe_video][d.probe_track] = d
-        videos_json = []
+        outputs: dict[str, dict[str, str]] = {}
         for r in results:
-            is_probe = r.info.role == "probe"
-            outs = _render(r, config, writer, names[0],
-                           dec_by_video.get(r.info.name, {}) if (is_probe and stages.matcher) else None)
-            r.entry.update(outs)
-            r.entry["tracks"] = [_track_entry(r, tid, writer) for tid in sorted(r.tracks)]
-            tm = r.timings
-            r.entry["timings_s"] = {k: round(v, 4) for k, v in tm.items()}
-            first_pass = tm.get("total", 0.0) + tm.get("embed", 0.0)
-            r.entry["end_to_end_fps"] = round(r.info.frames / first_pass, 2) if first_pass > 0 else None
-            videos_json.append(r.entry)
-
-        manifest = {
-            "version": 1,
-            "created": created,
-            "allinone_version": __version__,
-            "settings": config.to_json(),
-            "device": device,
-            "platform": {"python": platform.python_version(), "machine": platform.machine()},
-            "weights": {
-                "detector": _weights_entry(getattr(stages.detector, "path", None)),
-                **({"segmenter": _weights_entry(config.segment.model)} if stages.segmenter else {}),
-                **({"gait": {**_weights_entry(config.gait.model), "arch": stages.embedder.arch,
-                             "metric": stages.embedder.metric}} if stages.embedder else {}),
-            },
-            "videos": videos_json,
-        }
-        if stages.matcher is not None:
-            manifest["matches"] = [_decision_json(d) for d in decisions]
-            manifest["matches_file"] = writer.write_csv(
-                "matches.csv",
-                ["probe_video", "probe_track", "gallery_video", "gallery_track", "distance", "status", "ranking"],
-                [[d.probe_video, d.probe_track, d.gallery_video or "", "" if d.gallery_track is None else
-                  d.gallery_track, "" if d.distance is None else f"{d.distance:.6f}", d.status,
-                  ";".join(f"{g}:{dist:.6f}" for _, g, dist in d.ranking)] for d in decisions])
-            manifest["timings_s"] = {"match": round(match_s, 4)}
+            identities, decisions = (decision[0], decision[3]) if decision else (None, None)
+            outputs[r.info.name] = render_video(r.info, r.tracks, writer, names[0], identities,
+                                                decisions, config.quiet, r.timings)
+        videos = [mf.video_entry(r.info, r.tracks, r.silhouettes, r.files, outputs[r.info.name], r.timings,
+                                 r.info.fps / r.silhouette_stride) for r in results]
+        extra = {}
+        if decision is not None:
+            identities, usable, threshold, decisions = decision
+            spans = {(r.info.name, t): (tr.first_frame + 1, tr.last_frame + 1) for r in results[1:]
+                     for t, tr in r.tracks.items()}
+            extra = mf.decisions_entries(identities, usable, threshold, decisions, writer, spans)
+            extra["timings_s"] = {"match": round(match_s, 4)}
+        manifest = mf.run_manifest(created, config, device, stages, videos, extra)
         run_dir = writer.finalize(manifest)
     log.info("run written to %s", run_dir)
     return RunResult(run_dir=run_dir, manifest=manifest)
 
 
-def _track_entry(r: VideoResult, tid: int, writer: RunWriter) -> dict:
-    t = r.tracks[tid]
-    entry = {"id": tid, "first_frame": t.first_frame + 1, "last_frame": t.last_frame + 1, "n_frames": t.n_frames}
-    name = r.info.name
-    png_dir = f"silhouettes/{name}/{tid:03d}"
-    if (writer.dir / png_dir).is_dir():
-        entry["silhouettes_png_dir"] = png_dir
-        entry["n_silhouettes"] = len(r.silhouettes[tid]) if tid in r.silhouettes else 0
-    pkl = f"silhouettes/{name}/{tid:03d}.pkl"
-    if (writer.dir / pkl).is_file():
-        entry["silhouettes_pkl"] = pkl
-    feat = f"features/{name}/{tid:03d}.npy"
-    if (writer.dir / feat).is_file():
-        entry["feature"] = feat
-    return entry
-
-
-def _decision_json(d: Decision) -> dict:
-    return {"probe_video": d.probe_video, "probe_track": d.probe_track, "gallery_video": d.gallery_video,
-            "gallery_track": d.gallery_track,
-            "distance": None if d.distance is None else round(float(d.distance), 6),
-            "status": d.status, "ranking": [[g, round(float(dist), 6)] for _, g, dist in d.ranking]}
+__all__ = ["RunResult", "Stages", "build_stages", "check_models_given", "frame_stride", "resolve_models", "run"]

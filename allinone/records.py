@@ -97,22 +97,29 @@ class Track:
         return self.frames[-1]
 
 
+DROP_REASONS = ("border", "occluded", "low_score", "empty_mask")
+
+
 @dataclass(frozen=True)
 class Silhouettes:
-    """A track's silhouettes after OpenGait's alignment, in time order.
+    """A track's silhouettes after OpenGait's alignment, in time order, and what the quality filter left out.
 
-    aligned: (T, 64, 64) uint8 0..255; frames: (T,) the 0-based frame index each one came from. (The raw masks are
-    written as PNG while the video streams and are not kept in memory.)
+    aligned: (T, 64, 64) uint8 0..255; frames: (T,) the 0-based frame index each one came from. dropped: frames of
+    the track not used, by reason (DROP_REASONS): box at the frame border, covered by a person in front, a low-score
+    box kept only by the tracker's second association, or a mask that OpenGait's alignment rejects. (The raw masks
+    are written as PNG while the video streams and are not kept in memory.)
     """
 
     track_id: int
     aligned: np.ndarray
     frames: np.ndarray
+    dropped: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(self.aligned.ndim == 3 and self.aligned.shape[1:] == (64, 64) and self.aligned.dtype == np.uint8,
                f"aligned must be uint8 (T, 64, 64), got {self.aligned.dtype} {self.aligned.shape}")
         _check(np.asarray(self.frames).shape == (len(self.aligned),), "one frame index per silhouette")
+        _check(set(self.dropped) <= set(DROP_REASONS), f"drop reasons must be among {DROP_REASONS}")
 
     def __len__(self) -> int:
         return len(self.aligned)
@@ -120,31 +127,73 @@ class Silhouettes:
 
 @dataclass(frozen=True)
 class Embedding:
-    """A track's gait embedding: feature (C, P) float32, e.g. GaitBase's (256, 16)."""
+    """A track's gait embedding: feature (C, P) float32, e.g. GaitBase's (256, 16).
+
+    first_frame / last_frame: the 0-based frame range of the track (two tracks of one video whose ranges overlap
+    are two different people).
+    """
 
     video: str
     track_id: int
     feature: np.ndarray
     n_frames: int  # silhouettes that went into it
+    first_frame: int = 0
+    last_frame: int = 0
 
     def __post_init__(self) -> None:
         _check(self.feature.ndim == 2 and self.feature.dtype == np.float32,
                f"feature must be float32 (C, P), got {self.feature.dtype} {self.feature.shape}")
+        _check(0 <= self.first_frame <= self.last_frame, f"bad frame range {self.first_frame}..{self.last_frame}")
+
+    def overlaps(self, other: "Embedding") -> bool:
+        """Same video and frame ranges that share at least one frame."""
+        return (self.video == other.video and self.first_frame <= other.last_frame
+                and other.first_frame <= self.last_frame)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A known person of the gallery: a unique name and one or more gallery tracks (their embeddings).
+
+    key: a small integer that picks the identity's drawing color (its first track id, so a default identity has
+    the color its track has in the gallery's tracked video).
+    """
+
+    name: str
+    members: tuple[Embedding, ...]
+    key: int = 0
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name) and self.name == self.name.strip(), f"identity name must be non-empty, got {self.name!r}")
+        _check(len(self.members) > 0, f"identity {self.name!r} has no tracks")
+        shapes = {m.feature.shape for m in self.members}
+        _check(len(shapes) == 1, f"identity {self.name!r}: features of different shapes {sorted(shapes)}")
+
+
+STATUSES = ("match", "unknown", "too_short")
+# Why a probe track is not a match: no gallery identity to compare with; none within the threshold; every identity
+# within the threshold went to a probe track seen at the same time; too few usable silhouettes to embed.
+REASONS = ("no_gallery", "no_candidate", "taken", "too_few_silhouettes")
 
 
 @dataclass(frozen=True)
 class Decision:
-    """Who a probe track is: a gallery track, unknown, or too short to tell."""
+    """Who a probe track is: a gallery identity, unknown (with the reason), or too short to tell.
+
+    distance: to ``identity`` when matched, else to the nearest identity (None when nothing was compared).
+    ranking: every usable gallery identity as (name, distance), nearest first.
+    """
 
     probe_video: str
     probe_track: int
-    gallery_video: str | None
-    gallery_track: int | None
+    status: str
+    identity: str | None
     distance: float | None
-    status: str  # "match" | "unknown" | "too_short"
-    ranking: list[tuple[str, int, float]]  # (gallery_video, gallery_track, distance), nearest first
+    reason: str | None
+    ranking: list[tuple[str, float]]
 
     def __post_init__(self) -> None:
-        _check(self.status in ("match", "unknown", "too_short"), f"bad status {self.status!r}")
-        _check((self.gallery_track is None) == (self.status != "match"),
-               "gallery_track is set exactly when status is match")
+        _check(self.status in STATUSES, f"bad status {self.status!r}")
+        _check((self.identity is None) == (self.status != "match"), "identity is set exactly when status is match")
+        _check((self.reason is None) == (self.status == "match"), "a reason is given exactly when not matched")
+        _check(self.reason is None or self.reason in REASONS, f"bad reason {self.reason!r}")

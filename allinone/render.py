@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import colorsys
+import time
 from dataclasses import dataclass
 
 import cv2
@@ -35,6 +36,8 @@ def draw(frame: np.ndarray, boxes: list[Box]) -> np.ndarray:
     font = cv2.FONT_HERSHEY_SIMPLEX
     for box in boxes:
         x1, y1, x2, y2 = (int(round(v)) for v in box.xyxy)
+        if box.color == UNKNOWN_COLOR:  # a dark rim keeps the gray box visible on bright backgrounds
+            cv2.rectangle(frame, (x1, y1), (x2, y2), (0, 0, 0), thick + 2, cv2.LINE_AA)
         cv2.rectangle(frame, (x1, y1), (x2, y2), box.color, thick, cv2.LINE_AA)
         if not box.label:
             continue
@@ -46,3 +49,61 @@ def draw(frame: np.ndarray, boxes: list[Box]) -> np.ndarray:
         text_color = (0, 0, 0) if lum > 140 else (255, 255, 255)
         cv2.putText(frame, box.label, (tx + 2, ty + th + 1), font, scale, text_color, thick, cv2.LINE_AA)
     return frame
+
+
+def _label_box(xyxy: np.ndarray, tid: int, d, colors: dict[str, int]) -> Box:
+    """The result-video box of probe track ``tid`` with its Decision ``d`` (None: no decision)."""
+    if d is None or d.status == "too_short":
+        return Box(xyxy, UNKNOWN_COLOR, f"P{tid} too short")
+    if d.status == "match":
+        return Box(xyxy, identity_color(colors.get(d.identity, 0)), f"P{tid} {d.identity} {d.distance:.2f}")
+    return Box(xyxy, UNKNOWN_COLOR, f"P{tid} unknown ({d.reason})")
+
+
+def render_video(info, tracks: dict, writer, gallery_name: str | None, identities, decisions,
+                 quiet: bool, timings: dict[str, float], annotated: bool = True) -> dict[str, str]:
+    """Second decode of a video: draw its stored tracks. Always the tracked video (one color per track, labels
+    G<id> or P<id>); for a probe with decisions also the result video ``G-<gallery>_P-<probe>.mp4``, where each
+    person wears the color of the identity they matched and a label ``P<id> <identity> <distance>``, or gray
+    ``P<id> unknown (<reason>)``. Returns the run-relative paths written."""
+    from collections import defaultdict
+
+    from tqdm import tqdm
+
+    from .video import VideoSink, VideoSource
+
+    mine = {d.probe_track: d for d in (decisions or []) if d.probe_video == info.name}
+    by_frame: dict[int, list] = defaultdict(list)
+    for tid, t in tracks.items():
+        for f, box in zip(t.frames, t.xyxy):
+            by_frame[f].append((tid, box))
+    prefix = "G" if info.role == "gallery" else "P"
+    outputs: dict[str, str] = {}
+    sinks: dict[str, object] = {}
+    if annotated:
+        outputs["annotated_video"] = f"videos/{info.name}.mp4"
+    colors = {i.name: i.key for i in identities or []}
+    if info.role == "probe" and decisions is not None and gallery_name is not None:
+        outputs["result_video"] = f"G-{gallery_name}_P-{info.name}.mp4"
+    for key, rel in outputs.items():
+        sinks[key] = VideoSink(writer.path(rel), info.fps, (info.width, info.height))
+    t0 = time.perf_counter()
+    src = VideoSource(info.path)
+    try:
+        for index, frame in enumerate(tqdm(src.frames(), total=info.frames, desc=f"render {info.name}",
+                                           unit="frame", disable=quiet, leave=False, dynamic_ncols=True)):
+            people = by_frame.get(index, [])
+            if "result_video" in sinks:
+                sinks["result_video"].write(draw(frame.copy(), [_label_box(b, tid, mine.get(tid), colors)
+                                                                for tid, b in people]))
+            if "annotated_video" in sinks:
+                sinks["annotated_video"].write(draw(frame, [Box(b, identity_color(tid), f"{prefix}{tid}")
+                                                            for tid, b in people]))
+    except BaseException:
+        for s in sinks.values():
+            s.discard()
+        raise
+    for s in sinks.values():
+        s.close()
+    timings["render"] += time.perf_counter() - t0
+    return outputs

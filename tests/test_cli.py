@@ -34,7 +34,7 @@ def test_tracking_run_writes_manifest_tracks_and_videos(tracked_run, shared):
     run_dir, res = tracked_run
     assert res.stdout.strip().endswith("run1")
     m = json.loads((run_dir / "run.json").read_text())
-    assert m["version"] == 1 and "created" in m and "settings" in m
+    assert m["version"] == 2 and "created" in m and "settings" in m
     assert m["weights"]["detector"]["sha256"] == \
         "e8af074932d4ed7e232278e3055cefcdea3edf178874a3694ae292649fb464dd"
     names = [v["name"] for v in m["videos"]]

@@ -446,8 +446,9 @@ def gaitgl_reference(sd, sils):
     gem = F.avg_pool2d(x.clamp(min=1e-6).pow(p), (1, x.shape[-1])).pow(1.0 / p).squeeze(-1)  # [n, c, 64]
     gait = _parts_fc(gem, sd["Head0.fc_bin"])
     if "BNNecks.fc_bin" in sd:
-        n, c, parts = gait.shape
-        return F.normalize(_bn(sd, "BNNecks.bn1d", gait.reshape(n, -1)).reshape(n, c, parts), dim=1)
+        # OpenGait gaitgl.py, forward(), BNNeck branch: "bnft, logi = self.BNNecks(gait)" then "embed = gait", and
+        # inference_feat = {'embeddings': embed}: the Head0 output, not the (normalised) BNNeck feature.
+        return gait
     return _bn(sd, "Bn", gait)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import shlex
 import string
@@ -215,7 +214,7 @@ def run_dir(tmp_path) -> Path:
     _write_video(d / "G-gal_P-walk-2.mp4", blue_step=5)
     _write_video(d / "videos" / "walk.mp4", blue_step=10)
     manifest = {
-        "version": 1,
+        "version": 2,
         "videos": [
             {"name": "gal", "role": "gallery", "annotated_video": "videos/gal.mp4", "tracks": []},
             {"name": "walk", "role": "probe", "annotated_video": "videos/walk.mp4",
@@ -224,11 +223,13 @@ def run_dir(tmp_path) -> Path:
              "result_video": "G-gal_P-walk-2.mp4", "tracks": []},
         ],
         "matches": [
-            {"probe_video": "walk", "probe_track": 3, "gallery_video": "gal", "gallery_track": 1,
-             "distance": 0.41234, "status": "match", "ranking": [[1, 0.41234], [2, 0.9], [5, 1.25], [7, 2.0]]},
-            {"probe_video": "walk", "probe_track": 4, "gallery_video": None, "gallery_track": None,
-             "distance": 1.7, "status": "unknown", "ranking": [[2, 1.7]]},
-            {"probe_video": "walk-2", "probe_track": 1, "gallery_video": None, "gallery_track": None,
+            {"probe_video": "walk", "probe_track": 3, "identity": "G1", "reason": None,
+             "distance": 0.41234, "status": "match",
+             "ranking": [{"identity": "G1", "distance": 0.41234}, {"identity": "G2", "distance": 0.9},
+                         {"identity": "Ann", "distance": 1.25}, {"identity": "G7", "distance": 2.0}]},
+            {"probe_video": "walk", "probe_track": 4, "identity": None, "reason": "taken",
+             "distance": 1.7, "status": "unknown", "ranking": [{"identity": "G2", "distance": 1.7}]},
+            {"probe_video": "walk-2", "probe_track": 1, "identity": None, "reason": "too_few_silhouettes",
              "distance": None, "status": "too_short", "ranking": []},
         ],
     }
@@ -237,12 +238,12 @@ def run_dir(tmp_path) -> Path:
 
 
 EXPECTED_ROWS = [
-    {"probe_video": "walk", "probe_track": 3, "status": "match", "gallery_video": "gal", "gallery_track": 1,
-     "distance": 0.41234, "ranking": "G1:0.412, G2:0.900, G5:1.250"},
-    {"probe_video": "walk", "probe_track": 4, "status": "unknown", "gallery_video": None, "gallery_track": None,
-     "distance": 1.7, "ranking": "G2:1.700"},
-    {"probe_video": "walk-2", "probe_track": 1, "status": "too_short", "gallery_video": None,
-     "gallery_track": None, "distance": None, "ranking": ""},
+    {"probe_video": "walk", "probe_track": 3, "status": "match", "identity": "G1", "distance": 0.41234,
+     "reason": None, "ranking": "G1:0.412, G2:0.900, Ann:1.250"},
+    {"probe_video": "walk", "probe_track": 4, "status": "unknown", "identity": None, "distance": 1.7,
+     "reason": "taken", "ranking": "G2:1.700"},
+    {"probe_video": "walk-2", "probe_track": 1, "status": "too_short", "identity": None, "distance": None,
+     "reason": "too_few_silhouettes", "ranking": ""},
 ]
 
 
@@ -303,8 +304,8 @@ def test_show_results_prints_the_table_and_draws_the_frame(ns, run_dir, capsys):
     ns["show_results"](run_dir)
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == list(ns["MATCH_COLUMNS"])
-    assert out[1].split()[:6] == ["walk", "3", "match", "gal", "1", "0.41234"]
-    assert out[3].split() == ["walk-2", "1", "too_short"]
+    assert out[1].split()[:5] == ["walk", "3", "match", "G1", "0.41234"]
+    assert out[3].split() == ["walk-2", "1", "too_short", "too_few_silhouettes"]
     image = plt.gcf().axes[0].images[0].get_array()
     assert image.shape == (H, W, 3)
     assert abs(float(np.asarray(image)[..., 2].mean()) - 100) < 10

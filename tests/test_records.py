@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from allinone.records import Decision, Detections, Embedding, Silhouettes, Track
+from allinone.records import Identity, Decision, Detections, Embedding, Silhouettes, Track
 
 
 def test_detections_shapes_are_checked():
@@ -40,5 +40,20 @@ def test_silhouettes_embedding_decision_checks():
     with pytest.raises(ValueError):
         Embedding("v", 1, np.zeros((256, 16), np.float64), 10)
     with pytest.raises(ValueError):
-        Decision("p", 1, "g", 2, 3.0, "unknown", [])  # a gallery track only for a match
-    Decision("p", 1, "g", 2, 3.0, "match", [("g", 2, 3.0)])
+        Decision("p", 1, "unknown", "G2", 3.0, "no_candidate", [])  # an identity only for a match
+    with pytest.raises(ValueError):
+        Decision("p", 1, "unknown", None, 3.0, None, [])  # every unknown has a reason
+    with pytest.raises(ValueError):
+        Decision("p", 1, "unknown", None, 3.0, "bad luck", [])
+    with pytest.raises(ValueError):
+        Decision("p", 1, "match", "G2", 3.0, "taken", [])  # a match has no reason
+    Decision("p", 1, "match", "G2", 3.0, None, [("G2", 3.0)])
+    with pytest.raises(ValueError):
+        Embedding("v", 1, np.zeros((4, 2), np.float32), 10, 5, 4)  # frame range backwards
+    with pytest.raises(ValueError):
+        Identity("Ann", ())
+    with pytest.raises(ValueError):
+        Identity("Ann", (Embedding("v", 1, np.zeros((4, 2), np.float32), 3),
+                         Embedding("v", 2, np.zeros((4, 3), np.float32), 3)))
+    with pytest.raises(ValueError):
+        Silhouettes(1, np.zeros((0, 64, 64), np.uint8), np.arange(0), {"blurry": 3})

@@ -19,6 +19,8 @@ _EXPORTS = {
     "ARCHS": ".registry",
     "ArchSpec": ".registry",
     "matching_archs": ".registry",
+    "GaitBackend": ".backends",
+    "embedder_for": ".backends",
 }
 
 __all__ = list(_EXPORTS)

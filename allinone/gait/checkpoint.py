@@ -16,7 +16,7 @@ import numpy as np
 
 from ..align import gait_input
 from ..config import GaitConfig
-from ..errors import UserError
+from ..errors import UserError, shorten
 from .registry import ARCHS, ArchSpec, build, matching_archs
 
 if TYPE_CHECKING:
@@ -39,8 +39,10 @@ def _read_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, "torch
     """
     import torch
 
+    if path.is_dir():
+        raise UserError("is a directory, not a gait checkpoint file", path)
     if not path.is_file():
-        raise UserError("gait checkpoint not found (not a file)", path)
+        raise UserError("gait checkpoint not found", path)
     try:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -61,7 +63,7 @@ def _read_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, "torch
         raise UserError("not a loadable checkpoint: not a torch file (unpickling failed)", path) from exc
     except Exception as exc:  # torch.load fails on foreign or cut-off bytes in many ways (EOF, zip, key errors)
         lines = str(exc).strip().splitlines()
-        reason = f"{type(exc).__name__}: {lines[0][:120]}" if lines else type(exc).__name__
+        reason = f"{type(exc).__name__}: {shorten(lines[0], 120)}" if lines else type(exc).__name__
         raise UserError(f"not a readable PyTorch checkpoint (truncated or another format; {reason})", path) from exc
     if not isinstance(obj, Mapping):
         raise UserError(f"not an OpenGait checkpoint: holds a {type(obj).__name__}, expected a dict", path)

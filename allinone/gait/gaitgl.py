@@ -53,8 +53,9 @@ class GaitGL(nn.Module):
     64 rows → per-part FC → BN head.
 
     sils [n, s, 64, 44] → embed [n, c, 64] with c = channels[-1] (128 CASIA-B, 256 GREW/OUMVLP): OpenGait's
-    ``inference_feat['embeddings']`` = ``bnft``, the BatchNorm1d output of the Head0 features (BN head), or the
-    L2-normalised (per part) BNNeck feature (BNNeck head). Never the logits.
+    ``inference_feat['embeddings']``: ``bnft``, the BatchNorm1d output of the Head0 features, with the BN head; the
+    Head0 features themselves (``embed = gait``) with the BNNeck head (gaitgl_GREW_BNNeck), whose normalised BNNeck
+    output is used only for training. Never the logits.
     Shapes (GREW): stem [n, 32, s, 64, 44] → LTA [n, 32, s//3, 64, 44] → A0 [n, 64, ., 64, 44] → pool
     [n, 64, ., 32, 22] → A1 [n, 128, ., 32, 22] → B2 [n, 256, ., 64, 22] → max [n, 256, 64, 22]
     → GeM [n, 256, 64].
@@ -132,17 +133,19 @@ class GaitGL(nn.Module):
         return self.Head0(self.HPP(x.amax(2)))
 
     def embed(self, sils: torch.Tensor) -> torch.Tensor:
-        """sils [n, s, h, w] → OpenGait's inference embedding [n, c, 64] (BN head output; see class doc)."""
+        """sils [n, s, h, w] → OpenGait's inference embedding [n, c, 64]: the BN head's output, or the Head0
+        features with a BNNeck head (see class doc)."""
         gait = self.features(sils)
         if self.head == "bnneck":
-            return self.BNNecks(gait)[0]
+            return gait
         return self.Bn(gait)
 
     def forward(self, sils: torch.Tensor) -> dict[str, torch.Tensor]:
         """sils [n, s, h, w] → {'embed': [n, c, 64], 'logits': [n, class_num, 64]}."""
         gait = self.features(sils)
         if self.head == "bnneck":
-            embed, logits = self.BNNecks(gait)
+            logits = self.BNNecks(gait)[1]
+            embed = gait
         else:
             embed = self.Bn(gait)
             logits = self.Head1(embed)

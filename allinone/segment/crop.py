@@ -126,3 +126,17 @@ def resize_probs(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     for i, p in enumerate(probs):
         out[i] = cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR)
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+def box_to_crop(xyxy: Sequence[float], pad: float, frame_hw: tuple[int, int], size: tuple[int, int],
+                boxes: np.ndarray) -> np.ndarray:
+    """Where ``boxes`` [M, 4] (frame pixels, xyxy) fall in the square crop of ``xyxy`` made by ``square_crop`` with
+    the same pad, frame size and output size: [M, 4] xyxy in crop pixels (not clipped)."""
+    left, top, right, bottom = padded_box(xyxy, pad, frame_hw)
+    cw, ch = right - left, bottom - top
+    side = max(cw, ch, 1)
+    oy, ox = (side - ch) // 2, (side - cw) // 2
+    sx, sy = size[1] / side, size[0] / side
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.stack([(b[:, 0] - left + ox) * sx, (b[:, 1] - top + oy) * sy,
+                     (b[:, 2] - left + ox) * sx, (b[:, 3] - top + oy) * sy], axis=1)

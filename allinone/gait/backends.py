@@ -1,0 +1,42 @@
+"""The gait stage's interface and the backend for a model file (torch for .pt/.pth, ONNX Runtime for .onnx)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..config import GaitConfig
+from ..errors import UserError
+
+
+class GaitBackend(Protocol):
+    """A gait stage: aligned uint8 [T, 64, 64] sequences → float32 [c, p] embeddings, one per sequence."""
+
+    arch: str  # OpenGait architecture name ('unknown' for an ONNX graph without metadata)
+    metric: str  # the distance OpenGait evaluates the model with
+
+    def __call__(self, aligned: list[np.ndarray]) -> list[np.ndarray]: ...
+
+
+def _backends() -> dict[str, type]:
+    from ..gait_onnx import OnnxGaitEmbedder
+    from .checkpoint import GaitEmbedder
+
+    return {".pt": GaitEmbedder, ".pth": GaitEmbedder, ".onnx": OnnxGaitEmbedder}
+
+
+def embedder_for(path: str | Path, config: GaitConfig, device: str = "cpu") -> GaitBackend:
+    """The gait stage for a model file: torch (GaitEmbedder) for .pt/.pth, ONNX Runtime for .onnx."""
+    if not str(path):
+        raise UserError("no gait model given (an OpenGait .pt checkpoint or an exported .onnx file)")
+    path = Path(path)
+    if path.is_dir():
+        raise UserError("is a directory, not a gait model file (an OpenGait .pt checkpoint or an .onnx file)", path)
+    backends = _backends()
+    make = backends.get(path.suffix.lower())
+    if make is None:
+        raise UserError(f"unknown gait model type {path.suffix or '(no suffix)'!r}; expected "
+                        f"{', '.join(backends)}", path)
+    return make(dataclasses.replace(config, model=str(path)), device)

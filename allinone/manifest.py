@@ -1,0 +1,94 @@
+"""run.json, built in one place from the run's records (and read back by rematch)."""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+from . import __version__
+from .output import sha256_path
+from .records import DROP_REASONS, Decision, Identity, Silhouettes, Track, VideoInfo
+from .threshold import Threshold
+
+MATCHES_CSV = "matches.csv"
+MATCHES_HEADER = ["probe_video", "probe_track", "status", "identity", "distance", "reason", "first_frame",
+                  "last_frame", "ranking"]
+
+
+def track_entry(track: Track, sil: Silhouettes | None, files: dict[str, str]) -> dict:
+    """A track of ``videos[].tracks``: frames 1-based, silhouettes used and dropped by reason, its files."""
+    entry = {"id": track.track_id, "first_frame": track.first_frame + 1, "last_frame": track.last_frame + 1,
+             "n_frames": track.n_frames}
+    if sil is not None:
+        entry["n_silhouettes"] = len(sil)
+        entry["dropped"] = {k: int(sil.dropped.get(k, 0)) for k in DROP_REASONS}
+    for key in ("silhouettes_png_dir", "silhouettes_pkl", "feature"):
+        if key in files:
+            entry[key] = files[key]
+    return entry
+
+
+def video_entry(info: VideoInfo, tracks: dict[int, Track], silhouettes: dict[int, Silhouettes],
+                files: dict[int, dict[str, str]], outputs: dict[str, str], timings: dict[str, float],
+                silhouette_fps: float) -> dict:
+    entry = {"name": info.name, "role": info.role, "path": str(info.path), "frames": info.frames, "fps": info.fps,
+             "width": info.width, "height": info.height, "tracks_file": f"tracks/{info.name}.txt", **outputs}
+    if silhouettes or files:
+        entry["silhouette_fps"] = round(silhouette_fps, 3)
+    entry["tracks"] = [track_entry(tracks[t], silhouettes.get(t), files.get(t, {})) for t in sorted(tracks)]
+    entry["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
+    first_pass = timings.get("total", 0.0) + timings.get("embed", 0.0)
+    entry["end_to_end_fps"] = round(info.frames / first_pass, 2) if first_pass > 0 else None
+    return entry
+
+
+def identity_entry(identity: Identity, usable: set[tuple[str, int]]) -> dict:
+    return {"name": identity.name, "key": identity.key,
+            "tracks": [{"video": m.video, "track": m.track_id, "n_silhouettes": m.n_frames,
+                        "usable": (m.video, m.track_id) in usable} for m in identity.members]}
+
+
+def decision_entry(d: Decision, spans: dict[tuple[str, int], tuple[int, int]]) -> dict:
+    first, last = spans.get((d.probe_video, d.probe_track), (None, None))
+    return {"probe_video": d.probe_video, "probe_track": d.probe_track, "status": d.status, "identity": d.identity,
+            "distance": None if d.distance is None else round(float(d.distance), 6), "reason": d.reason,
+            "first_frame": first, "last_frame": last,
+            "ranking": [{"identity": n, "distance": round(float(x), 6)} for n, x in d.ranking]}
+
+
+def decisions_entries(identities: list[Identity], usable: list[Identity], threshold: Threshold,
+                      decisions: list[Decision], writer, spans: dict[tuple[str, int], tuple[int, int]]) -> dict:
+    """run.json's "identities", "threshold", "matches" and "matches_file"; writes matches.csv."""
+    ok = {(m.video, m.track_id) for i in usable for m in i.members}
+    rows = [decision_entry(d, spans) for d in decisions]
+    writer.write_csv(MATCHES_CSV, MATCHES_HEADER, [
+        [r["probe_video"], r["probe_track"], r["status"], r["identity"] or "",
+         "" if r["distance"] is None else f"{r['distance']:.6f}", r["reason"] or "", r["first_frame"],
+         r["last_frame"], ";".join(f"{x['identity']}:{x['distance']:.6f}" for x in r["ranking"])] for r in rows])
+    return {"identities": [identity_entry(i, ok) for i in identities], "threshold": threshold.to_json(),
+            "matches": rows, "matches_file": MATCHES_CSV}
+
+
+def weights_entry(path: str | None) -> dict:
+    if not path:
+        return {"path": None, "sha256": None}
+    p = Path(path)
+    return {"path": str(p), "sha256": sha256_path(p) if p.exists() else None}
+
+
+def run_manifest(created: str, config, device: str, stages, videos: list[dict], extra: dict) -> dict:
+    return {
+        "version": 2,
+        "created": created,
+        "allinone_version": __version__,
+        "settings": config.to_json(),
+        "device": device,
+        "platform": {"python": platform.python_version(), "machine": platform.machine()},
+        "weights": {
+            "detector": weights_entry(getattr(stages.detector, "path", None)),
+            **({"segmenter": weights_entry(config.segment.model)} if stages.segmenter else {}),
+            **({"gait": {**weights_entry(config.gait.model), "arch": stages.embedder.arch,
+                         "metric": stages.embedder.metric}} if stages.embedder else {}),
+        },
+        "videos": videos,
+        **extra,
+    }

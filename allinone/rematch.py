@@ -1,0 +1,186 @@
+"""python main.py rematch RUN_DIR [--threshold auto|D] [--identity NAME=ID,...] [--output DIR] [--name NAME]
+
+Decides again from a finished run's stored features, without running a model: same identities (or new names),
+same metric and min_frames, another threshold. Writes a new run folder (run.json, matches.csv, the result videos
+drawn again from the stored tracks, and copies of the features and track files so it can be rematched in turn);
+the original run is left untouched. At the run's own threshold the decisions are the run's, bit for bit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .config import MatchConfig
+from .errors import UserError
+from .identities import check_named, gallery_identities, parse_identity
+from .manifest import decisions_entries
+from .match import Matcher
+from .output import MANIFEST, RunWriter
+from .records import Decision, Embedding, Track, VideoInfo
+from .threshold import Threshold, check_threshold, resolve_threshold
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .cli import threshold_arg
+    p = argparse.ArgumentParser(prog="python main.py rematch",
+                                description="Decide again from a run's stored features with another threshold or "
+                                            "other identity names; no model runs. Writes a new run folder.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run folder (with run.json)")
+    p.add_argument("--threshold", type=threshold_arg, default=argparse.SUPPRESS, metavar="auto|D",
+                   help="the new threshold (default: the run's own)")
+    p.add_argument("--identity", action="append", type=parse_identity, default=None, metavar="NAME=ID[,ID...]",
+                   help="name gallery identities anew (default: the run's identities)")
+    p.add_argument("--output", type=Path, default=None, metavar="DIR",
+                   help="where the new run folder goes (default: beside RUN_DIR)")
+    p.add_argument("--name", default=None, metavar="NAME", help="its name (default: <run>-rematch, numbered)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, warnings and errors only")
+    return p
+
+
+def _load_manifest(run_dir: Path) -> dict:
+    path = run_dir / MANIFEST
+    if not run_dir.is_dir():
+        raise UserError("not a run folder", run_dir)
+    if not path.is_file():
+        raise UserError(f"no {MANIFEST} here: not a finished run folder", run_dir)
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"unreadable ({exc})", path) from None
+    if m.get("version") != 2 or "identities" not in m:
+        raise UserError("written by an older allinone or by --track-only: it has no identities and decisions to "
+                        "redo", path)
+    return m
+
+
+def _embeddings(run_dir: Path, m: dict) -> tuple[dict[str, list[Embedding]], dict[str, list[int]]]:
+    """Per video: the tracks' embeddings from the stored features (in track order), and all track ids."""
+    out: dict[str, list[Embedding]] = {}
+    ids: dict[str, list[int]] = {}
+    for v in m["videos"]:
+        out[v["name"]] = []
+        ids[v["name"]] = [t["id"] for t in v["tracks"]]
+        for t in v["tracks"]:
+            if "feature" not in t:
+                continue
+            f = run_dir / t["feature"]
+            try:
+                feat = np.load(f)
+            except (OSError, ValueError) as exc:
+                raise UserError(f"stored feature unreadable ({exc})", f) from None
+            out[v["name"]].append(Embedding(v["name"], t["id"], feat.astype(np.float32, copy=False),
+                                            t["n_silhouettes"], t["first_frame"] - 1, t["last_frame"] - 1))
+    return out, ids
+
+
+def _read_mot(path: Path) -> dict[int, Track]:
+    tracks: dict[int, Track] = {}
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            f, i, x, y, w, h, s = (float(v) for v in line.split(",")[:7])
+            rows.append((int(i), int(f) - 1, np.array([x, y, x + w, y + h], np.float32), s))
+    for i, f, box, s in sorted(rows, key=lambda r: (r[0], r[1])):
+        tracks.setdefault(i, Track(i)).add(f, box, s)
+    return tracks
+
+
+def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, output: Path | None = None,
+            name: str | None = None, quiet: bool = True) -> Path:
+    from .render import render_video
+
+    m = _load_manifest(run_dir)
+    settings = m["settings"]["match"]
+    metric = settings["metric"]
+    cfg = MatchConfig(metric=metric, threshold=None, min_frames=settings["min_frames"],
+                      auto_far=settings.get("auto_far", 0.01), auto_min_overlap=settings.get("auto_min_overlap", 5))
+    if isinstance(threshold, float):
+        check_threshold(threshold, metric)
+    if named is not None:
+        check_named(tuple(named))
+    else:
+        named = tuple((i["name"], tuple(t["track"] for t in i["tracks"])) for i in m["identities"])
+    embeddings, track_ids = _embeddings(run_dir, m)
+    videos = m["videos"]
+    gallery = videos[0]["name"]
+    identities = gallery_identities(embeddings[gallery], tuple(named), strict=True)
+    matcher = Matcher(cfg)
+    usable = matcher.usable(identities)
+    if threshold == "keep":
+        t = m["threshold"]
+        thr = Threshold(t["value"], t["basis"], {k: v for k, v in t.items() if k not in ("value", "basis")})
+    else:
+        every = [e for v in videos for e in embeddings[v["name"]]]
+        thr = resolve_threshold(threshold, metric, every, [x for i in usable for x in i.members],
+                                far=cfg.auto_far, min_overlap=cfg.auto_min_overlap, min_frames=cfg.min_frames)
+    probes = [e for v in videos[1:] for e in embeddings[v["name"]]]
+    decided = {(d.probe_video, d.probe_track): d for d in matcher(probes, identities, thr.value)}
+    decisions = [decided.get((v["name"], tid)) or Decision(v["name"], tid, "too_short", None, None,
+                                                            "too_few_silhouettes", [])
+                 for v in videos[1:] for tid in track_ids[v["name"]]]
+
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    root = output if output is not None else run_dir.parent
+    with RunWriter(root, name or _free_name(root, f"{run_dir.name}-rematch")) as writer:
+        spans = {(v["name"], t["id"]): (t["first_frame"], t["last_frame"]) for v in videos[1:] for t in v["tracks"]}
+        extra = decisions_entries(identities, usable, thr, decisions, writer, spans)
+        new_videos = []
+        for v in videos:
+            entry = {k: x for k, x in v.items() if k not in ("annotated_video", "result_video", "timings_s",
+                                                             "end_to_end_fps")}
+            entry["tracks"] = [{k: x for k, x in t.items() if k not in ("silhouettes_png_dir", "silhouettes_pkl")}
+                               for t in v["tracks"]]
+            for t in entry["tracks"]:
+                if "feature" in t:
+                    shutil.copyfile(run_dir / t["feature"], writer.path(t["feature"]))
+            shutil.copyfile(run_dir / v["tracks_file"], writer.path(v["tracks_file"]))
+            if v["role"] == "probe":
+                src = Path(v["path"])
+                if src.is_file():
+                    info = VideoInfo(src, v["name"], "probe", v["frames"], v["fps"], v["width"], v["height"])
+                    outs = render_video(info, _read_mot(run_dir / v["tracks_file"]), writer, gallery, identities,
+                                        decisions, quiet, defaultdict(float), annotated=False)
+                    entry.update(outs)
+                else:
+                    log.warning("%s: the probe video is gone, so no result video is drawn for it", src)
+                    entry["result_video"] = None
+            new_videos.append(entry)
+        manifest = {**{k: x for k, x in m.items() if k not in ("videos", "matches", "identities", "threshold",
+                                                                 "timings_s", "created")},
+                    "created": created, "source_run": str(run_dir.resolve()),
+                    "settings": {**m["settings"], "match": {**settings, "threshold": thr.value},
+                                 "identities": [list(x) for x in named]},
+                    "videos": new_videos, **extra}
+        return writer.finalize(manifest)
+
+
+def _free_name(root: Path, base: str) -> str:
+    name, n = base, 2
+    while (root / name).exists():
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+def rematch_command(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        out = rematch(args.run_dir, getattr(args, "threshold", "keep"), args.identity, args.output, args.name,
+                      args.quiet)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log.info("rematched in %.1f s", time.perf_counter() - t0)
+    print(out)
+    return 0
