@@ -85,9 +85,12 @@ def gait_input(seq: np.ndarray, max_frames: int) -> np.ndarray:
 def to_model_input(aligned: np.ndarray) -> np.ndarray:
     """Aligned [T, 64, 64] uint8 → float32 [T, 64, 44] in [0, 1] (OpenGait's BaseSilCuttingTransform).
 
-    Cuts int(w // 64) * 10 columns from each side and divides by 255 (in float64, then cast, as OpenGait does).
+    Cuts int(w // 64) * 10 columns from each side (none for sequences already cut to 44 wide, as OpenGait's
+    ``if cutting != 0``) and divides by 255 (in float64, then cast, as OpenGait does).
     """
     if aligned.ndim != 3 or aligned.dtype != np.uint8:
         raise ValueError(f"aligned must be uint8 [T, H, W], got {aligned.dtype} {aligned.shape}")
     cut = int(aligned.shape[-1] // 64) * 10
-    return (aligned[..., cut:-cut] / 255.0).astype(np.float32)
+    if cut:
+        aligned = aligned[..., cut:-cut]
+    return (aligned / 255.0).astype(np.float32)

@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a probe person may only be matched to a gallery identity within this distance; auto "
                         "(default): from the distances of people seen together in the videos, else the metric's "
                         "uncalibrated default (run.json records which)")
+    p.add_argument("--calibration", default="", metavar="FILE",
+                   help="a calibration file from python main.py calibrate (default: <checkpoint stem>.calibration"
+                        ".json beside the gait checkpoint, when there is one); --threshold D overrides it")
     p.add_argument("--identity", action="append", type=parse_identity, default=[], metavar="NAME=ID[,ID...]",
                    help="name a gallery person and give them one or more gallery track ids (repeat for several); "
                         "other gallery tracks are identities of their own, G<id>")
@@ -124,7 +127,8 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         segment=SegmentConfig(model=str(a.seg_model) if a.seg_model else "", frame_step=a.frame_step),
         gait=GaitConfig(model=str(a.gait_model) if a.gait_model else "", arch=a.gait_arch,
                         trust_checkpoint=a.trust_checkpoint),
-        match=MatchConfig(metric=a.metric, threshold=a.threshold, min_frames=a.min_frames),
+        match=MatchConfig(metric=a.metric, threshold=a.threshold, min_frames=a.min_frames,
+                          calibration=a.calibration),
         identities=tuple(a.identity),
     )
 
@@ -147,10 +151,16 @@ def _subcommand(name: str, argv: list[str]) -> int:
     if name == "rematch":
         from .rematch import rematch_command
         return rematch_command(argv)
+    if name == "evaluate":
+        from .evaluate.command import evaluate_command
+        return evaluate_command(argv)
+    if name == "calibrate":
+        from .evaluate.command import calibrate_command
+        return calibrate_command(argv)
     raise AssertionError(name)  # only names from SUBCOMMANDS reach here
 
 
-SUBCOMMANDS = ("weights", "bench", "export-onnx", "rematch")
+SUBCOMMANDS = ("weights", "bench", "export-onnx", "rematch", "evaluate", "calibrate")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.epilog = ("other commands: python main.py weights [--download] (list / fetch the default models); "
                      "python main.py rematch RUN_DIR --threshold T (decide again from a run's features); "
                      "python main.py export-onnx --gait-model CKPT --out FILE (the gait model as ONNX); "
+                     "python main.py evaluate --dataset ROOT --partition JSON --protocol NAME --gait-model CKPT "
+                     "(OpenGait benchmark numbers and open-set error rates); "
+                     "python main.py calibrate --evaluation DIR (a threshold for a target false-match rate); "
                      "python main.py bench (speed on the sample videos)")
     args = parser.parse_args(argv)
     _setup_logging(args.quiet)

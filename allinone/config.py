@@ -116,6 +116,9 @@ class MatchConfig:
     # must share to count as two people seen together (a few frames guard against a track handed between people).
     auto_far: float = 0.01
     auto_min_overlap: int = 5
+    # A calibration file (python main.py calibrate) whose threshold is used when none is given. Empty: the one
+    # beside the gait checkpoint (<stem>.calibration.json), if any.
+    calibration: str = ""
 
 
 @dataclass(frozen=True)

@@ -267,8 +267,9 @@ class OnnxGaitEmbedder:
             raise UserError(f"input {i.name!r} has a fixed sequence length of {s} frames; export it with a dynamic "
                             "sequence axis (python main.py export-onnx)", self.path)
 
-    def __call__(self, aligned: list[np.ndarray]) -> list[np.ndarray]:
-        """aligned: sequences of uint8 [T, 64, 64] (T >= 1) → float32 [c, p] embeddings, one per sequence."""
+    def __call__(self, aligned: list[np.ndarray], batch: int = 1) -> list[np.ndarray]:
+        """aligned: sequences of uint8 [T, 64, 64] (T >= 1) → float32 [c, p] embeddings, one per sequence
+        (one run per sequence: ``batch`` is accepted for the GaitBackend interface)."""
         out: list[np.ndarray] = []
         for seq in aligned:
             x = gait_input(seq, self.config.max_frames)[None]  # [1, s, 64, 44]

@@ -112,11 +112,15 @@ class RunWriter:
 
     def finalize(self, manifest: dict) -> Path:
         """Write run.json (atomically) and move the folder into place."""
-        tmp = self.dir / f".{MANIFEST}.tmp"
+        return self.finalize_json(MANIFEST, manifest)
+
+    def finalize_json(self, name: str, manifest: dict) -> Path:
+        """Write the folder's manifest ``name`` (atomically) and move the folder into place."""
+        tmp = self.dir / f".{name}.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=2)
             fh.write("\n")
-        os.replace(tmp, self.dir / MANIFEST)
+        os.replace(tmp, self.dir / name)
         os.replace(self.dir, self.final)
         self.finalized = True
         return self.final

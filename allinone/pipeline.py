@@ -31,7 +31,9 @@ from .render import render_video
 from .runtime import resolve_device
 from .segment import Segmenter
 from .silhouettes import SilhouetteStage, frame_stride
-from .threshold import check_threshold, resolve_threshold
+from .calibration import find_calibration
+from .output import sha256_path
+from .threshold import Threshold, check_threshold, resolve_threshold
 from .video import VideoSource
 
 log = logging.getLogger(__name__)
@@ -262,7 +264,7 @@ def _embed(results: list[VideoResult], stages: Stages, writer: RunWriter, quiet:
         r.embeddings[tid] = Embedding(r.info.name, tid, feat, len(seq), t.first_frame, t.last_frame)
 
 
-def _decide(results: list[VideoResult], config: RunConfig, stages: Stages):
+def _decide(results: list[VideoResult], config: RunConfig, stages: Stages, calibrated: Threshold | None):
     """Identities of the gallery, the threshold and one Decision per probe track (every probe track, in order)."""
     gallery = results[0]
     identities = gallery_identities([gallery.embeddings[t] for t in sorted(gallery.embeddings)], config.identities)
@@ -275,7 +277,8 @@ def _decide(results: list[VideoResult], config: RunConfig, stages: Stages):
     every = [e for r in results for e in (r.embeddings[t] for t in sorted(r.embeddings))]
     threshold = resolve_threshold(config.match.threshold, config.match.metric, every,
                                   [m for i in usable for m in i.members], far=config.match.auto_far,
-                                  min_overlap=config.match.auto_min_overlap, min_frames=config.match.min_frames)
+                                  min_overlap=config.match.auto_min_overlap, min_frames=config.match.min_frames,
+                                  calibrated=calibrated)
     probes = [r.embeddings[t] for r in results[1:] for t in sorted(r.embeddings)]
     decided = {(d.probe_video, d.probe_track): d for d in stages.matcher(probes, identities, threshold.value)}
     decisions = []
@@ -295,12 +298,18 @@ def run(config: RunConfig) -> RunResult:
     _warn_repeated_inputs([Path(p) for p, _ in inputs])
     if config.match.threshold is not None and config.match.metric != "auto":
         check_threshold(config.match.threshold, config.match.metric)
+    if config.match.calibration and not Path(config.match.calibration).is_file():
+        raise UserError("calibration file not found", config.match.calibration)
     check_models_given(config)
     device = resolve_device(config.device)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with RunWriter(config.output, config.name) as writer:  # output folder and name checked before models load
         config = resolve_models(config)
         stages, config = build_stages(config, device)
+        calibrated = None
+        if stages.matcher is not None and config.match.threshold is None:
+            calibrated = find_calibration(config.match.calibration, config.gait.model,
+                                          sha256_path(config.gait.model), config.match.metric)
         results: list[VideoResult] = []
         for src, (path, role), name in zip(sources, inputs, names):
             info = VideoInfo(path=Path(path), name=name, role=role, frames=src.frame_count_hint,
@@ -313,7 +322,7 @@ def run(config: RunConfig) -> RunResult:
         decision = None
         if stages.matcher is not None:
             t0 = time.perf_counter()
-            decision = _decide(results, config, stages)
+            decision = _decide(results, config, stages, calibrated)
             match_s = time.perf_counter() - t0
 
         outputs: dict[str, dict[str, str]] = {}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .calibration import calibrated_threshold
 from .config import MatchConfig
 from .errors import UserError
 from .identities import check_named, gallery_identities, parse_identity
@@ -39,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run folder (with run.json)")
     p.add_argument("--threshold", type=threshold_arg, default=argparse.SUPPRESS, metavar="auto|D",
                    help="the new threshold (default: the run's own)")
+    p.add_argument("--calibration", default=None, metavar="FILE",
+                   help="take the threshold from a calibration file made for the run's checkpoint and metric")
     p.add_argument("--identity", action="append", type=parse_identity, default=None, metavar="NAME=ID[,ID...]",
                    help="name gallery identities anew (default: the run's identities)")
     p.add_argument("--output", type=Path, default=None, metavar="DIR",
@@ -97,7 +100,7 @@ def _read_mot(path: Path) -> dict[int, Track]:
 
 
 def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, output: Path | None = None,
-            name: str | None = None, quiet: bool = True) -> Path:
+            name: str | None = None, quiet: bool = True, calibration: str | None = None) -> Path:
     from .render import render_video
 
     m = _load_manifest(run_dir)
@@ -117,7 +120,11 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
     identities = gallery_identities(embeddings[gallery], tuple(named), strict=True)
     matcher = Matcher(cfg)
     usable = matcher.usable(identities)
-    if threshold == "keep":
+    if calibration and isinstance(threshold, float):
+        raise UserError("give --threshold or --calibration, not both")
+    if calibration:
+        thr = calibrated_threshold(Path(calibration), (m["weights"].get("gait") or {}).get("sha256"), metric)
+    elif threshold == "keep":
         t = m["threshold"]
         thr = Threshold(t["value"], t["basis"], {k: v for k, v in t.items() if k not in ("value", "basis")})
     else:
@@ -177,7 +184,7 @@ def rematch_command(argv: list[str]) -> int:
     t0 = time.perf_counter()
     try:
         out = rematch(args.run_dir, getattr(args, "threshold", "keep"), args.identity, args.output, args.name,
-                      args.quiet)
+                      args.quiet, args.calibration)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

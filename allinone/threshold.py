@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 METRIC_RANGE = {"euc": (0.0, math.inf), "cos": (0.0, 2.0)}
 DEFAULT_COS = 0.3
 EUC_ANGLE_FACTOR = 2 * math.sin(math.radians(22.5))  # chord of a 45-degree angle on the unit sphere
-BASES = ("user", "auto", "default")
+BASES = ("user", "calibrated", "auto", "default")
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Threshold:
     """A threshold, where it came from, and what backs it (recorded in run.json)."""
 
     value: float
-    basis: str  # user | auto | default
+    basis: str  # user | calibrated | auto | default
     detail: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -101,14 +101,17 @@ def default_threshold(metric: str, gallery: list[Embedding]) -> tuple[float, dic
 
 
 def resolve_threshold(value: float | None, metric: str, embeddings: list[Embedding], gallery: list[Embedding],
-                      *, far: float, min_overlap: int, min_frames: int) -> Threshold:
-    """The run's threshold: ``value`` as given (basis user), or for None the auto rule over all tracks of the run,
-    falling back to the default when no impostor pair exists."""
+                      *, far: float, min_overlap: int, min_frames: int,
+                      calibrated: Threshold | None = None) -> Threshold:
+    """The run's threshold: ``value`` as given (basis user), else a calibration's, else the auto rule over all
+    tracks of the run, falling back to the default when no impostor pair exists."""
     from .match import distance_matrix
 
     if value is not None:
         check_threshold(value, metric)
         return Threshold(float(value), "user")
+    if calibrated is not None:
+        return calibrated
     pairs = impostor_pairs(embeddings, min_overlap, min_frames)
     if pairs:
         d = np.array([float(distance_matrix(embeddings[a].feature[None], embeddings[b].feature[None], metric)[0, 0])

@@ -40,3 +40,33 @@ def randomize_batchnorm(model, num_batches_tracked: int = 1234):
             elif t.dim() == 1 and name.endswith("bias"):
                 t.copy_(torch.randn_like(t) * 0.1)
     return model.eval()
+
+
+def aligned_fixture_sequences(shared: Path) -> dict[str, np.ndarray]:
+    """The eight real PP-HumanSeg mask folders of ../shared/fixtures/silhouettes, aligned as OpenGait does:
+    folder name ('plaza_gallery/001', ...) → uint8 [T, 64, 64]."""
+    from allinone.align import align_sequence
+
+    out = {}
+    for folder in sorted((shared / "fixtures/silhouettes").glob("*/*")):
+        masks = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted(folder.glob("*.png"))])
+        out[f"{folder.parent.name}/{folder.name}"] = align_sequence(masks)[0]
+    return out
+
+
+def write_opengait_dataset(root: Path, sequences: dict[tuple[str, str, str], np.ndarray],
+                           test_ids: list[str] | None = None, extra: dict | None = None) -> Path:
+    """ROOT/<id>/<type>/<view>/<view>.pkl for each (id, type, view) → uint8 array; returns the partition JSON
+    (every id in TEST_SET unless test_ids is given)."""
+    import json
+    import pickle
+
+    ids = sorted({k[0] for k in sequences})
+    for (lab, typ, vie), seq in sequences.items():
+        d = root / lab / typ / vie
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / f"{vie}.pkl", "wb") as fh:
+            pickle.dump(seq, fh)
+    part = root.parent / f"{root.name}_partition.json"
+    part.write_text(json.dumps({"TRAIN_SET": [], "TEST_SET": test_ids or ids, **(extra or {})}))
+    return part

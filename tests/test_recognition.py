@@ -278,6 +278,16 @@ def test_rematch_with_another_threshold_and_names(paddle_run, tmp_path):
     _assert_user_error(res, "999")
     res = run_main("rematch", str(tmp_path / "nope"), "--quiet")
     _assert_user_error(res, "nope")
+    # a calibration made for this run's checkpoint and metric
+    from allinone.calibration import write_calibration
+    cal = write_calibration(tmp_path / "c.json", {"checkpoint": m["weights"]["gait"]["path"],
+                                                  "checkpoint_sha256": m["weights"]["gait"]["sha256"],
+                                                  "metric": "euc", "threshold": 0.5, "target_fpir": 0.01})
+    res = run_main("rematch", str(paddle_run), "--calibration", str(cal), "--output", str(tmp_path), "--name", "c",
+                   "--quiet")
+    assert res.returncode == 0, res.stderr
+    t = json.loads((tmp_path / "c/run.json").read_text())["threshold"]
+    assert (t["value"], t["basis"], t["file"]) == (0.5, "calibrated", str(cal))
 
 
 # ---------------------------------------------------------------- frame rate and friendly failures

@@ -17,7 +17,10 @@ class GaitBackend(Protocol):
     arch: str  # OpenGait architecture name ('unknown' for an ONNX graph without metadata)
     metric: str  # the distance OpenGait evaluates the model with
 
-    def __call__(self, aligned: list[np.ndarray]) -> list[np.ndarray]: ...
+    def __call__(self, aligned: list[np.ndarray], batch: int = 1) -> list[np.ndarray]:
+        """Sequences uint8 [T, 64, 64] (or [T, 64, 44]) → embeddings [c, p]; ``batch``: sequences of one length
+        per forward where the backend can."""
+        ...
 
 
 def _backends() -> dict[str, type]:

@@ -185,21 +185,33 @@ class GaitEmbedder:
             self.model.frame_chunk = 512  # GPUs want big batches; 512 frames of activations fit easily
         self.autocast = device.startswith("cuda") and config.fp16
 
-    def __call__(self, aligned: list[np.ndarray]) -> list[np.ndarray]:
-        """aligned: sequences of uint8 [T, 64, 64] (T >= 1) → float32 [c, p] embeddings, one per sequence
-        ([256, 16] for GaitBase; see ``embedding_shape``)."""
+    def __call__(self, aligned: list[np.ndarray], batch: int = 1) -> list[np.ndarray]:
+        """aligned: sequences of uint8 [T, 64, 64] (or already cut [T, 64, 44]), T >= 1 → float32 [c, p]
+        embeddings, one per sequence ([256, 16] for GaitBase; see ``embedding_shape``).
+
+        batch > 1 runs up to that many sequences of the same length (after the max_frames cut) in one forward;
+        in eval mode every model here treats the batch axis independently, so the embeddings are the same.
+        """
         import torch
 
-        out: list[np.ndarray] = []
+        inputs = [gait_input(seq, self.config.max_frames) for seq in aligned]  # [s, 64, 44] each
+        for x, seq in zip(inputs, aligned):
+            if x.shape[1:] != self.spec.input_size:
+                raise ValueError(f"{self.spec.title} takes {self.spec.input_size} inputs, got {x.shape[1:]} "
+                                 f"(from aligned frames {seq.shape[1:]}; expected 64x64 or 64x44)")
+        groups: dict[int, list[int]] = {}
+        for i, x in enumerate(inputs):
+            groups.setdefault(len(x), []).append(i)
+        out: list[np.ndarray | None] = [None] * len(inputs)
         with torch.inference_mode():
-            for seq in aligned:
-                x = gait_input(seq, self.config.max_frames)  # [s, 64, 44]
-                if x.shape[1:] != self.spec.input_size:
-                    raise ValueError(f"{self.spec.title} takes {self.spec.input_size} inputs, got {x.shape[1:]} "
-                                     f"(from aligned frames {seq.shape[1:]}; expected 64x64)")
-                x = torch.from_numpy(x).unsqueeze(0).to(self.device)  # [1, s, 64, 44]
-                half = torch.autocast("cuda", dtype=torch.float16) if self.autocast else contextlib.nullcontext()
-                with half:
-                    emb = self.model.embed(x)  # [1, c, p]
-                out.append(emb[0].float().cpu().numpy().astype(np.float32, copy=False))
-        return out
+            for idx in groups.values():
+                for k in range(0, len(idx), max(1, batch)):
+                    part = idx[k:k + max(1, batch)]
+                    x = torch.from_numpy(np.stack([inputs[i] for i in part])).to(self.device)  # [n, s, 64, 44]
+                    half = torch.autocast("cuda", dtype=torch.float16) if self.autocast else contextlib.nullcontext()
+                    with half:
+                        emb = self.model.embed(x)  # [n, c, p]
+                    emb = emb.float().cpu().numpy().astype(np.float32, copy=False)
+                    for j, i in enumerate(part):
+                        out[i] = np.ascontiguousarray(emb[j])
+        return out  # type: ignore[return-value]

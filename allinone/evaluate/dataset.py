@@ -1,0 +1,79 @@
+"""A gait dataset in OpenGait's layout: ROOT/<id>/<type>/<view>/*.pkl and a partition JSON.
+
+Sequences are listed exactly as OpenGait's DataSet does for testing: the partition's TEST_SET ids that exist under
+ROOT, in the partition's order; types and views sorted; in each sequence folder the .pkl files sorted, the first one
+being the silhouettes (OpenGait feeds ``ipts[0]`` to the silhouette models).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """One sequence of the test set: its label, type, view and silhouette file (relative to the root)."""
+
+    label: str
+    type: str
+    view: str
+    path: str  # relative to the dataset root, '/'-separated
+
+
+def read_partition(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError("partition file not found", path)
+    try:
+        part = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"not a readable partition JSON ({exc})", path) from None
+    if not isinstance(part, dict) or not isinstance(part.get("TEST_SET"), list):
+        raise UserError("a partition JSON needs a TEST_SET list (and usually TRAIN_SET)", path)
+    return part
+
+
+def list_sequences(root: Path, partition: dict) -> list[Sequence]:
+    """The TEST_SET sequences under ``root`` in OpenGait's order."""
+    if not root.is_dir():
+        raise UserError("dataset folder not found", root)
+    present = set(os.listdir(root))
+    ids = [str(x) for x in partition["TEST_SET"] if str(x) in present]
+    if not ids:
+        raise UserError("none of the partition's TEST_SET ids is a folder here", root)
+    out = []
+    for lab in ids:
+        for typ in sorted(os.listdir(root / lab)):
+            if not (root / lab / typ).is_dir():
+                continue
+            for vie in sorted(os.listdir(root / lab / typ)):
+                folder = root / lab / typ / vie
+                if not folder.is_dir():
+                    continue
+                pkls = sorted(f for f in os.listdir(folder) if f.endswith(".pkl"))
+                if pkls:
+                    out.append(Sequence(lab, typ, vie, f"{lab}/{typ}/{vie}/{pkls[0]}"))
+    return out
+
+
+def load_silhouettes(path: Path) -> np.ndarray:
+    """A sequence's silhouettes: uint8 [T, 64, 64] or already cut [T, 64, 44], T >= 1. ValueError otherwise."""
+    with open(path, "rb") as fh:
+        seq = pickle.load(fh)
+    seq = np.asarray(seq)
+    if seq.ndim != 3 or seq.shape[1:] not in ((64, 64), (64, 44)):
+        raise ValueError(f"expected [T, 64, 64] or [T, 64, 44] silhouettes, got {seq.dtype} {seq.shape}")
+    if len(seq) == 0:
+        raise ValueError("empty sequence (no frames)")
+    if seq.dtype != np.uint8:
+        raise ValueError(f"{seq.dtype} silhouettes; OpenGait's pretreatment writes uint8 0..255")
+    return seq
