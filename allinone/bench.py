@@ -97,7 +97,15 @@ def bench_command(argv: list[str] | None = None) -> int:
     p.add_argument("--gait-model", default="", help="a GaitBase checkpoint (default: a random one)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    p.add_argument("--memory", type=int, default=0, metavar="N",
+                   help="instead: peak memory of a run on the plaza video and on it played N times over (with "
+                        "gaps, so its walkers come back as new tracks), each in its own process")
     args = p.parse_args(argv)
+    if not (args.shared / "fixtures/videos").is_dir():
+        print(f"error: {args.shared}: no test material here (fixtures/videos); give --shared DIR", file=sys.stderr)
+        return 2
+    if args.memory:
+        return _memory_bench(args)
 
     import logging
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", force=True)
@@ -112,7 +120,7 @@ def bench_command(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         gait = args.gait_model or str(_random_gaitbase(tmp))
         config = RunConfig(gallery=vids[0], probes=tuple(vids[1:]), output=tmp / "out", name="bench",
-                           device=args.device, quiet=True, download=False,
+                           device=args.device, quiet=True, download=False, save_silhouettes="png",
                            detect=DetectConfig(model=str(shared / "weights/yolox_nano.onnx")),
                            segment=SegmentConfig(model=str(seg)), gait=GaitConfig(model=gait))
         t0 = time.perf_counter()
@@ -177,3 +185,67 @@ def _markdown(r: dict) -> str:
 
 if __name__ == "__main__":
     sys.exit(bench_command())
+
+
+def _loop_video(src: Path, out: Path, times: int, gap: int = 40) -> Path:
+    """``src`` played ``times`` times with ``gap`` black frames between the plays."""
+    import cv2
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    cap.release()
+    vw = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, frames[0].shape[1::-1])
+    black = np.zeros_like(frames[0])
+    for k in range(times):
+        for _ in range(gap if k else 0):
+            vw.write(black)
+        for f in frames:
+            vw.write(f)
+    vw.release()
+    return out
+
+
+def _memory_bench(args) -> int:
+    """Peak RSS of the main command on plaza x1 and x N, each in a fresh process (models loaded in both)."""
+    import subprocess
+    shared = args.shared
+    plaza = shared / "fixtures/videos/plaza_gallery_boxed.mp4"
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="allinone-membench-") as tmp:
+        tmp = Path(tmp)
+        gait = args.gait_model or str(_random_gaitbase(tmp))
+        for times in (1, args.memory):
+            video = plaza if times == 1 else _loop_video(plaza, tmp / f"plaza_x{times}.mp4", times)
+            cmd = [sys.executable, str(REPO / "main.py"), "--gallery", str(video), "--probe",
+                   str(shared / "fixtures/videos/demo2.mp4"), "--detector", str(shared / "weights/yolox_nano.onnx"),
+                   "--seg-model", str(shared / "weights/pphumanseg_v1_lite_192x192_with_softmax"),
+                   "--gait-model", gait, "--output", str(tmp / "out"), "--name", f"x{times}", "--quiet",
+                   "--threshold", "1", "--device", args.device]
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - t0
+            if status != 0:
+                print(f"error: the run on {video.name} failed: {proc.stderr.read().decode()[-500:]}", file=sys.stderr)
+                return 1
+            m = json.loads((tmp / "out" / f"x{times}" / "run.json").read_text())
+            g = m["videos"][0]
+            rows.append({"video": f"plaza x{times}", "frames": g["frames"], "tracks": len(g["tracks"]),
+                         "silhouettes": sum(t.get("n_silhouettes", 0) for t in g["tracks"]),
+                         "peak_rss_mb": round(usage.ru_maxrss / 1024.0, 1), "wall_s": round(wall, 1)})
+    ratio = rows[1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; peak RSS of the "
+          "whole process (models loaded), each run in its own process\n")
+    print("| video | frames | tracks | silhouettes | peak RSS MB | wall s |\n|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['video']} | {r['frames']} | {r['tracks']} | {r['silhouettes']} | {r['peak_rss_mb']} | "
+              f"{r['wall_s']} |")
+    print(f"\npeak memory x{args.memory} / x1 = {ratio:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "ratio": round(ratio, 4)}, indent=2) + "\n")
+    return 0

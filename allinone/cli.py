@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from pathlib import Path
 
-from .config import DetectConfig, GaitConfig, MatchConfig, RunConfig, SegmentConfig, TrackConfig
+from .config import DetectConfig, GaitConfig, LiveConfig, MatchConfig, RunConfig, SegmentConfig, TrackConfig
 from .errors import UserError
 from .gait.registry import ARCHS
+from .argtypes import nonnegative_float, positive_int, threshold_arg, unit_float
 from .identities import check_named, parse_identity
 
 GAIT_ARCHS = tuple(ARCHS)
@@ -20,59 +20,9 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
-def int_in_range(low: int, high: int | None = None):
-    """An argparse type: a whole number in [low, high] (no upper bound when high is None)."""
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if v < low or (high is not None and v > high):
-            bound = f">= {low}" if high is None else f"between {low} and {high}"
-            raise argparse.ArgumentTypeError(f"expected a number {bound}, got {v}")
-        return v
-    return parse
-
-
-_positive_int = int_in_range(1)
-
-
-def _unit_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {v}")
-    return v
-
-
-def threshold_arg(text: str) -> float | None:
-    """argparse type for --threshold: 'auto' (None) or a finite distance >= 0 (the metric's range is checked once
-    the metric is known)."""
-    if text.strip().lower() == "auto":
-        return None
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto or a distance, got {text!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"expected auto or a finite distance >= 0, got {text!r}")
-    return v
-
-
-def build_parser() -> argparse.ArgumentParser:
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The flags that choose and tune the models (shared by the main command and enroll)."""
     d, s, m = DetectConfig(), SegmentConfig(), MatchConfig()
-    p = argparse.ArgumentParser(
-        prog="python main.py",
-        description="Find every walking person in a gallery video and one or more probe videos, follow them, "
-                    "cut their silhouettes, embed their gait and tell which gallery person each probe person is.")
-    p.add_argument("--gallery", required=True, type=Path, metavar="VIDEO", help="the gallery video (known people)")
-    p.add_argument("--probe", required=True, action="append", type=Path, metavar="VIDEO",
-                   help="a probe video (repeat for several)")
-    p.add_argument("--output", type=Path, default=Path("output"), metavar="DIR",
-                   help="folder that receives the run folder (default: output)")
-    p.add_argument("--name", default=None, metavar="RUN", help="run folder name (default: a timestamp)")
     p.add_argument("--detector", default="", metavar="PATH|NAME",
                    help="a YOLOX .onnx file, or an ultralytics .pt file or name such as yolo11n.pt "
                         "(default: yolo11n.pt from the checkpoints folder)")
@@ -92,14 +42,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of the default weights (default: $ALLINONE_CHECKPOINTS, else checkpoints/)")
     p.add_argument("--no-download", action="store_true",
                    help="never download missing default weights; list what to place where instead")
-    p.add_argument("--track-only", action="store_true",
-                   help="detect and track only (no silhouettes, embeddings or matching)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the models run (default: auto = cuda when available)")
-    p.add_argument("--frame-step", type=_positive_int, default=s.frame_step, metavar="N",
+    p.add_argument("--frame-step", type=positive_int, default=s.frame_step, metavar="N",
                    help=f"segment every N-th frame of a track (default: {s.frame_step})")
-    p.add_argument("--det-score", type=_unit_float, default=d.score_threshold, metavar="S",
+    p.add_argument("--det-score", type=unit_float, default=d.score_threshold, metavar="S",
                    help=f"lowest detection score passed to the tracker (default: {d.score_threshold})")
+    p.add_argument("--min-frames", type=positive_int, default=m.min_frames, metavar="N",
+                   help=f"tracks with fewer silhouettes are too_short (default: {m.min_frames})")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, warnings and errors only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    m = MatchConfig()
+    p = argparse.ArgumentParser(
+        prog="python main.py",
+        description="Find every walking person in a gallery video and one or more probe videos, follow them, "
+                    "cut their silhouettes, embed their gait and tell which gallery person each probe person is.")
+    known = p.add_mutually_exclusive_group(required=True)
+    known.add_argument("--gallery", type=Path, metavar="VIDEO", help="the gallery video (known people)")
+    known.add_argument("--gallery-db", type=Path, metavar="FILE",
+                       help="an enrolled gallery (python main.py enroll) in place of a gallery video")
+    p.add_argument("--probe", required=True, action="append", metavar="VIDEO|URL",
+                   help="a probe video (repeat for several), or one live stream: rtsp://..., http(s)://... or "
+                        "webcam:N, decided while it plays")
+    p.add_argument("--output", type=Path, default=Path("output"), metavar="DIR",
+                   help="folder that receives the run folder (default: output)")
+    p.add_argument("--name", default=None, metavar="RUN", help="run folder name (default: a timestamp)")
+    add_model_args(p)
+    p.add_argument("--track-only", action="store_true",
+                   help="detect and track only (no silhouettes, embeddings or matching)")
     p.add_argument("--metric", choices=["auto", "euc", "cos"], default=m.metric,
                    help="gait distance (default: auto, the one OpenGait evaluates the model with: euc)")
     p.add_argument("--threshold", type=threshold_arg, default=m.threshold, metavar="auto|D",
@@ -112,24 +84,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--identity", action="append", type=parse_identity, default=[], metavar="NAME=ID[,ID...]",
                    help="name a gallery person and give them one or more gallery track ids (repeat for several); "
                         "other gallery tracks are identities of their own, G<id>")
-    p.add_argument("--min-frames", type=_positive_int, default=m.min_frames, metavar="N",
-                   help=f"tracks with fewer silhouettes are too_short (default: {m.min_frames})")
-    p.add_argument("--quiet", action="store_true", help="no progress bars, warnings and errors only")
+    p.add_argument("--save-silhouettes", choices=["pkl", "png", "none"], default="pkl",
+                   help="pkl (default): one OpenGait pickle per track; png: also every raw mask as a PNG; none")
+    p.add_argument("--duration", type=nonnegative_float, default=0.0, metavar="S",
+                   help="live stream: stop after S seconds (default: when the stream ends, or Ctrl-C)")
+    p.add_argument("--reconnect", type=nonnegative_float, default=LiveConfig().reconnect_s, metavar="S",
+                   help=f"live stream: keep reconnecting a dropped stream for S seconds "
+                        f"(default {LiveConfig().reconnect_s:g})")
     return p
 
 
 def config_from_args(a: argparse.Namespace) -> RunConfig:
+    from .video import is_stream
     return RunConfig(
-        gallery=a.gallery, probes=tuple(a.probe), output=a.output, name=a.name, device=a.device, quiet=a.quiet,
-        track_only=a.track_only, checkpoints=a.checkpoints, download=not a.no_download,
+        gallery=a.gallery, probes=tuple(p if is_stream(p) else Path(p) for p in a.probe), output=a.output, name=a.name, device=a.device, quiet=a.quiet,
+        track_only=getattr(a, "track_only", False), checkpoints=a.checkpoints, download=not a.no_download,
+        save_silhouettes=getattr(a, "save_silhouettes", "pkl"), gallery_db=getattr(a, "gallery_db", None),
         detect=DetectConfig(model=str(a.detector), score_threshold=a.det_score),
         track=TrackConfig(),
         segment=SegmentConfig(model=str(a.seg_model) if a.seg_model else "", frame_step=a.frame_step),
         gait=GaitConfig(model=str(a.gait_model) if a.gait_model else "", arch=a.gait_arch,
                         trust_checkpoint=a.trust_checkpoint),
-        match=MatchConfig(metric=a.metric, threshold=a.threshold, min_frames=a.min_frames,
-                          calibration=a.calibration),
-        identities=tuple(a.identity),
+        match=MatchConfig(metric=getattr(a, "metric", "auto"), threshold=getattr(a, "threshold", None),
+                          min_frames=a.min_frames, calibration=getattr(a, "calibration", "")),
+        identities=tuple(getattr(a, "identity", ())),
+        live=LiveConfig(duration_s=getattr(a, "duration", 0.0), reconnect_s=getattr(a, "reconnect", 30.0)),
     )
 
 
@@ -143,7 +122,7 @@ def _subcommand(name: str, argv: list[str]) -> int:
         from .weights import weights_command
         return weights_command(argv)
     if name == "export-onnx":
-        from .gait_onnx import export_command
+        from .gait.onnx import export_command
         return export_command(argv)
     if name == "bench":
         from .bench import bench_command
@@ -151,6 +130,12 @@ def _subcommand(name: str, argv: list[str]) -> int:
     if name == "rematch":
         from .rematch import rematch_command
         return rematch_command(argv)
+    if name == "enroll":
+        from .enroll import enroll_command
+        return enroll_command(argv)
+    if name == "gallery":
+        from .enroll import gallery_command
+        return gallery_command(argv)
     if name == "evaluate":
         from .evaluate.command import evaluate_command
         return evaluate_command(argv)
@@ -160,7 +145,7 @@ def _subcommand(name: str, argv: list[str]) -> int:
     raise AssertionError(name)  # only names from SUBCOMMANDS reach here
 
 
-SUBCOMMANDS = ("weights", "bench", "export-onnx", "rematch", "evaluate", "calibrate")
+SUBCOMMANDS = ("weights", "bench", "export-onnx", "rematch", "evaluate", "calibrate", "enroll", "gallery")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         return _subcommand(argv[0], argv[1:])
     parser = build_parser()
     parser.epilog = ("other commands: python main.py weights [--download] (list / fetch the default models); "
+                     "python main.py enroll VIDEO [--name NAME] --gallery-db FILE (keep known people); "
+                     "python main.py gallery list|rename|remove|export --gallery-db FILE; "
                      "python main.py rematch RUN_DIR --threshold T (decide again from a run's features); "
                      "python main.py export-onnx --gait-model CKPT --out FILE (the gait model as ONNX); "
                      "python main.py evaluate --dataset ROOT --partition JSON --protocol NAME --gait-model CKPT "

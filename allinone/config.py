@@ -122,8 +122,25 @@ class MatchConfig:
 
 
 @dataclass(frozen=True)
+class LiveConfig:
+    """Decisions on a live stream, made while it plays (sliding window over each track's latest silhouettes)."""
+
+    # A track's first decision comes once it has this many silhouettes (1 s at 30 fps). Fewer decide sooner but on
+    # less of the walk (OpenGait's test sequences are several seconds); more delay the first answer.
+    window_min: int = 30
+    # It is decided again every `step` new silhouettes, on its latest `window` silhouettes. A smaller step follows
+    # changes sooner and costs one gait forward per step; a longer window gives steadier embeddings and adapts slower.
+    step: int = 15
+    window: int = 60
+    # Stop after this many seconds (0: when the stream ends or on Ctrl-C).
+    duration_s: float = 0.0
+    # Keep reconnecting a dropped stream for this long (backoff 0.5 s doubling to 8 s) before ending the run.
+    reconnect_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    gallery: Path
+    gallery: Path | None  # a gallery video, or None with gallery_db
     probes: tuple[Path, ...]
     output: Path = Path("output")
     name: str | None = None  # run folder name; a timestamp when None
@@ -135,6 +152,9 @@ class RunConfig:
     checkpoints: Path | None = None
     # Fetch missing default weights. False: fail at once with the list of files to place by hand.
     download: bool = True
+    # What is kept of the silhouettes: "pkl" one OpenGait pickle per track (aligned uint8 [T, 64, 64]); "png" also
+    # every raw mask as a PNG (one file per person per frame: large on long footage); "none" neither.
+    save_silhouettes: str = "pkl"
     detect: DetectConfig = field(default_factory=DetectConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
@@ -143,6 +163,11 @@ class RunConfig:
     match: MatchConfig = field(default_factory=MatchConfig)
     # Named gallery identities: (name, gallery track ids). Tracks not named are identities of their own, "G<id>".
     identities: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    # An enrolled gallery (SQLite file, gallery.py) used in place of a gallery video: no gallery video is processed.
+    gallery_db: Path | None = None
+    # Draw the tracked and result videos (a second decode of each video). Off for enrolment.
+    render: bool = True
+    live: LiveConfig = field(default_factory=LiveConfig)
 
     def to_json(self) -> dict:
         """Settings as JSON-ready values (for run.json)."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from . import __version__
 from .output import sha256_path
-from .records import DROP_REASONS, Decision, Identity, Silhouettes, Track, VideoInfo
+from .records import DROP_REASONS, Decision, Identity, TrackResult, VideoInfo
 from .threshold import Threshold
 
 MATCHES_CSV = "matches.csv"
@@ -14,27 +14,26 @@ MATCHES_HEADER = ["probe_video", "probe_track", "status", "identity", "distance"
                   "last_frame", "ranking"]
 
 
-def track_entry(track: Track, sil: Silhouettes | None, files: dict[str, str]) -> dict:
+def track_entry(t: TrackResult) -> dict:
     """A track of ``videos[].tracks``: frames 1-based, silhouettes used and dropped by reason, its files."""
-    entry = {"id": track.track_id, "first_frame": track.first_frame + 1, "last_frame": track.last_frame + 1,
-             "n_frames": track.n_frames}
-    if sil is not None:
-        entry["n_silhouettes"] = len(sil)
-        entry["dropped"] = {k: int(sil.dropped.get(k, 0)) for k in DROP_REASONS}
+    entry = {"id": t.track_id, "first_frame": t.first_frame + 1, "last_frame": t.last_frame + 1,
+             "n_frames": t.n_frames}
+    if t.dropped or t.n_silhouettes:
+        entry["n_silhouettes"] = t.n_silhouettes
+        entry["dropped"] = {k: int(t.dropped.get(k, 0)) for k in DROP_REASONS}
     for key in ("silhouettes_png_dir", "silhouettes_pkl", "feature"):
-        if key in files:
-            entry[key] = files[key]
+        if key in t.files:
+            entry[key] = t.files[key]
     return entry
 
 
-def video_entry(info: VideoInfo, tracks: dict[int, Track], silhouettes: dict[int, Silhouettes],
-                files: dict[int, dict[str, str]], outputs: dict[str, str], timings: dict[str, float],
-                silhouette_fps: float) -> dict:
+def video_entry(info: VideoInfo, tracks: dict[int, TrackResult], outputs: dict[str, str],
+                timings: dict[str, float], silhouette_fps: float | None) -> dict:
     entry = {"name": info.name, "role": info.role, "path": str(info.path), "frames": info.frames, "fps": info.fps,
              "width": info.width, "height": info.height, "tracks_file": f"tracks/{info.name}.txt", **outputs}
-    if silhouettes or files:
+    if silhouette_fps is not None:
         entry["silhouette_fps"] = round(silhouette_fps, 3)
-    entry["tracks"] = [track_entry(tracks[t], silhouettes.get(t), files.get(t, {})) for t in sorted(tracks)]
+    entry["tracks"] = [track_entry(tracks[t]) for t in sorted(tracks)]
     entry["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
     first_pass = timings.get("total", 0.0) + timings.get("embed", 0.0)
     entry["end_to_end_fps"] = round(info.frames / first_pass, 2) if first_pass > 0 else None

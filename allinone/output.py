@@ -99,6 +99,9 @@ class RunWriter:
                 fh.write(f"{f},{i},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{s:.4f},-1,-1,-1\n")
         return rel
 
+    def mot_writer(self, rel: str) -> "MotWriter":
+        return MotWriter(self.path(rel))
+
     def write_npy(self, rel: str, array: np.ndarray) -> str:
         np.save(self.path(rel), array)
         return rel
@@ -135,3 +138,50 @@ class RunWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None or not self.finalized:
             self.abort()
+
+
+class MotWriter:
+    """MOT rows written frame by frame as the video streams (``frame,id,x,y,w,h,score,-1,-1,-1``, frames from 1),
+    so the boxes of a long video live on disk, not in memory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fh = open(path, "w", encoding="utf-8")
+
+    def write(self, index: int, xyxy: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> None:
+        for (x1, y1, x2, y2), s, i in sorted(zip(xyxy.tolist(), scores.tolist(), ids.tolist()), key=lambda r: r[2]):
+            self.fh.write(f"{index + 1},{i},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{s:.4f},-1,-1,-1\n")
+
+    def close(self) -> None:
+        self.fh.close()
+
+    def drop_tracks(self, ids: set[int]) -> None:
+        """Rewrite the (closed) file without the rows of ``ids``."""
+        if not ids:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(self.path, encoding="utf-8") as src, open(tmp, "w", encoding="utf-8") as dst:
+            for line in src:
+                if int(line.split(",", 2)[1]) not in ids:
+                    dst.write(line)
+        os.replace(tmp, self.path)
+
+
+def read_mot_by_frame(path: Path):
+    """Yield (frame index 0-based, [(track id, xyxy float32 [4]), ...]) in frame order, streaming the file; frames
+    without rows are not yielded."""
+    current, rows = None, []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            f, i, x, y, w, h = line.split(",")[:6]
+            f = int(f) - 1
+            if current is not None and f != current:
+                yield current, rows
+                rows = []
+            current = f
+            x, y, w, h = float(x), float(y), float(w), float(h)
+            rows.append((int(i), np.array([x, y, x + w, y + h], np.float32)))
+    if current is not None:
+        yield current, rows

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,7 @@ from .gait import GaitBackend
 from .identities import gallery_identities
 from .match import Matcher
 from .output import RunWriter
-from .records import Decision, Embedding, Silhouettes, Track, VideoInfo
+from .records import Decision, Embedding, Identity, Silhouettes, TrackResult, VideoInfo
 from .render import render_video
 from .runtime import resolve_device
 from .segment import Segmenter
@@ -34,7 +35,8 @@ from .silhouettes import SilhouetteStage, frame_stride
 from .calibration import find_calibration
 from .output import sha256_path
 from .threshold import Threshold, check_threshold, resolve_threshold
-from .video import VideoSource
+from .live import stream_name
+from .video import StreamSource, VideoSource, is_stream
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +54,20 @@ class Stages:
 @dataclass
 class VideoResult:
     info: VideoInfo
-    tracks: dict[int, Track]
-    silhouettes: dict[int, Silhouettes] = field(default_factory=dict)
-    embeddings: dict[int, Embedding] = field(default_factory=dict)
-    files: dict[int, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))  # per track, run-relative
+    tracks: dict[int, TrackResult] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     silhouette_stride: int = 1
+
+    @property
+    def embeddings(self) -> dict[int, Embedding]:
+        return {t: r.embedding for t, r in self.tracks.items() if r.embedding is not None}
 
 
 @dataclass
 class RunResult:
     run_dir: Path
     manifest: dict
+    videos: list[VideoResult] = field(default_factory=list)
 
 
 def _unique_names(paths: list[Path]) -> list[str]:
@@ -176,63 +180,128 @@ def build_stages(config: RunConfig, device: str) -> tuple[Stages, RunConfig]:
     return Stages(detector, segmenter, embedder, Matcher(config.match)), config
 
 
+class _TrackCloser:
+    """Turns an ended track's silhouettes into its TrackResult: the OpenGait pickle, one gait forward, the .npy, the
+    GEI and crop; the silhouettes are then gone from memory."""
+
+    def __init__(self, config: RunConfig, stages: Stages, writer: RunWriter, result: VideoResult) -> None:
+        self.save = config.save_silhouettes
+        self.embedder = stages.embedder
+        self.writer = writer
+        self.result = result
+
+    def __call__(self, tid: int, span: list[int], sil: Silhouettes | None, crop: np.ndarray | None,
+                 png_dir: str | None) -> None:
+        r = self.result
+        name = r.info.name
+        tr = TrackResult(tid, span[0], span[1], span[2], crop=crop)
+        if png_dir:
+            tr.files["silhouettes_png_dir"] = png_dir
+        if sil is not None:
+            tr.n_silhouettes, tr.dropped = len(sil), dict(sil.dropped)
+        if sil is not None and len(sil):
+            tr.gei = np.round(sil.aligned.mean(axis=0)).astype(np.uint8)
+            if self.save != "none":
+                rel = f"silhouettes/{name}/{tid:03d}.pkl"
+                with open(self.writer.path(rel), "wb") as fh:
+                    pickle.dump(sil.aligned, fh)
+                tr.files["silhouettes_pkl"] = rel
+            if self.embedder is not None:
+                t0 = time.perf_counter()
+                feat = np.asarray(self.embedder([sil.aligned])[0], dtype=np.float32)  # one forward per track
+                r.timings["embed"] += time.perf_counter() - t0
+                tr.files["feature"] = self.writer.write_npy(f"features/{name}/{tid:03d}.npy", feat)
+                tr.embedding = Embedding(name, tid, feat, len(sil), span[0], span[1])
+        r.tracks[tid] = tr
+
+
+class FrameStep:
+    """Detect and track one frame, time both, write its MOT rows and extend the tracks' spans (first, last, count);
+    shared by the file and the live loops."""
+
+    def __init__(self, stages: Stages, tracker, mot, timings: dict[str, float]) -> None:
+        self.stages, self.tracker, self.mot, self.tm = stages, tracker, mot, timings
+        self.spans: dict[int, list[int]] = {}
+
+    def __call__(self, frame: np.ndarray, index: int):
+        t1 = time.perf_counter()
+        dets = self.stages.detector(frame)
+        t2 = time.perf_counter()
+        tracked = self.tracker(dets)
+        self.tm["detect"] += t2 - t1
+        self.tm["track"] += time.perf_counter() - t2
+        self.mot.write(index, tracked.xyxy, tracked.confidence, tracked.track_id)
+        for tid in tracked.track_id.tolist():
+            span = self.spans.setdefault(tid, [index, index, 0])
+            span[1], span[2] = index, span[2] + 1
+        return dets, tracked
+
+
 def _process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages: Stages,
                    writer: RunWriter) -> VideoResult:
-    """One streamed pass over a video: detect, track, and (when a segmenter is given) cut silhouettes."""
+    """One streamed pass over a video: detect, track, cut silhouettes, and embed each track as soon as it ends."""
     from .track import ByteTracker
     tracker = ByteTracker(config.track, src.fps)
-    result = VideoResult(info=info, tracks={})
+    result = VideoResult(info=info)
     tm = result.timings
+    mot = writer.mot_writer(f"tracks/{info.name}.txt")
+    step = FrameStep(stages, tracker, mot, tm)
+    spans = step.spans  # first, last, count per track
+    png_dirs: dict[int, str] = {}
+    close = _TrackCloser(config, stages, writer, result)
     cutter = None
     if stages.segmenter is not None:
         stage = SilhouetteStage(stages.segmenter, config.segment, config.quality, config.track.high_threshold)
-
-        def png(tid: int, index: int) -> str:
-            rel = f"silhouettes/{info.name}/{tid:03d}/{index + 1:06d}.png"
-            result.files[tid]["silhouettes_png_dir"] = str(Path(rel).parent)
-            return str(writer.path(rel))
-
-        cutter = stage.video(src.fps, (src.height, src.width), png, tm)
+        png = None
+        if config.save_silhouettes == "png":
+            def png(tid: int, index: int) -> str:
+                rel = f"silhouettes/{info.name}/{tid:03d}/{index + 1:06d}.png"
+                png_dirs[tid] = str(Path(rel).parent)
+                return str(writer.path(rel))
+        cutter = stage.video(src.fps, (src.height, src.width), png, tm, keep=config.gait.max_frames)
         result.silhouette_stride = cutter.stride
+    gap = tracker.buffer + 2  # frames after which the tracker has let a lost track go
+
+    def finish(tid: int) -> None:
+        sil, crop = cutter.take(tid) if cutter is not None else (None, None)
+        close(tid, spans.pop(tid), sil, crop, png_dirs.pop(tid, None))
+
     start = time.perf_counter()
     bar = tqdm(total=src.frame_count_hint or None, desc=f"{info.role} {info.name}", unit="frame",
                disable=config.quiet, leave=False, dynamic_ncols=True)
     frames = src.frames()
     index = -1
-    while True:
-        t0 = time.perf_counter()
-        frame = next(frames, None)
-        t1 = time.perf_counter()
-        tm["decode_wait"] += t1 - t0
-        if frame is None:
-            break
-        index += 1
-        dets = stages.detector(frame)
-        t2 = time.perf_counter()
-        tracked = tracker(dets)
-        t3 = time.perf_counter()
-        tm["detect"] += t2 - t1
-        tm["track"] += t3 - t2
-        for box, score, tid in zip(tracked.xyxy, tracked.confidence, tracked.track_id):
-            result.tracks.setdefault(int(tid), Track(int(tid))).add(index, box, float(score))
-        if cutter is not None:
-            cutter.add(frame, index, tracked, dets)
-        bar.update(1)
-    if cutter is not None:
-        result.silhouettes = cutter.finish()
-    bar.close()
+    try:
+        while True:
+            t0 = time.perf_counter()
+            frame = next(frames, None)
+            t1 = time.perf_counter()
+            tm["decode_wait"] += t1 - t0
+            if frame is None:
+                break
+            index += 1
+            dets, tracked = step(frame, index)
+            if cutter is not None:
+                cutter.add(frame, index, tracked, dets)
+                for tid in cutter.ended(index, gap):
+                    finish(tid)
+            bar.update(1)
+        for tid in sorted(spans):
+            finish(tid)
+    finally:
+        mot.close()
+        bar.close()
     tm["total"] = time.perf_counter() - start
     if src.count == 0:
         raise UserError("video has no frames that can be decoded", src.path)
-    short = [tid for tid, t in result.tracks.items() if t.n_frames < config.track.min_track_frames]
-    for tid in short:
-        del result.tracks[tid]
-        result.silhouettes.pop(tid, None)
-        result.files.pop(tid, None)
-        png_dir = writer.dir / f"silhouettes/{info.name}/{tid:03d}"
-        if png_dir.exists():
-            import shutil
-            shutil.rmtree(png_dir)
+    short = {tid for tid, t in result.tracks.items() if t.n_frames < config.track.min_track_frames}
+    if short:
+        mot.drop_tracks(short)
+        for tid in short:
+            for rel in result.tracks.pop(tid).files.values():
+                target = writer.dir / rel
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    result.tracks = dict(sorted(result.tracks.items()))
     result.info = VideoInfo(**{**info.__dict__, "frames": src.count})
     if not result.tracks:
         log.warning("%s: nobody was found in this video", src.path)
@@ -241,48 +310,33 @@ def _process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages:
     return result
 
 
-def _embed(results: list[VideoResult], stages: Stages, writer: RunWriter, quiet: bool = True) -> None:
-    """One gait forward per track with silhouettes; features saved as .npy, aligned sequences as OpenGait pickles."""
-    items: list[tuple[VideoResult, int, np.ndarray]] = []
-    for r in results:
-        for tid in sorted(r.tracks):
-            sils = r.silhouettes.get(tid)
-            if sils is not None and len(sils):
-                rel = f"silhouettes/{r.info.name}/{tid:03d}.pkl"
-                with open(writer.path(rel), "wb") as fh:
-                    pickle.dump(sils.aligned, fh)
-                r.files[tid]["silhouettes_pkl"] = rel
-                items.append((r, tid, sils.aligned))
-    if stages.embedder is None:
-        return
-    for r, tid, seq in tqdm(items, desc="gait", unit="track", disable=quiet, leave=False, dynamic_ncols=True):
-        t0 = time.perf_counter()
-        feat = np.asarray(stages.embedder([seq])[0], dtype=np.float32)  # one forward per track
-        r.timings["embed"] += time.perf_counter() - t0  # charged to the track's own video
-        r.files[tid]["feature"] = writer.write_npy(f"features/{r.info.name}/{tid:03d}.npy", feat)
-        t = r.tracks[tid]
-        r.embeddings[tid] = Embedding(r.info.name, tid, feat, len(seq), t.first_frame, t.last_frame)
-
-
-def _decide(results: list[VideoResult], config: RunConfig, stages: Stages, calibrated: Threshold | None):
-    """Identities of the gallery, the threshold and one Decision per probe track (every probe track, in order)."""
-    gallery = results[0]
-    identities = gallery_identities([gallery.embeddings[t] for t in sorted(gallery.embeddings)], config.identities)
-    usable = stages.matcher.usable(identities)
-    if not usable:
+def _decide(results: list[VideoResult], config: RunConfig, stages: Stages, calibrated: Threshold | None,
+            stored: list[Identity] | None):
+    """Identities of the gallery (from the gallery video, or ``stored`` from a gallery file), the threshold and one
+    Decision per probe track (every probe track, in order)."""
+    probe_results = [r for r in results if r.info.role == "probe"]
+    if stored is not None:
+        identities, where = stored, str(config.gallery_db)
+        why = "the gallery file has no identity with enough silhouettes"
+    else:
+        gallery = results[0]
+        identities = gallery_identities([gallery.embeddings[t] for t in sorted(gallery.embeddings)],
+                                        config.identities)
+        where = str(gallery.info.path)
         why = "nobody was found" if not gallery.tracks else \
             f"no track has {config.match.min_frames} usable silhouettes (--min-frames)"
-        log.warning("%s: the gallery has no usable identity (%s): every probe person will be unknown",
-                    gallery.info.path, why)
+    usable = stages.matcher.usable(identities)
+    if not usable:
+        log.warning("%s: the gallery has no usable identity (%s): every probe person will be unknown", where, why)
     every = [e for r in results for e in (r.embeddings[t] for t in sorted(r.embeddings))]
     threshold = resolve_threshold(config.match.threshold, config.match.metric, every,
                                   [m for i in usable for m in i.members], far=config.match.auto_far,
                                   min_overlap=config.match.auto_min_overlap, min_frames=config.match.min_frames,
                                   calibrated=calibrated)
-    probes = [r.embeddings[t] for r in results[1:] for t in sorted(r.embeddings)]
+    probes = [r.embeddings[t] for r in probe_results for t in sorted(r.embeddings)]
     decided = {(d.probe_video, d.probe_track): d for d in stages.matcher(probes, identities, threshold.value)}
     decisions = []
-    for r in results[1:]:
+    for r in probe_results:
         for tid in sorted(r.tracks):
             d = decided.get((r.info.name, tid))
             # a track without a single usable silhouette never got an embedding: too short to tell
@@ -290,59 +344,124 @@ def _decide(results: list[VideoResult], config: RunConfig, stages: Stages, calib
     return identities, usable, threshold, decisions
 
 
+def _live(src, name: str, results: list[VideoResult], config: RunConfig, stages: Stages, writer: RunWriter,
+          calibrated: Threshold | None, stored: list[Identity] | None, gallery_name: str):
+    """The stream after the gallery: identities and threshold fixed first (from the gallery alone), then decided as
+    it plays. Returns the run's (identities, usable, threshold, decisions) and the stream's outputs and stats."""
+    from .live import run_stream
+    if stored is not None:
+        identities = stored
+    else:
+        g = results[0]
+        identities = gallery_identities([g.embeddings[t] for t in sorted(g.embeddings)], config.identities)
+    usable = stages.matcher.usable(identities)
+    if not usable:
+        log.warning("%s: the gallery has no usable identity: every person on the stream will be unknown",
+                    config.gallery_db or config.gallery)
+    every = [e for r in results for e in (r.embeddings[t] for t in sorted(r.embeddings))]
+    threshold = resolve_threshold(config.match.threshold, config.match.metric, every,
+                                  [m for i in usable for m in i.members], far=config.match.auto_far,
+                                  min_overlap=config.match.auto_min_overlap, min_frames=config.match.min_frames,
+                                  calibrated=calibrated)
+    info = VideoInfo(path=Path(src.spec), name=name, role="probe", frames=0, fps=src.fps, width=src.width,
+                     height=src.height)
+    result, decisions, stats, outputs = run_stream(src, info, config, stages, writer, identities, threshold,
+                                                   gallery_name)
+    result.info = VideoInfo(**{**result.info.__dict__, "path": src.spec})
+    results.append(result)
+    return (identities, usable, threshold, decisions), {name: {"outputs": outputs, "stats": stats}}
+
+
+def _open_gallery_db(config: RunConfig):
+    from .gallery import GalleryStore
+    return GalleryStore(config.gallery_db)
+
+
 def run(config: RunConfig) -> RunResult:
-    """Process the gallery and every probe video; write the run folder; return where it is and its manifest."""
-    inputs = [(config.gallery, "gallery")] + [(p, "probe") for p in config.probes]
-    names = _unique_names([Path(p) for p, _ in inputs])
-    sources = [VideoSource(p) for p, _ in inputs]  # every input checked before any model is loaded
-    _warn_repeated_inputs([Path(p) for p, _ in inputs])
+    """Process the gallery (video or file) and every probe video; write the run folder; return where it is, its
+    manifest and the per-video results."""
+    if (config.gallery is None) == (config.gallery_db is None):
+        raise UserError("give a gallery video or a gallery file (--gallery or --gallery-db), one of them")
+    inputs = ([(config.gallery, "gallery")] if config.gallery is not None else []) + \
+        [(p, "probe") for p in config.probes]
+    streams = [p for p, _ in inputs if is_stream(p)]
+    if streams and (len(config.probes) != 1 or not is_stream(config.probes[0])):
+        raise UserError("a live stream is the one --probe of a run (with a gallery video or --gallery-db)")
+    if streams and config.track_only:
+        raise UserError("--track-only is for video files, not live streams")
+    names = _unique_names([Path(stream_name(str(p))) if is_stream(p) else Path(p) for p, _ in inputs])
+    gallery_name = names[0] if config.gallery is not None else Path(config.gallery_db).stem
+    # every input checked (a stream opened) before any model is loaded
+    sources = [StreamSource(str(p), config.live.reconnect_s) if is_stream(p) else VideoSource(p) for p, _ in inputs]
+    _warn_repeated_inputs([Path(p) for p, _ in inputs if not is_stream(p)])
     if config.match.threshold is not None and config.match.metric != "auto":
         check_threshold(config.match.threshold, config.match.metric)
     if config.match.calibration and not Path(config.match.calibration).is_file():
         raise UserError("calibration file not found", config.match.calibration)
     check_models_given(config)
+    store = _open_gallery_db(config) if config.gallery_db is not None and not config.track_only else None
     device = resolve_device(config.device)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with RunWriter(config.output, config.name) as writer:  # output folder and name checked before models load
-        config = resolve_models(config)
-        stages, config = build_stages(config, device)
-        calibrated = None
-        if stages.matcher is not None and config.match.threshold is None:
-            calibrated = find_calibration(config.match.calibration, config.gait.model,
-                                          sha256_path(config.gait.model), config.match.metric)
-        results: list[VideoResult] = []
-        for src, (path, role), name in zip(sources, inputs, names):
-            info = VideoInfo(path=Path(path), name=name, role=role, frames=src.frame_count_hint,
-                             fps=src.fps, width=src.width, height=src.height)
-            r = _process_video(src, info, config, stages, writer)
-            writer.write_mot(f"tracks/{name}.txt", [r.tracks[t] for t in sorted(r.tracks)])
-            results.append(r)
+    try:
+        with RunWriter(config.output, config.name) as writer:  # output folder and name checked before models load
+            config = resolve_models(config)
+            stages, config = build_stages(config, device)
+            calibrated, stored, gait_sha = None, None, None
+            if stages.embedder is not None:
+                gait_sha = sha256_path(config.gait.model)
+            if store is not None:
+                from .gallery import ModelInfo
+                store.check_model(ModelInfo(gait_sha, config.gait.model, stages.embedder.arch, config.match.metric))
+                stored = store.identities()
+            if stages.matcher is not None and config.match.threshold is None:
+                calibrated = find_calibration(config.match.calibration, config.gait.model, gait_sha,
+                                              config.match.metric)
+            results: list[VideoResult] = []
+            for src, (path, role), name in zip(sources, inputs, names):
+                if is_stream(path):
+                    continue
+                info = VideoInfo(path=Path(path), name=name, role=role, frames=src.frame_count_hint,
+                                 fps=src.fps, width=src.width, height=src.height)
+                results.append(_process_video(src, info, config, stages, writer))
 
-        _embed(results, stages, writer, config.quiet)
-        decision = None
-        if stages.matcher is not None:
-            t0 = time.perf_counter()
-            decision = _decide(results, config, stages, calibrated)
-            match_s = time.perf_counter() - t0
+            decision, live = None, {}
+            if streams:
+                decision, live = _live(sources[-1], names[-1], results, config, stages, writer, calibrated, stored,
+                                       gallery_name)
+                match_s = 0.0
+            elif stages.matcher is not None:
+                t0 = time.perf_counter()
+                decision = _decide(results, config, stages, calibrated, stored)
+                match_s = time.perf_counter() - t0
 
-        outputs: dict[str, dict[str, str]] = {}
-        for r in results:
-            identities, decisions = (decision[0], decision[3]) if decision else (None, None)
-            outputs[r.info.name] = render_video(r.info, r.tracks, writer, names[0], identities,
-                                                decisions, config.quiet, r.timings)
-        videos = [mf.video_entry(r.info, r.tracks, r.silhouettes, r.files, outputs[r.info.name], r.timings,
-                                 r.info.fps / r.silhouette_stride) for r in results]
-        extra = {}
-        if decision is not None:
-            identities, usable, threshold, decisions = decision
-            spans = {(r.info.name, t): (tr.first_frame + 1, tr.last_frame + 1) for r in results[1:]
-                     for t, tr in r.tracks.items()}
-            extra = mf.decisions_entries(identities, usable, threshold, decisions, writer, spans)
-            extra["timings_s"] = {"match": round(match_s, 4)}
-        manifest = mf.run_manifest(created, config, device, stages, videos, extra)
-        run_dir = writer.finalize(manifest)
+            outputs: dict[str, dict[str, str]] = {}
+            for r in results:
+                if r.info.name in live:
+                    outputs[r.info.name] = live[r.info.name]["outputs"]
+                    continue
+                identities, decisions = (decision[0], decision[3]) if decision else (None, None)
+                outputs[r.info.name] = render_video(
+                    r.info, writer.dir / f"tracks/{r.info.name}.txt", writer, gallery_name, identities, decisions,
+                    config.quiet, r.timings) if config.render else {}
+            videos = [mf.video_entry(r.info, r.tracks, outputs[r.info.name], r.timings,
+                                     r.info.fps / r.silhouette_stride if stages.segmenter else None)
+                      for r in results]
+            extra: dict = {"gallery_db": str(config.gallery_db)} if config.gallery_db is not None else {}
+            if live:
+                extra["live"] = {name: x["stats"] for name, x in live.items()}
+            if decision is not None:
+                identities, usable, threshold, decisions = decision
+                spans = {(r.info.name, t): (tr.first_frame + 1, tr.last_frame + 1) for r in results
+                         if r.info.role == "probe" for t, tr in r.tracks.items()}
+                extra.update(mf.decisions_entries(identities, usable, threshold, decisions, writer, spans))
+                extra["timings_s"] = {"match": round(match_s, 4)}
+            manifest = mf.run_manifest(created, config, device, stages, videos, extra)
+            run_dir = writer.finalize(manifest)
+    finally:
+        if store is not None:
+            store.close()
     log.info("run written to %s", run_dir)
-    return RunResult(run_dir=run_dir, manifest=manifest)
+    return RunResult(run_dir=run_dir, manifest=manifest, videos=results)
 
 
 __all__ = ["RunResult", "Stages", "build_stages", "check_models_given", "frame_stride", "resolve_models", "run"]

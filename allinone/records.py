@@ -20,7 +20,7 @@ def _check(cond: bool, msg: str) -> None:
 class VideoInfo:
     """What we know about an input video after opening it."""
 
-    path: Path
+    path: Path | str  # a file, or a stream's address as given
     name: str  # unique within a run (the file stem, suffixed if two inputs share it)
     role: str  # "gallery" | "probe"
     frames: int  # decoded frame count (counted, not trusted from the container)
@@ -97,7 +97,7 @@ class Track:
         return self.frames[-1]
 
 
-DROP_REASONS = ("border", "occluded", "low_score", "empty_mask")
+DROP_REASONS = ("border", "occluded", "low_score", "empty_mask", "over_limit")
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,9 @@ class Silhouettes:
 
     aligned: (T, 64, 64) uint8 0..255; frames: (T,) the 0-based frame index each one came from. dropped: frames of
     the track not used, by reason (DROP_REASONS): box at the frame border, covered by a person in front, a low-score
-    box kept only by the tracker's second association, or a mask that OpenGait's alignment rejects. (The raw masks
-    are written as PNG while the video streams and are not kept in memory.)
+    box kept only by the tracker's second association, a mask that OpenGait's alignment rejects, or frames after the
+    first max_frames silhouettes (OpenGait's frames_all_limit: they would not be used). (The raw masks are written as
+    PNG while the video streams and are not kept in memory.)
     """
 
     track_id: int
@@ -197,3 +198,29 @@ class Decision:
         _check((self.identity is None) == (self.status != "match"), "identity is set exactly when status is match")
         _check((self.reason is None) == (self.status == "match"), "a reason is given exactly when not matched")
         _check(self.reason is None or self.reason in REASONS, f"bad reason {self.reason!r}")
+
+
+@dataclass
+class TrackResult:
+    """What a run keeps of one track once it has ended: its frame span, silhouette counts, embedding and two small
+    pictures (the aligned-silhouette average, GEI, and a crop of the person), never its frames or silhouettes.
+
+    Frames are 0-based. gei: uint8 [64, 64] or None; crop: uint8 [h, w, 3] BGR or None.
+    """
+
+    track_id: int
+    first_frame: int
+    last_frame: int
+    n_frames: int
+    n_silhouettes: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    embedding: Embedding | None = None
+    gei: np.ndarray | None = None
+    crop: np.ndarray | None = None
+    files: dict[str, str] = field(default_factory=dict)  # run-relative paths written for it
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.first_frame <= self.last_frame, f"bad frame span {self.first_frame}..{self.last_frame}")
+        _check(self.gei is None or (self.gei.shape == (64, 64) and self.gei.dtype == np.uint8),
+               "gei must be uint8 (64, 64)")
+        _check(self.crop is None or (self.crop.ndim == 3 and self.crop.dtype == np.uint8), "crop must be uint8 HxWx3")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .argtypes import threshold_arg
 from .calibration import calibrated_threshold
 from .config import MatchConfig
 from .errors import UserError
@@ -26,14 +27,13 @@ from .identities import check_named, gallery_identities, parse_identity
 from .manifest import decisions_entries
 from .match import Matcher
 from .output import MANIFEST, RunWriter
-from .records import Decision, Embedding, Track, VideoInfo
+from .records import Decision, Embedding, VideoInfo
 from .threshold import Threshold, check_threshold, resolve_threshold
 
 log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .cli import threshold_arg
     p = argparse.ArgumentParser(prog="python main.py rematch",
                                 description="Decide again from a run's stored features with another threshold or "
                                             "other identity names; no model runs. Writes a new run folder.")
@@ -87,18 +87,6 @@ def _embeddings(run_dir: Path, m: dict) -> tuple[dict[str, list[Embedding]], dic
     return out, ids
 
 
-def _read_mot(path: Path) -> dict[int, Track]:
-    tracks: dict[int, Track] = {}
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            f, i, x, y, w, h, s = (float(v) for v in line.split(",")[:7])
-            rows.append((int(i), int(f) - 1, np.array([x, y, x + w, y + h], np.float32), s))
-    for i, f, box, s in sorted(rows, key=lambda r: (r[0], r[1])):
-        tracks.setdefault(i, Track(i)).add(f, box, s)
-    return tracks
-
-
 def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, output: Path | None = None,
             name: str | None = None, quiet: bool = True, calibration: str | None = None) -> Path:
     from .render import render_video
@@ -110,14 +98,26 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
                       auto_far=settings.get("auto_far", 0.01), auto_min_overlap=settings.get("auto_min_overlap", 5))
     if isinstance(threshold, float):
         check_threshold(threshold, metric)
-    if named is not None:
-        check_named(tuple(named))
-    else:
-        named = tuple((i["name"], tuple(t["track"] for t in i["tracks"])) for i in m["identities"])
     embeddings, track_ids = _embeddings(run_dir, m)
     videos = m["videos"]
-    gallery = videos[0]["name"]
-    identities = gallery_identities(embeddings[gallery], tuple(named), strict=True)
+    probe_videos = [v for v in videos if v["role"] == "probe"]
+    if m.get("gallery_db"):
+        from .gallery import GalleryStore, ModelInfo
+        if named is not None:
+            raise UserError("this run's gallery is a gallery file: rename people there (python main.py gallery "
+                            "rename), not with --identity")
+        gait = m["weights"]["gait"]
+        with GalleryStore(m["gallery_db"]) as store:
+            store.check_model(ModelInfo(gait["sha256"], gait["path"], gait["arch"], metric))
+            identities = store.identities()
+        gallery, named = Path(m["gallery_db"]).stem, ()
+    else:
+        if named is not None:
+            check_named(tuple(named))
+        else:
+            named = tuple((i["name"], tuple(t["track"] for t in i["tracks"])) for i in m["identities"])
+        gallery = videos[0]["name"]
+        identities = gallery_identities(embeddings[gallery], tuple(named), strict=True)
     matcher = Matcher(cfg)
     usable = matcher.usable(identities)
     if calibration and isinstance(threshold, float):
@@ -131,16 +131,16 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
         every = [e for v in videos for e in embeddings[v["name"]]]
         thr = resolve_threshold(threshold, metric, every, [x for i in usable for x in i.members],
                                 far=cfg.auto_far, min_overlap=cfg.auto_min_overlap, min_frames=cfg.min_frames)
-    probes = [e for v in videos[1:] for e in embeddings[v["name"]]]
+    probes = [e for v in probe_videos for e in embeddings[v["name"]]]
     decided = {(d.probe_video, d.probe_track): d for d in matcher(probes, identities, thr.value)}
     decisions = [decided.get((v["name"], tid)) or Decision(v["name"], tid, "too_short", None, None,
                                                             "too_few_silhouettes", [])
-                 for v in videos[1:] for tid in track_ids[v["name"]]]
+                 for v in probe_videos for tid in track_ids[v["name"]]]
 
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     root = output if output is not None else run_dir.parent
     with RunWriter(root, name or _free_name(root, f"{run_dir.name}-rematch")) as writer:
-        spans = {(v["name"], t["id"]): (t["first_frame"], t["last_frame"]) for v in videos[1:] for t in v["tracks"]}
+        spans = {(v["name"], t["id"]): (t["first_frame"], t["last_frame"]) for v in probe_videos for t in v["tracks"]}
         extra = decisions_entries(identities, usable, thr, decisions, writer, spans)
         new_videos = []
         for v in videos:
@@ -156,7 +156,7 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
                 src = Path(v["path"])
                 if src.is_file():
                     info = VideoInfo(src, v["name"], "probe", v["frames"], v["fps"], v["width"], v["height"])
-                    outs = render_video(info, _read_mot(run_dir / v["tracks_file"]), writer, gallery, identities,
+                    outs = render_video(info, run_dir / v["tracks_file"], writer, gallery, identities,
                                         decisions, quiet, defaultdict(float), annotated=False)
                     entry.update(outs)
                 else:

@@ -60,23 +60,19 @@ def _label_box(xyxy: np.ndarray, tid: int, d, colors: dict[str, int]) -> Box:
     return Box(xyxy, UNKNOWN_COLOR, f"P{tid} unknown ({d.reason})")
 
 
-def render_video(info, tracks: dict, writer, gallery_name: str | None, identities, decisions,
+def render_video(info, mot_path, writer, gallery_name: str | None, identities, decisions,
                  quiet: bool, timings: dict[str, float], annotated: bool = True) -> dict[str, str]:
-    """Second decode of a video: draw its stored tracks. Always the tracked video (one color per track, labels
-    G<id> or P<id>); for a probe with decisions also the result video ``G-<gallery>_P-<probe>.mp4``, where each
+    """Second decode of a video: draw its tracks, read back from its MOT file in step with the frames (so nothing
+    grows with the video's length). Always the tracked video (one color per track, labels G<id> or P<id>) unless
+    ``annotated`` is False; for a probe with decisions also the result video ``G-<gallery>_P-<probe>.mp4``, where each
     person wears the color of the identity they matched and a label ``P<id> <identity> <distance>``, or gray
     ``P<id> unknown (<reason>)``. Returns the run-relative paths written."""
-    from collections import defaultdict
-
     from tqdm import tqdm
 
+    from .output import read_mot_by_frame
     from .video import VideoSink, VideoSource
 
     mine = {d.probe_track: d for d in (decisions or []) if d.probe_video == info.name}
-    by_frame: dict[int, list] = defaultdict(list)
-    for tid, t in tracks.items():
-        for f, box in zip(t.frames, t.xyxy):
-            by_frame[f].append((tid, box))
     prefix = "G" if info.role == "gallery" else "P"
     outputs: dict[str, str] = {}
     sinks: dict[str, object] = {}
@@ -89,10 +85,15 @@ def render_video(info, tracks: dict, writer, gallery_name: str | None, identitie
         sinks[key] = VideoSink(writer.path(rel), info.fps, (info.width, info.height))
     t0 = time.perf_counter()
     src = VideoSource(info.path)
+    rows = read_mot_by_frame(mot_path)
+    pending = next(rows, None)
     try:
         for index, frame in enumerate(tqdm(src.frames(), total=info.frames, desc=f"render {info.name}",
                                            unit="frame", disable=quiet, leave=False, dynamic_ncols=True)):
-            people = by_frame.get(index, [])
+            people = []
+            if pending is not None and pending[0] == index:
+                people = pending[1]
+                pending = next(rows, None)
             if "result_video" in sinks:
                 sinks["result_video"].write(draw(frame.copy(), [_label_box(b, tid, mine.get(tid), colors)
                                                                 for tid, b in people]))

@@ -3,13 +3,15 @@
 Per frame it takes the tracked boxes (and the frame's detections, for occluders), decides which boxes are worth a
 silhouette, segments those in batches across frames and tracks, keeps only the mask inside the person's own box and
 outside the boxes of people in front, writes the raw masks as PNG and keeps OpenGait's aligned 64x64 silhouettes.
-``finish`` returns one ``Silhouettes`` record per track, with the frames it dropped by reason.
+Tracks are handed back one by one as they end (``ended`` / ``take``), so a long video keeps in memory only the
+silhouettes of the people in view: at most ``keep`` per track, either the first ones (OpenGait's frames_all_limit:
+later frames are not even segmented) or, for live streams, the latest ones (a sliding window).
 """
 from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Callable
 
 import cv2
@@ -68,28 +70,42 @@ class SilhouetteStage:
         self.high_threshold = high_threshold
 
     def video(self, fps: float, frame_hw: tuple[int, int], png_path: Callable[[int, int], str] | None,
-              timings: dict[str, float]) -> "VideoSilhouettes":
-        """png_path(track id, frame index) → where to write that raw mask (None: no PNGs)."""
+              timings: dict[str, float], keep: int = 720, window: bool = False) -> "VideoSilhouettes":
+        """png_path(track id, frame index) → where to write that raw mask (None: no PNGs). keep: silhouettes held
+        per track, the first ones (window False) or the latest (window True)."""
         return VideoSilhouettes(self, frame_stride(fps, self.cfg.frame_step, self.cfg.target_fps), frame_hw,
-                                png_path, timings)
+                                png_path, timings, keep, window)
 
 
 class VideoSilhouettes:
     """One video's silhouettes, fed frame by frame (``add``), collected by ``finish``."""
 
     def __init__(self, stage: SilhouetteStage, stride: int, frame_hw: tuple[int, int],
-                 png_path: Callable[[int, int], str] | None, timings: dict[str, float]) -> None:
+                 png_path: Callable[[int, int], str] | None, timings: dict[str, float], keep: int = 720,
+                 window: bool = False) -> None:
         self.stage = stage
         self.stride = stride
         self.frame_hw = frame_hw
         self.png_path = png_path
         self.timings = timings
+        self.keep = keep
+        self.window = window
         self.first: dict[int, int] = {}
+        self.last_seen: dict[int, int] = {}
         self.pending_crops: list[np.ndarray] = []
         self.pending: list[tuple[int, int, np.ndarray | None]] = []  # (track id, frame, crop-space keep-out boxes)
-        self.aligned: dict[int, list[np.ndarray]] = defaultdict(list)
-        self.frames: dict[int, list[int]] = defaultdict(list)
+        self.aligned: dict[int, deque] = {}
+        self.frames: dict[int, deque] = {}
+        self.taken: dict[int, int] = defaultdict(int)  # silhouettes due (segmented or pending) per track
+        self.total: dict[int, int] = defaultdict(int)  # silhouettes ever aligned per track
         self.dropped: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(DROP_REASONS, 0))
+        self.best: dict[int, tuple[float, np.ndarray]] = {}  # (score, small crop of the person)
+
+    def _store(self, tid: int) -> tuple[deque, deque]:
+        if tid not in self.aligned:
+            size = self.keep if self.window else None
+            self.aligned[tid], self.frames[tid] = deque(maxlen=size), deque(maxlen=size)
+        return self.aligned[tid], self.frames[tid]
 
     def _reasons(self, tracked: Detections, dets: Detections) -> tuple[list[str | None], list[np.ndarray]]:
         q = self.stage.quality
@@ -122,6 +138,7 @@ class VideoSilhouettes:
         for k, tid in enumerate(tracked.track_id):
             tid = int(tid)
             first = self.first.setdefault(tid, index)
+            self.last_seen[tid] = index
             if (index - first) % self.stride == 0:
                 due.append(k)
         if not due:
@@ -129,10 +146,15 @@ class VideoSilhouettes:
         reasons, fronts = self._reasons(tracked, dets)
         keep = []
         for k in due:
-            if reasons[k] is None:
-                keep.append(k)
+            tid = int(tracked.track_id[k])
+            if reasons[k] is not None:
+                self.dropped[tid][reasons[k]] += 1
+            elif not self.window and self.taken[tid] >= self.keep:
+                self.dropped[tid]["over_limit"] += 1  # OpenGait uses the first max_frames only
             else:
-                self.dropped[int(tracked.track_id[k])][reasons[k]] += 1
+                keep.append(k)
+                self.taken[tid] += 1
+                self._keep_best_crop(frame, tid, tracked.xyxy[k], float(tracked.confidence[k]))
         if keep:
             cfg, size = self.stage.cfg, self.stage.segmenter.input_size
             crops = crop_batch(frame, tracked.xyxy[keep], cfg.box_pad, size, cfg.canvas_value)
@@ -146,6 +168,19 @@ class VideoSilhouettes:
         self.timings["crop"] += time.perf_counter() - t0
         if len(self.pending_crops) >= self.stage.cfg.batch_size:
             self.flush()
+
+    def _keep_best_crop(self, frame: np.ndarray, tid: int, xyxy: np.ndarray, score: float) -> None:
+        """The person as seen in their most confident usable box, 128 px high (for reports and the gallery)."""
+        if tid in self.best and self.best[tid][0] >= score:
+            return
+        h, w = frame.shape[:2]
+        x1, y1 = max(int(xyxy[0]), 0), max(int(xyxy[1]), 0)
+        x2, y2 = min(int(np.ceil(xyxy[2])), w), min(int(np.ceil(xyxy[3])), h)
+        if x2 <= x1 or y2 <= y1:
+            return
+        crop = frame[y1:y2, x1:x2]
+        out_w = max(1, int(round(crop.shape[1] * 128 / crop.shape[0])))
+        self.best[tid] = (score, cv2.resize(crop, (min(out_w, 256), 128), interpolation=cv2.INTER_AREA))
 
     @staticmethod
     def _clip(mask: np.ndarray, clip: np.ndarray) -> np.ndarray:
@@ -179,8 +214,10 @@ class VideoSilhouettes:
             if sil is None:
                 self.dropped[tid]["empty_mask"] += 1
             else:
-                self.aligned[tid].append(sil)
-                self.frames[tid].append(index)
+                aligned, frames = self._store(tid)
+                aligned.append(sil)
+                frames.append(index)
+                self.total[tid] += 1
         t3 = time.perf_counter()
         self.timings["segment"] += t1 - t0
         self.timings["write"] += t2 - t1
@@ -188,13 +225,33 @@ class VideoSilhouettes:
         self.pending_crops.clear()
         self.pending.clear()
 
+    def ended(self, index: int, gap: int) -> list[int]:
+        """Tracks last seen more than ``gap`` frames before frame ``index`` (the tracker has let them go)."""
+        return [tid for tid, last in self.last_seen.items() if index - last > gap]
+
+    def tracks(self) -> list[int]:
+        return sorted(self.first)
+
+    def window_of(self, tid: int) -> Silhouettes:
+        """The silhouettes held for a track now (segmenting what is pending first), without releasing them."""
+        if any(t == tid for t, _, _ in self.pending):
+            self.flush()
+        aligned = np.stack(self.aligned[tid]) if self.aligned.get(tid) else np.zeros((0, 64, 64), np.uint8)
+        return Silhouettes(tid, aligned, np.asarray(self.frames.get(tid, ()), np.int64), dict(self.dropped[tid]))
+
+    def silhouettes_total(self, tid: int) -> int:
+        return self.total[tid]
+
+    def take(self, tid: int) -> tuple[Silhouettes, np.ndarray | None]:
+        """A track's silhouettes and best crop, released from memory (segmenting what is pending first)."""
+        sil = self.window_of(tid)
+        for d in (self.first, self.last_seen, self.aligned, self.frames, self.taken, self.total):
+            d.pop(tid, None)
+        self.dropped.pop(tid, None)
+        best = self.best.pop(tid, None)
+        return sil, None if best is None else best[1]
+
     def finish(self) -> dict[int, Silhouettes]:
-        """Every track seen, with its aligned silhouettes (possibly none) and dropped-frame counts."""
+        """Every track still held, released (tests and callers that want them all at the end)."""
         self.flush()
-        out = {}
-        for tid in sorted(self.first):
-            sils = self.aligned.get(tid)
-            aligned = np.stack(sils) if sils else np.zeros((0, 64, 64), np.uint8)
-            out[tid] = Silhouettes(tid, aligned, np.asarray(self.frames.get(tid, []), np.int64),
-                                   dict(self.dropped[tid]))
-        return out
+        return {tid: self.take(tid)[0] for tid in self.tracks()}

@@ -18,6 +18,27 @@ log = logging.getLogger(__name__)
 _END = object()
 
 
+def _consume(q: queue.Queue):
+    """Items a reader thread puts on ``q`` until its end marker; an exception it put is raised here."""
+    while True:
+        item = q.get()
+        if item is _END:
+            return
+        if isinstance(item, Exception):
+            raise item
+        yield item
+
+
+def _drain_and_join(q: queue.Queue, thread: threading.Thread) -> None:
+    """Wait for a reader thread to end, unblocking it while it waits on a full queue."""
+    while thread.is_alive():
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            pass
+        thread.join(timeout=0.05)
+
+
 class VideoSource:
     """An input video, opened once to check it; ``frames()`` then streams it.
 
@@ -75,12 +96,7 @@ class VideoSource:
         thread.start()
         self.count = 0
         try:
-            while True:
-                item = q.get()
-                if item is _END:
-                    break
-                if isinstance(item, Exception):
-                    raise item
+            for item in _consume(q):
                 if item.shape[0] != self.height or item.shape[1] != self.width:
                     raise UserError(f"frame {self.count + 1} has size {item.shape[1]}x{item.shape[0]}, "
                                     f"the first had {self.width}x{self.height}", self.path)
@@ -88,12 +104,7 @@ class VideoSource:
                 yield item
         finally:
             stop.set()
-            while thread.is_alive():  # unblock a reader waiting on a full queue
-                try:
-                    q.get_nowait()
-                except queue.Empty:
-                    pass
-                thread.join(timeout=0.05)
+            _drain_and_join(q, thread)
 
 
 class VideoSink:
@@ -176,3 +187,141 @@ def read_frame_count(path: str | Path) -> int:
     finally:
         cap.release()
     return n
+
+
+def is_stream(spec: str | Path) -> bool:
+    """rtsp://, http(s):// addresses and webcam:N are live streams; anything else is a file path."""
+    s = str(spec)
+    return s.startswith(("rtsp://", "rtsps://", "http://", "https://", "webcam:"))
+
+
+class StreamSource:
+    """A live stream (RTSP, HTTP such as MPEG-TS or MJPEG, or a local webcam ``webcam:N``), read through OpenCV's
+    FFmpeg backend in a thread.
+
+    ``frames()`` yields (frame, arrival time from time.monotonic()). The thread keeps at most ``queue_size`` frames:
+    when the consumer falls behind, the oldest waiting frame is dropped (``dropped`` counts them), so decisions stay
+    close to real time instead of lagging ever further. A stream that stops delivering is reopened with exponential
+    backoff (0.5 s doubling up to 8 s) for up to ``reconnect_s`` seconds, each attempt logged; after that, or when
+    ``stop()`` is called, the stream ends. Opening fails at once (UserError) if the first connection fails.
+    """
+
+    def __init__(self, spec: str, reconnect_s: float = 30.0, open_timeout_s: float = 10.0,
+                 queue_size: int = 4) -> None:
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+        self.spec = str(spec)
+        self.path = self.spec  # named like VideoSource's, for messages
+        self.reconnect_s = reconnect_s
+        self.open_timeout_s = open_timeout_s
+        self.queue_size = queue_size
+        self.dropped = 0
+        self.reconnects = 0
+        self.count = 0
+        self._stop = threading.Event()
+        cap = self._open()
+        if cap is None:
+            what = "webcam cannot be opened" if self.spec.startswith("webcam:") else "stream cannot be opened"
+            raise UserError(f"{what} (nothing answered, or not a video stream)", self.spec)
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            cap.release()
+            raise UserError("stream opened but sent no frame", self.spec)
+        self.height, self.width = frame.shape[:2]
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if np.isfinite(fps) and 1.0 <= fps <= 240.0 else 25.0
+        self.frame_count_hint = 0
+        self._cap, self._first = cap, frame
+
+    def _open(self):
+        """A capture, or None. OpenCV's own warnings about a failed open are silenced: our error says it once."""
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        try:
+            return self._open_capture()
+        finally:
+            cv2.utils.logging.setLogLevel(level)
+
+    def _open_capture(self):
+        if self.spec.startswith("webcam:"):
+            try:
+                index = int(self.spec.split(":", 1)[1])
+            except ValueError:
+                raise UserError("expected webcam:N with a device number N", self.spec) from None
+            cap = cv2.VideoCapture(index)
+        else:
+            ms = int(self.open_timeout_s * 1000)
+            cap = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        if not cap.isOpened():
+            cap.release()
+            return None
+        return cap
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _reader(self, q: queue.Queue) -> None:
+        import time
+        cap, frame = self._cap, self._first
+        try:
+            while not self._stop.is_set():
+                if frame is None:
+                    ok, frame = cap.read()
+                    if not ok or frame is None:
+                        cap.release()
+                        cap = self._reconnect()
+                        if cap is None:
+                            break
+                        frame = None
+                        continue
+                if frame.shape[:2] != (self.height, self.width):
+                    frame = cv2.resize(frame, (self.width, self.height))
+                item = (frame, time.monotonic())
+                frame = None
+                while True:
+                    try:
+                        q.put_nowait(item)
+                        break
+                    except queue.Full:
+                        try:
+                            q.get_nowait()
+                            self.dropped += 1
+                        except queue.Empty:
+                            pass
+        except Exception as exc:  # surfaced in the consumer
+            q.put(exc)
+        finally:
+            if cap is not None:
+                cap.release()
+            q.put(_END)
+
+    def _reconnect(self):
+        import time
+        deadline = time.monotonic() + self.reconnect_s
+        wait = 0.5
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            log.warning("%s: the stream stopped; reconnecting in %.1f s", self.spec, wait)
+            if self._stop.wait(min(wait, max(0.0, deadline - time.monotonic()))):
+                return None
+            cap = self._open()
+            if cap is not None:
+                self.reconnects += 1
+                log.warning("%s: reconnected (%d so far)", self.spec, self.reconnects)
+                return cap
+            wait = min(wait * 2, 8.0)
+        log.warning("%s: no stream for %.0f s, ending", self.spec, self.reconnect_s)
+        return None
+
+    def frames(self):
+        """Yield (BGR frame [H, W, 3] uint8, arrival time) until the stream ends or stop() is called."""
+        q: queue.Queue = queue.Queue(maxsize=max(1, self.queue_size))
+        thread = threading.Thread(target=self._reader, args=(q,), name="stream", daemon=True)
+        thread.start()
+        try:
+            for item in _consume(q):
+                self.count += 1
+                yield item
+        finally:
+            self._stop.set()
+            _drain_and_join(q, thread)

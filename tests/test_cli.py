@@ -198,7 +198,7 @@ def test_unknown_gait_arch_is_refused_by_the_parser(tmp_path, shared):
 def test_whole_number_flags_check_their_range():
     import argparse
 
-    from allinone.cli import int_in_range
+    from allinone.argtypes import int_in_range
     opset = int_in_range(13, 20)
     assert opset("13") == 13 and opset("20") == 20
     for bad in ("12", "21", "1.5", "x"):

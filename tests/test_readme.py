@@ -27,7 +27,7 @@ def test_readme_run_commands_parse():
     parser = build_parser()
     for argv in runs:
         args = parser.parse_args(argv)  # argparse exits (SystemExit) on an unknown or malformed flag
-        assert args.gallery and args.probe
+        assert (args.gallery or args.gallery_db) and args.probe
 
 
 def test_readme_flag_table_lists_every_flag():

@@ -16,20 +16,16 @@ import torch
 
 from allinone.align import align_silhouette
 from allinone.config import GaitConfig
-from allinone.gait.checkpoint import GaitEmbedder, save_gaitbase_checkpoint
-from allinone.gait.gaitbase import GaitBase
-from allinone.gait_onnx import PARITY_ATOL, PARITY_RTOL, export_command
+from allinone.gait.checkpoint import GaitEmbedder
+from allinone.gait.onnx import PARITY_ATOL, PARITY_RTOL, export_command
 from allinone.video import read_frame_count
 from tests.helpers import write_video
 from tests.test_cli import _assert_user_error, run_main
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "GaitBase_random.pt"
-    save_gaitbase_checkpoint(GaitBase(class_num=7), path)
-    return path
+def ckpt(random_gaitbase) -> Path:
+    return random_gaitbase
 
 
 def _run(shared, out: Path, ckpt: Path, seg: str = "paddle", probes=("demo2.mp4",), extra=()):
@@ -46,7 +42,7 @@ def _run(shared, out: Path, ckpt: Path, seg: str = "paddle", probes=("demo2.mp4"
 @pytest.fixture(scope="module")
 def paddle_run(tmp_path_factory, shared, ckpt):
     out = tmp_path_factory.mktemp("paddle")
-    res = _run(shared, out, ckpt, "paddle", extra=["--threshold", "1e9"])
+    res = _run(shared, out, ckpt, "paddle", extra=["--threshold", "1e9", "--save-silhouettes", "png"])
     assert res.returncode == 0, res.stderr
     assert res.stderr == ""  # --quiet and nothing went wrong: no stray warnings
     return out / "r"
@@ -153,7 +149,7 @@ def test_onnx_segmenter_and_onnx_gait_run_writes_everything(tmp_path, shared, ck
 def test_too_short_and_probe_without_people(tmp_path, shared, ckpt):
     empty = write_video(tmp_path / "nobody.mp4", 10, size_wh=(320, 240))
     res = _run(shared, tmp_path, ckpt, "onnx", probes=("demo2.mp4", empty),
-               extra=["--min-frames", "100000", "--frame-step", "4"])
+               extra=["--min-frames", "100000", "--frame-step", "4", "--save-silhouettes", "png"])
     assert res.returncode == 0, res.stderr
     m = json.loads((tmp_path / "r/run.json").read_text())
     assert [v["name"] for v in m["videos"]] == ["demo1", "demo2", "nobody"]

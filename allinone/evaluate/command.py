@@ -20,7 +20,7 @@ DEFAULT_FRAMES_LIMIT = 720
 
 
 def _dataset_args(p: argparse.ArgumentParser, required: bool) -> None:
-    from ..cli import int_in_range
+    from ..argtypes import int_in_range
     from ..gait.registry import ARCHS
     p.add_argument("--dataset", type=Path, required=required, metavar="ROOT",
                    help="OpenGait-layout dataset: ROOT/<id>/<type>/<view>/*.pkl")

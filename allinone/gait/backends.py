@@ -24,7 +24,7 @@ class GaitBackend(Protocol):
 
 
 def _backends() -> dict[str, type]:
-    from ..gait_onnx import OnnxGaitEmbedder
+    from .onnx import OnnxGaitEmbedder
     from .checkpoint import GaitEmbedder
 
     return {".pt": GaitEmbedder, ".pth": GaitEmbedder, ".onnx": OnnxGaitEmbedder}

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .align import gait_input
-from .cli import int_in_range
-from .config import GaitConfig
-from .errors import UserError, first_line, shorten
-from .gait.backends import GaitBackend
+from ..align import gait_input
+from ..argtypes import int_in_range
+from ..config import GaitConfig
+from ..errors import UserError, first_line, shorten
+from .backends import GaitBackend
 
 if TYPE_CHECKING:
     import torch
@@ -76,7 +76,7 @@ def _parity_error(model: torch.nn.Module, onnx_path: Path, input_hw: tuple[int, 
     import onnxruntime as ort
     import torch
 
-    from .runtime import ort_session_options
+    from ..runtime import ort_session_options
 
     options = ort_session_options()
     options.log_severity_level = 4  # a failing run is reported in our error; keep ORT's own log line out
@@ -173,7 +173,7 @@ def export_command(argv: list[str]) -> int:
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="also load checkpoints that pickle objects besides tensors (can run code: trusted files only)")
     args = p.parse_args(argv)
-    from .gait.checkpoint import load_gait_model
+    from .checkpoint import load_gait_model
 
     try:
         if args.out.suffix.lower() != ".onnx":
@@ -210,7 +210,7 @@ class OnnxGaitEmbedder:
     def __init__(self, config: GaitConfig, device: str = "cpu") -> None:
         import onnxruntime as ort
 
-        from .runtime import onnx_providers, ort_session_options
+        from ..runtime import onnx_providers, ort_session_options
 
         if not config.model:
             raise UserError("no gait model given (an OpenGait .pt checkpoint or an exported .onnx file)")
@@ -280,5 +280,5 @@ class OnnxGaitEmbedder:
 
 def embedder_for(path: str | Path, config: GaitConfig, device: str = "cpu") -> GaitBackend:
     """Kept for callers of the old location: see gait.backends.embedder_for."""
-    from .gait.backends import embedder_for as pick
+    from .backends import embedder_for as pick
     return pick(path, config, device)
