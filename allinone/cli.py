@@ -48,6 +48,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help=f"segment every N-th frame of a track (default: {s.frame_step})")
     p.add_argument("--det-score", type=unit_float, default=d.score_threshold, metavar="S",
                    help=f"lowest detection score passed to the tracker (default: {d.score_threshold})")
+    p.add_argument("--rotate", choices=["auto", "0", "90", "180", "270"], default="auto",
+                   help="turn video frames clockwise; auto (default): the file's rotation tag, else a quarter turn "
+                        "where nobody is found upright (with a warning)")
     p.add_argument("--min-frames", type=positive_int, default=m.min_frames, metavar="N",
                    help=f"tracks with fewer silhouettes are too_short (default: {m.min_frames})")
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings and errors only")
@@ -100,6 +103,7 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         gallery=a.gallery, probes=tuple(p if is_stream(p) else Path(p) for p in a.probe), output=a.output, name=a.name, device=a.device, quiet=a.quiet,
         track_only=getattr(a, "track_only", False), checkpoints=a.checkpoints, download=not a.no_download,
         save_silhouettes=getattr(a, "save_silhouettes", "pkl"), gallery_db=getattr(a, "gallery_db", None),
+        rotate=a.rotate,
         detect=DetectConfig(model=str(a.detector), score_threshold=a.det_score),
         track=TrackConfig(),
         segment=SegmentConfig(model=str(a.seg_model) if a.seg_model else "", frame_step=a.frame_step),
@@ -158,15 +162,15 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging("--quiet" in argv)
         return _subcommand(argv[0], argv[1:])
     parser = build_parser()
-    parser.epilog = ("other commands: python main.py weights [--download] (list / fetch the default models); "
-                     "python main.py enroll VIDEO [--name NAME] --gallery-db FILE (keep known people); "
-                     "python main.py gallery list|rename|remove|export --gallery-db FILE; "
-                     "python main.py rematch RUN_DIR --threshold T (decide again from a run's features); "
-                     "python main.py export-onnx --gait-model CKPT --out FILE (the gait model as ONNX); "
-                     "python main.py evaluate --dataset ROOT --partition JSON --protocol NAME --gait-model CKPT "
-                     "(OpenGait benchmark numbers and open-set error rates); "
-                     "python main.py calibrate --evaluation DIR (a threshold for a target false-match rate); "
-                     "python main.py bench (speed on the sample videos)")
+    parser.epilog = ("other commands (each with its own --help): "
+                     "weights [--download] (list / fetch the default models); "
+                     "enroll VIDEO [--name NAME] --gallery-db FILE (keep known people); "
+                     "gallery list|rename|remove|export --gallery-db FILE (manage them); "
+                     "rematch RUN_DIR --threshold T (decide again from a run's features); "
+                     "evaluate --dataset ROOT --partition JSON --protocol NAME --gait-model CKPT (OpenGait benchmark "
+                     "numbers and open-set error rates); calibrate --evaluation DIR (a threshold for a target "
+                     "false-match rate); export-onnx --gait-model CKPT --out FILE (the gait model as ONNX); "
+                     "bench (speed on the sample videos); --version")
     args = parser.parse_args(argv)
     _setup_logging(args.quiet)
     from .pipeline import run

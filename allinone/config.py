@@ -167,6 +167,9 @@ class RunConfig:
     gallery_db: Path | None = None
     # Draw the tracked and result videos (a second decode of each video). Off for enrolment.
     render: bool = True
+    # Turn video frames clockwise: "auto" honours the container's rotation tag and, where there is none and nobody is
+    # found upright in a sample of frames, tries the quarter turns (with a warning); or "0", "90", "180", "270".
+    rotate: str = "auto"
     live: LiveConfig = field(default_factory=LiveConfig)
 
     def to_json(self) -> dict:

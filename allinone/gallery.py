@@ -140,6 +140,10 @@ class GalleryStore:
             by.setdefault(iid, (name, []))[1].append(Embedding(GALLERY_VIDEO, tid, feat, n, first, last))
         return [Identity(name, tuple(members), key=iid) for iid, (name, members) in by.items()]
 
+    def pictures(self) -> dict[int, tuple[bytes | None, bytes | None]]:
+        """Stored track id → (crop PNG, GEI PNG)."""
+        return {tid: (crop, gei) for tid, crop, gei in self.db.execute("SELECT id, crop_png, gei_png FROM tracks")}
+
     def listing(self) -> list[dict]:
         rows = self.db.execute(
             "SELECT i.name, i.created, COUNT(t.id), GROUP_CONCAT(DISTINCT t.source), SUM(t.n_silhouettes) "

@@ -21,7 +21,7 @@ def track_entry(t: TrackResult) -> dict:
     if t.dropped or t.n_silhouettes:
         entry["n_silhouettes"] = t.n_silhouettes
         entry["dropped"] = {k: int(t.dropped.get(k, 0)) for k in DROP_REASONS}
-    for key in ("silhouettes_png_dir", "silhouettes_pkl", "feature"):
+    for key in ("silhouettes_png_dir", "silhouettes_pkl", "feature", "crop", "gei"):
         if key in t.files:
             entry[key] = t.files[key]
     return entry
@@ -30,7 +30,9 @@ def track_entry(t: TrackResult) -> dict:
 def video_entry(info: VideoInfo, tracks: dict[int, TrackResult], outputs: dict[str, str],
                 timings: dict[str, float], silhouette_fps: float | None) -> dict:
     entry = {"name": info.name, "role": info.role, "path": str(info.path), "frames": info.frames, "fps": info.fps,
-             "width": info.width, "height": info.height, "tracks_file": f"tracks/{info.name}.txt", **outputs}
+             "width": info.width, "height": info.height,
+             "rotation": {"degrees": info.rotation, "basis": info.rotation_basis},
+             "tracks_file": f"tracks/{info.name}.txt", **outputs}
     if silhouette_fps is not None:
         entry["silhouette_fps"] = round(silhouette_fps, 3)
     entry["tracks"] = [track_entry(tracks[t]) for t in sorted(tracks)]
@@ -40,10 +42,17 @@ def video_entry(info: VideoInfo, tracks: dict[int, TrackResult], outputs: dict[s
     return entry
 
 
-def identity_entry(identity: Identity, usable: set[tuple[str, int]]) -> dict:
-    return {"name": identity.name, "key": identity.key,
-            "tracks": [{"video": m.video, "track": m.track_id, "n_silhouettes": m.n_frames,
-                        "usable": (m.video, m.track_id) in usable} for m in identity.members]}
+def identity_entry(identity: Identity, usable: set[tuple[str, int]], pictures: dict | None = None) -> dict:
+    """An identity of run.json, with the pictures (run-relative paths) of its first track where there are some."""
+    entry = {"name": identity.name, "key": identity.key,
+             "tracks": [{"video": m.video, "track": m.track_id, "n_silhouettes": m.n_frames,
+                         "usable": (m.video, m.track_id) in usable} for m in identity.members]}
+    for m in identity.members:
+        pics = (pictures or {}).get((m.video, m.track_id))
+        if pics:
+            entry.update(pics)
+            break
+    return entry
 
 
 def decision_entry(d: Decision, spans: dict[tuple[str, int], tuple[int, int]]) -> dict:
@@ -55,7 +64,8 @@ def decision_entry(d: Decision, spans: dict[tuple[str, int], tuple[int, int]]) -
 
 
 def decisions_entries(identities: list[Identity], usable: list[Identity], threshold: Threshold,
-                      decisions: list[Decision], writer, spans: dict[tuple[str, int], tuple[int, int]]) -> dict:
+                      decisions: list[Decision], writer, spans: dict[tuple[str, int], tuple[int, int]],
+                      pictures: dict | None = None) -> dict:
     """run.json's "identities", "threshold", "matches" and "matches_file"; writes matches.csv."""
     ok = {(m.video, m.track_id) for i in usable for m in i.members}
     rows = [decision_entry(d, spans) for d in decisions]
@@ -63,7 +73,7 @@ def decisions_entries(identities: list[Identity], usable: list[Identity], thresh
         [r["probe_video"], r["probe_track"], r["status"], r["identity"] or "",
          "" if r["distance"] is None else f"{r['distance']:.6f}", r["reason"] or "", r["first_frame"],
          r["last_frame"], ";".join(f"{x['identity']}:{x['distance']:.6f}" for x in r["ranking"])] for r in rows])
-    return {"identities": [identity_entry(i, ok) for i in identities], "threshold": threshold.to_json(),
+    return {"identities": [identity_entry(i, ok, pictures) for i in identities], "threshold": threshold.to_json(),
             "matches": rows, "matches_file": MATCHES_CSV}
 
 

@@ -29,6 +29,7 @@ from .match import Matcher
 from .output import RunWriter
 from .records import Decision, Embedding, Identity, Silhouettes, TrackResult, VideoInfo
 from .render import render_video
+from .report import write_report
 from .runtime import resolve_device
 from .segment import Segmenter
 from .silhouettes import SilhouetteStage, frame_stride
@@ -190,6 +191,11 @@ class _TrackCloser:
         self.writer = writer
         self.result = result
 
+    def _picture(self, rel: str, img: np.ndarray) -> str:
+        import cv2
+        cv2.imwrite(str(self.writer.path(rel)), img)
+        return rel
+
     def __call__(self, tid: int, span: list[int], sil: Silhouettes | None, crop: np.ndarray | None,
                  png_dir: str | None) -> None:
         r = self.result
@@ -199,8 +205,11 @@ class _TrackCloser:
             tr.files["silhouettes_png_dir"] = png_dir
         if sil is not None:
             tr.n_silhouettes, tr.dropped = len(sil), dict(sil.dropped)
+        if crop is not None:
+            tr.files["crop"] = self._picture(f"pictures/{name}/{tid:03d}_crop.jpg", crop)
         if sil is not None and len(sil):
             tr.gei = np.round(sil.aligned.mean(axis=0)).astype(np.uint8)
+            tr.files["gei"] = self._picture(f"pictures/{name}/{tid:03d}_gei.png", tr.gei)
             if self.save != "none":
                 rel = f"silhouettes/{name}/{tid:03d}.pkl"
                 with open(self.writer.path(rel), "wb") as fh:
@@ -235,6 +244,35 @@ class FrameStep:
             span = self.spans.setdefault(tid, [index, index, 0])
             span[1], span[2] = index, span[2] + 1
         return dets, tracked
+
+
+ROTATION_SAMPLES = 8  # frames spread over a video to decide whether its people stand upright
+ROTATION_SCORE = 0.5  # a detection this confident counts as a person found
+
+
+def choose_rotation(src: VideoSource, detector: Detector, mode: str) -> tuple[int, str]:
+    """Degrees to turn ``src`` clockwise and why: the user's; 0 where the container's rotation tag already turned it
+    (OpenCV applies it) or people are found upright; else the quarter turn that finds the most people."""
+    from .video import rotate
+    if mode != "auto":
+        return int(mode), "user"
+    if src.rotation_meta:
+        return 0, "metadata"
+    samples = src.sample(ROTATION_SAMPLES)
+
+    def people(deg: int) -> int:
+        return sum(int((detector(rotate(f, deg)).confidence >= ROTATION_SCORE).sum()) for f in samples)
+
+    if not samples or people(0) > 0:
+        return 0, "upright"
+    counts = {deg: people(deg) for deg in (90, 270, 180)}
+    best = max(counts, key=lambda d: counts[d])
+    if counts[best] == 0:
+        return 0, "upright"  # nobody at any turn: leave it as it is
+    log.warning("%s: nobody is upright in %d sample frames and there is no rotation tag; turning it %d degrees "
+                "clockwise, where %d people were found (override with --rotate)", src.path, len(samples), best,
+                counts[best])
+    return best, "auto"
 
 
 def _process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages: Stages,
@@ -406,13 +444,14 @@ def run(config: RunConfig) -> RunResult:
         with RunWriter(config.output, config.name) as writer:  # output folder and name checked before models load
             config = resolve_models(config)
             stages, config = build_stages(config, device)
-            calibrated, stored, gait_sha = None, None, None
+            calibrated, stored, gait_sha, stored_pictures = None, None, None, {}
             if stages.embedder is not None:
                 gait_sha = sha256_path(config.gait.model)
             if store is not None:
                 from .gallery import ModelInfo
                 store.check_model(ModelInfo(gait_sha, config.gait.model, stages.embedder.arch, config.match.metric))
                 stored = store.identities()
+                stored_pictures = store.pictures()
             if stages.matcher is not None and config.match.threshold is None:
                 calibrated = find_calibration(config.match.calibration, config.gait.model, gait_sha,
                                               config.match.metric)
@@ -420,8 +459,11 @@ def run(config: RunConfig) -> RunResult:
             for src, (path, role), name in zip(sources, inputs, names):
                 if is_stream(path):
                     continue
+                degrees, basis = choose_rotation(src, stages.detector, config.rotate)
+                src.set_rotation(degrees)
                 info = VideoInfo(path=Path(path), name=name, role=role, frames=src.frame_count_hint,
-                                 fps=src.fps, width=src.width, height=src.height)
+                                 fps=src.fps, width=src.width, height=src.height, rotation=degrees,
+                                 rotation_basis=basis)
                 results.append(_process_video(src, info, config, stages, writer))
 
             decision, live = None, {}
@@ -453,9 +495,20 @@ def run(config: RunConfig) -> RunResult:
                 identities, usable, threshold, decisions = decision
                 spans = {(r.info.name, t): (tr.first_frame + 1, tr.last_frame + 1) for r in results
                          if r.info.role == "probe" for t, tr in r.tracks.items()}
-                extra.update(mf.decisions_entries(identities, usable, threshold, decisions, writer, spans))
+                pictures = {(r.info.name, t): {k: tr.files[k] for k in ("crop", "gei") if k in tr.files}
+                            for r in results for t, tr in r.tracks.items()}
+                for tid, blobs in stored_pictures.items():
+                    for key, blob in zip(("crop", "gei"), blobs):
+                        if blob:
+                            rel = f"pictures/gallery/{tid:03d}_{key}.png"
+                            writer.path(rel).write_bytes(blob)
+                            pictures.setdefault(("gallery", tid), {})[key] = rel
+                extra.update(mf.decisions_entries(identities, usable, threshold, decisions, writer, spans,
+                                                  pictures))
                 extra["timings_s"] = {"match": round(match_s, 4)}
             manifest = mf.run_manifest(created, config, device, stages, videos, extra)
+            if decision is not None:
+                manifest["report"] = write_report(writer.dir, manifest)
             run_dir = writer.finalize(manifest)
     finally:
         if store is not None:

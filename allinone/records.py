@@ -25,8 +25,10 @@ class VideoInfo:
     role: str  # "gallery" | "probe"
     frames: int  # decoded frame count (counted, not trusted from the container)
     fps: float
-    width: int
+    width: int  # after rotation
     height: int
+    rotation: int = 0  # degrees clockwise the frames are turned (besides the container's own rotation tag)
+    rotation_basis: str = "none"  # user | metadata | auto | upright | none
 
     def __post_init__(self) -> None:
         _check(self.role in ("gallery", "probe"), f"role must be gallery or probe, got {self.role!r}")

@@ -28,6 +28,7 @@ from .manifest import decisions_entries
 from .match import Matcher
 from .output import MANIFEST, RunWriter
 from .records import Decision, Embedding, VideoInfo
+from .report import write_report
 from .threshold import Threshold, check_threshold, resolve_threshold
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,13 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
     root = output if output is not None else run_dir.parent
     with RunWriter(root, name or _free_name(root, f"{run_dir.name}-rematch")) as writer:
         spans = {(v["name"], t["id"]): (t["first_frame"], t["last_frame"]) for v in probe_videos for t in v["tracks"]}
-        extra = decisions_entries(identities, usable, thr, decisions, writer, spans)
+        pictures = {(v["name"], t["id"]): {k: t[k] for k in ("crop", "gei") if k in t}
+                    for v in videos for t in v["tracks"]}
+        for i in m["identities"]:  # a gallery file's pictures, copied into the run folder by the run
+            if i["tracks"] and ("crop" in i or "gei" in i):
+                first = i["tracks"][0]
+                pictures.setdefault((first["video"], first["track"]), {k: i[k] for k in ("crop", "gei") if k in i})
+        extra = decisions_entries(identities, usable, thr, decisions, writer, spans, pictures)
         new_videos = []
         for v in videos:
             entry = {k: x for k, x in v.items() if k not in ("annotated_video", "result_video", "timings_s",
@@ -155,7 +162,8 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
             if v["role"] == "probe":
                 src = Path(v["path"])
                 if src.is_file():
-                    info = VideoInfo(src, v["name"], "probe", v["frames"], v["fps"], v["width"], v["height"])
+                    rot = (v.get("rotation") or {}).get("degrees", 0)
+                    info = VideoInfo(src, v["name"], "probe", v["frames"], v["fps"], v["width"], v["height"], rot)
                     outs = render_video(info, run_dir / v["tracks_file"], writer, gallery, identities,
                                         decisions, quiet, defaultdict(float), annotated=False)
                     entry.update(outs)
@@ -163,12 +171,15 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
                     log.warning("%s: the probe video is gone, so no result video is drawn for it", src)
                     entry["result_video"] = None
             new_videos.append(entry)
+        if (run_dir / "pictures").is_dir():
+            shutil.copytree(run_dir / "pictures", writer.path("pictures"))
         manifest = {**{k: x for k, x in m.items() if k not in ("videos", "matches", "identities", "threshold",
-                                                                 "timings_s", "created")},
+                                                                 "timings_s", "created", "report")},
                     "created": created, "source_run": str(run_dir.resolve()),
                     "settings": {**m["settings"], "match": {**settings, "threshold": thr.value},
                                  "identities": [list(x) for x in named]},
                     "videos": new_videos, **extra}
+        manifest["report"] = write_report(writer.dir, manifest)
         return writer.finalize(manifest)
 
 

@@ -84,7 +84,7 @@ def render_video(info, mot_path, writer, gallery_name: str | None, identities, d
     for key, rel in outputs.items():
         sinks[key] = VideoSink(writer.path(rel), info.fps, (info.width, info.height))
     t0 = time.perf_counter()
-    src = VideoSource(info.path)
+    src = VideoSource(info.path, getattr(info, "rotation", 0))
     rows = read_mot_by_frame(mot_path)
     pending = next(rows, None)
     try:

@@ -39,13 +39,23 @@ def _drain_and_join(q: queue.Queue, thread: threading.Thread) -> None:
         thread.join(timeout=0.05)
 
 
+ROTATIONS = {0: None, 90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+
+
+def rotate(frame: np.ndarray, degrees: int) -> np.ndarray:
+    """The frame turned clockwise by 0, 90, 180 or 270 degrees."""
+    code = ROTATIONS[degrees]
+    return frame if code is None else cv2.rotate(frame, code)
+
+
 class VideoSource:
-    """An input video, opened once to check it; ``frames()`` then streams it.
+    """An input video, opened once to check it; ``frames()`` then streams it, turned by ``rotation`` degrees
+    clockwise (after the container's own rotation tag, which OpenCV applies; ``rotation_meta`` records that tag).
 
     The container's frame count is only a hint (it is often wrong); ``count`` is what was really decoded.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, rotation: int = 0) -> None:
         # FFmpeg's own log lines ("moov atom not found") would duplicate our one-line error; read before the
         # first capture is opened.
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
@@ -61,9 +71,10 @@ class VideoSource:
             ok, frame = cap.read()
             if not ok or frame is None:
                 raise UserError("video has no frames that can be decoded", self.path)
-            self.height, self.width = frame.shape[:2]
+            self._hw = frame.shape[:2]
             fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
             self.frame_count_hint = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            self.rotation_meta = int(cap.get(cv2.CAP_PROP_ORIENTATION_META) or 0) % 360
         finally:
             cap.release()
         if not np.isfinite(fps) or fps <= 0 or fps > 1000:
@@ -71,6 +82,30 @@ class VideoSource:
             fps = 30.0
         self.fps = fps
         self.count = 0
+        self.set_rotation(rotation)
+
+    def set_rotation(self, degrees: int) -> None:
+        if degrees not in ROTATIONS:
+            raise ValueError(f"rotation must be one of {sorted(ROTATIONS)}, got {degrees}")
+        self.rotation = degrees
+        h, w = self._hw
+        self.height, self.width = (w, h) if degrees in (90, 270) else (h, w)
+
+    def sample(self, n: int) -> list[np.ndarray]:
+        """Up to ``n`` frames spread over the video (unturned), for choosing a rotation."""
+        cap = cv2.VideoCapture(str(self.path))
+        out = []
+        try:
+            total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            for k in range(n):
+                if total > 0:
+                    cap.set(cv2.CAP_PROP_POS_FRAMES, int((k + 0.5) * total / n))
+                ok, frame = cap.read()
+                if ok and frame is not None:
+                    out.append(frame)
+        finally:
+            cap.release()
+        return out
 
     def frames(self, prefetch: int = 8) -> Iterator[np.ndarray]:
         """Yield BGR frames [H, W, 3] uint8 in order. Decoding runs in a thread (OpenCV releases the GIL while it
@@ -85,7 +120,7 @@ class VideoSource:
                     ok, frame = cap.read()
                     if not ok:
                         break
-                    q.put(frame)
+                    q.put(rotate(frame, self.rotation))
             except Exception as exc:  # surfaced in the consumer thread below
                 q.put(exc)
             finally:
@@ -108,36 +143,56 @@ class VideoSource:
 
 
 class VideoSink:
-    """Writes frames to ``path`` through a temporary name; the file appears under its name only on ``close()``.
+    """Writes frames as H.264 (yuv420p, MP4 with the index at the front: ``+faststart``) through PyAV, so browsers
+    and Colab's player play the result; to a temporary name, the file appearing under its own only on ``close()``.
     ``discard()`` (or leaving a ``with`` block by an exception) removes the partial file.
 
-    Encoding runs in a background thread (OpenCV releases the GIL while it encodes), so drawing the next frame
-    overlaps with encoding this one; ``write`` blocks only when ``queue_size`` frames are waiting."""
+    Odd frame sizes are padded by one black row or column (yuv420p needs even ones). Encoding (colour conversion
+    included) runs in a background thread, so drawing the next frame overlaps with encoding this one; ``write``
+    blocks only when ``queue_size`` frames are waiting. One frame in is one frame out, at the given frame rate.
+    """
 
-    def __init__(self, path: str | Path, fps: float, size_wh: tuple[int, int], fourcc: str = "mp4v",
-                 queue_size: int = 8) -> None:
+    PRESET = "veryfast"  # x264 speed/size trade-off: faster presets make larger files for the same quality
+    CRF = "23"  # x264 quality (lower is better and larger); 23 is its default
+
+    def __init__(self, path: str | Path, fps: float, size_wh: tuple[int, int], queue_size: int = 8) -> None:
+        import av
+        from fractions import Fraction
+
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
         self.size_wh = (int(size_wh[0]), int(size_wh[1]))
         self.count = 0
-        self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*fourcc), float(fps), self.size_wh)
-        if not self._writer.isOpened():
-            self._writer.release()
+        self._even = (self.size_wh[0] + self.size_wh[0] % 2, self.size_wh[1] + self.size_wh[1] % 2)
+        try:
+            self._container = av.open(str(self.tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
+            rate = Fraction(float(fps)).limit_denominator(1001)
+            self._stream = self._container.add_stream("libx264", rate=rate)
+            self._stream.width, self._stream.height = self._even
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.options = {"preset": self.PRESET, "crf": self.CRF}
+        except Exception as exc:  # PyAV raises its own error types (OSError subclasses, FFmpegError)
             self.tmp.unlink(missing_ok=True)
-            raise UserError(f"cannot write a video here (codec {fourcc})", self.path)
+            raise UserError(f"cannot write a video here ({exc})", self.path) from None
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._encode, name=f"encode-{self.path.name}", daemon=True)
         self._thread.start()
 
     def _encode(self) -> None:
+        import av
         while True:
             frame = self._queue.get()
             if frame is _END:
                 return
             if self._error is None:
                 try:
-                    self._writer.write(frame)
+                    if frame.shape[1::-1] != self._even:
+                        frame = np.pad(frame, ((0, self._even[1] - frame.shape[0]),
+                                               (0, self._even[0] - frame.shape[1]), (0, 0)))
+                    vf = av.VideoFrame.from_ndarray(frame, format="bgr24").reformat(format="yuv420p")
+                    for packet in self._stream.encode(vf):
+                        self._container.mux(packet)
                 except Exception as exc:  # re-raised in the producer's thread by write()/close()
                     self._error = exc
 
@@ -153,7 +208,14 @@ class VideoSink:
         if self._thread.is_alive():
             self._queue.put(_END)
             self._thread.join()
-        self._writer.release()
+        try:
+            if self._error is None:
+                for packet in self._stream.encode(None):  # flush the encoder's delayed frames
+                    self._container.mux(packet)
+        except Exception as exc:
+            self._error = exc
+        finally:
+            self._container.close()
 
     def close(self) -> Path:
         self._finish()

@@ -207,3 +207,21 @@ def test_whole_number_flags_check_their_range():
     assert int_in_range(1)("100000") == 100000
     res = run_main("export-onnx", "--gait-model", "m.pt", "--out", "m.onnx", "--opset", "21")
     assert res.returncode == 2 and "between 13 and 20" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_help_lists_every_subcommand_and_version_answers():
+    from allinone import __version__
+    from allinone.cli import SUBCOMMANDS
+    res = run_main("--help")
+    assert res.returncode == 0
+    text = " ".join(res.stdout.split())
+    for name in SUBCOMMANDS:
+        assert f"{name} " in text, name
+    res = run_main("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"allinone {__version__}"
+
+
+def test_bench_without_test_material_is_one_line(tmp_path):
+    res = run_main("bench", "--shared", str(tmp_path / "nowhere"))
+    _assert_user_error(res, "nowhere", "test material")
+    assert res.returncode == 2

@@ -108,14 +108,20 @@ def test_the_steps_are_there_in_order(nb):
         return hits[0]
 
     clone = first(lambda s: s.startswith("!git clone") and "REPO_URL" in s)
-    pip = first(lambda s: "pip install" in s and "-r requirements.txt" in s)
+    pip = first(lambda s: s.startswith("%pip"))
     weights = first(lambda s: s.endswith("main.py weights --download"))
     status = first(lambda s: s.endswith("main.py weights"))
-    upload = next(i for i, s in enumerate(sources) if "from google.colab" in s and "files.upload" in s)
+    upload = next(i for i, s in enumerate(sources) if "upload_into(colab_files.upload" in s)
     run = first(lambda s: "main.py {pipeline_args(" in s and "RUN_NAME" in s)
     show = next(i for i, s in enumerate(sources) if s.startswith("show_results("))
     assert clone < pip < weights <= status < upload < run < show
     assert any("REPO_URL = " in s for s in sources)
+    assert "install_commands(" in sources[next(i for i, line in magic if line.startswith("%pip"))]
+
+
+def test_the_notebook_asks_for_a_gpu_runtime(nb):
+    assert nb.metadata["accelerator"] == "GPU" and nb.metadata["colab"]["gpuType"] == "T4"
+    assert "without a gpu" in nb.cells[0].source.lower()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -311,3 +317,43 @@ def test_show_results_prints_the_table_and_draws_the_frame(ns, run_dir, capsys):
     assert abs(float(np.asarray(image)[..., 2].mean()) - 100) < 10
     plt.close("all")
 
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# repository, install and sample helpers
+
+
+def test_repo_url_unset_says_what_to_set_in_one_line(ns, tmp_path):
+    assert ns["REPO_URL"] == ""  # the one parameter, left for the user
+    with pytest.raises(ValueError) as err:
+        ns["repo_source"]("", [])
+    assert "REPO_URL" in str(err.value) and "\n" not in str(err.value)
+    assert ns["repo_source"](" https://example.org/a.git ", []) == ("clone", "https://example.org/a.git")
+    assert ns["repo_source"]("", [tmp_path / "allinone-main.zip"]) == ("zip", tmp_path / "allinone-main.zip")
+
+
+def test_install_fits_the_runtime(ns):
+    cpu, gpu = ns["install_commands"](False), ns["install_commands"](True)
+    assert cpu == ["-q -r requirements.txt"]
+    assert gpu[0] == cpu[0] and any("paddlepaddle-gpu" in c for c in gpu) and any("uninstall" in c for c in gpu)
+
+
+def test_samples_are_fetched_once(ns, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("demo1.mp4", "demo2.mp4"):
+        _write_video(src / name, blue_step=10)
+    urls = {"gallery": (src / "demo1.mp4").as_uri(), "probe": (src / "demo2.mp4").as_uri()}
+    gallery, probes = ns["fetch_samples"](urls, tmp_path / "samples")
+    assert gallery.read_bytes() == (src / "demo1.mp4").read_bytes() and len(probes) == 1
+    (src / "demo1.mp4").unlink()  # a second call reuses the downloaded file
+    assert ns["fetch_samples"](urls, tmp_path / "samples")[0] == gallery
+    assert ns["check_inputs"](gallery, probes) == (gallery, probes)
+
+
+def test_video_and_report_show_inline(ns, run_dir):
+    html = ns["video_html"](run_dir / "G-gal_P-walk.mp4")
+    assert html.startswith("<video") and "data:video/mp4;base64," in html
+    (run_dir / "report.html").write_text("<video src='G-gal_P-walk.mp4'></video><div class=\"card match\"></div>")
+    page = ns["report_html"](run_dir)
+    assert "data:video/mp4;base64," in page and "src='G-gal_P-walk.mp4'" not in page and "card match" in page

@@ -75,3 +75,37 @@ def test_sink_refuses_wrong_frame_size(tmp_path):
     with pytest.raises(ValueError):
         sink.write(np.zeros((10, 10, 3), np.uint8))
     sink.discard()
+
+
+def _top_level_boxes(path) -> list[str]:
+    """The MP4's top-level box types in file order (ISO BMFF: 4-byte size, 4-byte type)."""
+    import struct
+    data = open(path, "rb").read()
+    out, i = [], 0
+    while i + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[i:i + 8])
+        if size == 1:
+            size = struct.unpack(">Q", data[i + 8:i + 16])[0]
+        out.append(kind.decode("latin-1"))
+        if size < 8:
+            break
+        i += size
+    return out
+
+
+def test_sink_writes_browser_playable_h264(tmp_path):
+    import av
+    out = tmp_path / "odd.mp4"
+    rng = np.random.default_rng(0)
+    with VideoSink(out, 29.97, (65, 47)) as sink:  # odd sizes: padded to even for yuv420p
+        for _ in range(31):
+            sink.write(rng.integers(0, 255, (47, 65, 3), dtype=np.uint8))
+    with av.open(str(out)) as c:
+        v = c.streams.video[0]
+        assert (v.codec_context.name, v.codec_context.pix_fmt) == ("h264", "yuv420p")
+        assert (v.width, v.height) == (66, 48)
+        assert abs(float(v.average_rate) - 29.97) < 0.01
+        assert sum(1 for _ in c.decode(video=0)) == 31
+    boxes = _top_level_boxes(out)
+    assert boxes.index("moov") < boxes.index("mdat")  # +faststart: playable while it downloads
+    assert read_frame_count(out) == 31

@@ -1,0 +1,202 @@
+"""report.html: one self-contained page per run (styles, script and pictures inline; no network), built from run.json
+and the pictures in the run folder. The result videos are played from the run folder itself.
+
+Per probe person: their crop and silhouette average (GEI), the status and reason, the identity they were matched to
+(its crop and GEI beside theirs), the distance against the threshold as a bar, the runner-up identities, and a
+timeline of when they are visible, which plays the result video from that moment when clicked. Then the gallery
+identities, the threshold and its basis, the models and device, per-stage timings, and a probe × gallery distance
+heat map (also written as heatmap.png).
+"""
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import numpy as np
+
+REPORT = "report.html"
+HEATMAP = "heatmap.png"
+
+CSS = """
+body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d1d1f;background:#f6f7f9}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 10px}.muted{color:#667}
+.facts{display:flex;flex-wrap:wrap;gap:8px 28px;background:#fff;padding:12px 16px;border-radius:8px;
+border:1px solid #dde}.facts b{display:block;font-size:12px;color:#667;font-weight:600}
+.cards{display:flex;flex-wrap:wrap;gap:14px}
+.card{background:#fff;border:1px solid #dde;border-left:6px solid #999;border-radius:8px;padding:12px;width:430px}
+.card.match{border-left-color:#1a7f37}.card.unknown{border-left-color:#b42318}.card.too_short{border-left-color:#999}
+.card h3{margin:0 0 8px;font-size:16px}.pics{display:flex;gap:10px;align-items:flex-end}
+.pic{text-align:center;font-size:11px;color:#667}.pic img{display:block;height:96px;border-radius:4px;
+background:#eee;image-rendering:auto}.pic img.gei{height:64px;image-rendering:pixelated}.arrow{font-size:22px;color:#667;
+padding:0 4px 30px}.bar{position:relative;height:12px;background:#eef;border-radius:6px;margin:10px 0 2px}
+.bar .fill{position:absolute;left:0;top:0;bottom:0;border-radius:6px}.bar .mark{position:absolute;top:-4px;
+bottom:-4px;width:2px;background:#111}.timeline{position:relative;height:16px;background:#eee;border-radius:4px;
+cursor:pointer;margin-top:8px}.timeline .span{position:absolute;top:0;bottom:0;background:#4a6cf7;border-radius:4px}
+.runners{font-size:12px;color:#445;margin-top:6px}.tiles{display:flex;flex-wrap:wrap;gap:12px}
+.tile{background:#fff;border:1px solid #dde;border-radius:8px;padding:8px;text-align:center;font-size:12px}
+.tile .pics{justify-content:center}video{max-width:100%;max-height:480px;background:#000;border-radius:6px}
+table{border-collapse:collapse;background:#fff}td,th{border:1px solid #dde;padding:4px 8px;text-align:right}
+th{background:#f0f1f5}td:first-child,th:first-child{text-align:left}.legend{font-size:12px;color:#556}
+"""
+
+SCRIPT = """
+const videos = Array.from(document.querySelectorAll('video'));
+let loaded = 0;
+function status(s){ document.body.dataset.videoStatus = s; }
+if (!videos.length) status('none');
+videos.forEach(v => {
+  v.addEventListener('loadeddata', () => { loaded += 1; if (loaded === videos.length &&
+      !String(document.body.dataset.videoStatus).startsWith('error')) status('ok'); });
+  v.addEventListener('error', () => status('error: ' + v.id + ' code ' + (v.error ? v.error.code : '?')));
+});
+function play(id, t){ const v = document.getElementById(id); if (!v) return; v.currentTime = t;
+  v.scrollIntoView({behavior: 'smooth', block: 'center'}); v.play(); }
+"""
+
+
+def _data_uri(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    mime = "image/jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else "image/png"
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+def _img(run: Path, rel: str | None, label: str, gei: bool = False) -> str:
+    uri = _data_uri(run / rel) if rel else None
+    inner = f'<img class="{"gei" if gei else ""}" src="{uri}" alt="{html.escape(label)}">' if uri else \
+        '<div style="height:64px;width:44px;background:#eee"></div>'
+    return f'<div class="pic">{inner}{html.escape(label)}</div>'
+
+
+def heatmap(manifest: dict, path: Path) -> bool:
+    """Probe tracks × gallery identities distance matrix as a PNG; False when there is nothing to draw."""
+    rows = [m for m in manifest.get("matches", []) if m["ranking"]]
+    names = [i["name"] for i in manifest.get("identities", [])]
+    if not rows or not names:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    d = np.full((len(rows), len(names)), np.nan)
+    for r, m in enumerate(rows):
+        for x in m["ranking"]:
+            if x["identity"] in names:
+                d[r, names.index(x["identity"])] = x["distance"]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(names) + 2.5), max(2.5, 0.35 * len(rows) + 1.6)), dpi=100)
+    im = ax.imshow(d, cmap="viridis_r", aspect="auto")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), [f"{m['probe_video']} P{m['probe_track']}" for m in rows], fontsize=8)
+    t = manifest.get("threshold", {}).get("value")
+    for r, m in enumerate(rows):
+        if m["status"] == "match" and m["identity"] in names:
+            ax.add_patch(plt.Rectangle((names.index(m["identity"]) - 0.5, r - 0.5), 1, 1, fill=False, ec="red",
+                                       lw=2))
+    ax.set_title(f"distance (red: matched; threshold {t:.4g})" if t is not None else "distance", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def _bar(distance: float | None, threshold: float | None) -> str:
+    if distance is None or threshold is None:
+        return ""
+    top = max(2 * threshold, distance * 1.05, 1e-12)
+    fill = min(100.0, 100 * distance / top)
+    mark = min(100.0, 100 * threshold / top)
+    color = "#1a7f37" if distance <= threshold else "#b42318"
+    return (f'<div class="bar" title="distance {distance:.4g} vs threshold {threshold:.4g}">'
+            f'<div class="fill" style="width:{fill:.1f}%;background:{color}"></div>'
+            f'<div class="mark" style="left:{mark:.1f}%"></div></div>'
+            f'<div class="legend">distance {distance:.4g} · threshold {threshold:.4g} (the black line)</div>')
+
+
+def _card(run: Path, m: dict, track: dict, video: dict, idents: dict, threshold: float | None) -> str:
+    status, reason = m["status"], m.get("reason")
+    head = f"P{m['probe_track']} → {html.escape(m['identity'])}" if status == "match" else \
+        f"P{m['probe_track']}: {status.replace('_', ' ')} ({html.escape(str(reason))})"
+    pics = _img(run, track.get("crop"), "probe") + _img(run, track.get("gei"), "GEI", gei=True)
+    if status == "match":
+        i = idents.get(m["identity"], {})
+        pics += '<div class="arrow">⇄</div>' + _img(run, i.get("crop"), m["identity"]) + \
+            _img(run, i.get("gei"), "GEI", gei=True)
+    runners = ", ".join(f"{html.escape(x['identity'])} {x['distance']:.4g}" for x in m["ranking"][:4]
+                        if x["identity"] != m.get("identity"))[:300]
+    frames = max(1, video.get("frames") or 1)
+    fps = video.get("fps") or 30.0
+    first, last = track["first_frame"], track["last_frame"]
+    vid = "video-" + video["name"]
+    timeline = (f'<div class="timeline" title="frames {first}–{last}: click to play from here" '
+                f'onclick="play(\'{vid}\', {(first - 1) / fps:.3f})"><div class="span" style="left:'
+                f'{100 * (first - 1) / frames:.2f}%;width:{max(0.5, 100 * (last - first + 1) / frames):.2f}%">'
+                f'</div></div><div class="legend">visible frames {first}–{last} of {frames} '
+                f'({(first - 1) / fps:.1f}–{last / fps:.1f} s)</div>')
+    return (f'<div class="card {status}" data-track="{m["probe_track"]}"><h3>{head}</h3><div class="pics">{pics}'
+            f'</div>{_bar(m.get("distance"), threshold)}'
+            + (f'<div class="runners">runners-up: {runners}</div>' if runners else "")
+            + timeline + "</div>")
+
+
+def render_report(run: Path, manifest: dict) -> str:
+    e = html.escape
+    thr = manifest.get("threshold", {})
+    t = thr.get("value")
+    basis = ", ".join(f"{k} {v}" for k, v in thr.items() if k not in ("value",) and v is not None)
+    weights = manifest.get("weights", {})
+    gait = weights.get("gait", {})
+    idents = {i["name"]: i for i in manifest.get("identities", [])}
+    facts = [("run", run.name.split(".partial")[0].lstrip(".")), ("created", manifest.get("created", "")),
+             ("device", manifest.get("device", "")),
+             ("gait model", f"{gait.get('arch', '?')} ({Path(str(gait.get('path', ''))).name}), {gait.get('metric', '')}"),
+             ("threshold", f"{t:.4g} — {basis}" if t is not None else "—"),
+             ("gallery", manifest.get("gallery_db") or next((v["path"] for v in manifest["videos"]
+                                                             if v["role"] == "gallery"), "")),
+             ("identities", str(len(idents)))]
+    out = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>allinone run "
+           f"{e(facts[0][1])}</title><style>{CSS}</style></head><body data-video-status='pending'>",
+           f"<h1>Who walked by</h1><div class='muted'>allinone {e(str(manifest.get('allinone_version', '')))} · "
+           "open the result videos below, or click a person's timeline</div>",
+           "<div class='facts'>" + "".join(f"<div><b>{e(k)}</b>{e(str(v))}</div>" for k, v in facts) + "</div>"]
+    tracks = {(v["name"], tr["id"]): tr for v in manifest["videos"] for tr in v["tracks"]}
+    for v in manifest["videos"]:
+        if v["role"] != "probe":
+            continue
+        rows = [m for m in manifest.get("matches", []) if m["probe_video"] == v["name"]]
+        counts = {s: sum(m["status"] == s for m in rows) for s in ("match", "unknown", "too_short")}
+        out.append(f"<h2>{e(v['name'])} <span class='muted'>· {counts['match']} matched, {counts['unknown']} "
+                   f"unknown, {counts['too_short']} too short</span></h2>")
+        if v.get("result_video"):
+            out.append(f"<video id='video-{e(v['name'])}' src='{e(v['result_video'])}' controls preload='auto' "
+                       "muted playsinline></video>")
+        out.append("<div class='cards'>" + "".join(
+            _card(run, m, tracks.get((v["name"], m["probe_track"]), {"first_frame": 1, "last_frame": 1}), v,
+                  idents, t) for m in rows) + "</div>")
+    out.append("<h2>Gallery identities</h2><div class='tiles'>" + "".join(
+        f"<div class='tile'><div class='pics'>{_img(run, i.get('crop'), '')}{_img(run, i.get('gei'), '', gei=True)}"
+        f"</div><b>{e(i['name'])}</b><br>{len(i['tracks'])} track(s)</div>" for i in idents.values()) + "</div>")
+    if heatmap(manifest, run / HEATMAP):
+        out.append(f"<h2>Distances</h2><img alt='probe × gallery distances' src='{_data_uri(run / HEATMAP)}'>")
+    stages = ["decode_wait", "detect", "track", "crop", "segment", "align", "embed", "render", "total"]
+    out.append("<h2>Timings (s)</h2><table><tr><th>video</th>" + "".join(f"<th>{s}</th>" for s in stages)
+               + "<th>frames/s</th></tr>" + "".join(
+                   f"<tr><td>{e(v['name'])}</td>" + "".join(
+                       f"<td>{v.get('timings_s', {}).get(s, 0):.2f}</td>" for s in stages)
+                   + f"<td>{v.get('end_to_end_fps') or '—'}</td></tr>" for v in manifest["videos"]) + "</table>")
+    models = "".join(f"<tr><td>{e(k)}</td><td style='text-align:left'>{e(str(w.get('path')))}</td>"
+                     f"<td style='text-align:left'>{e(str(w.get('sha256', ''))[:16])}</td></tr>"
+                     for k, w in weights.items())
+    out.append(f"<h2>Models</h2><table><tr><th>stage</th><th>file</th><th>sha256</th></tr>{models}</table>")
+    out.append(f"<script>{SCRIPT}</script></body></html>")
+    return "\n".join(out)
+
+
+def write_report(run: Path, manifest: dict) -> str:
+    """Write report.html (and heatmap.png) into the run folder; returns the report's run-relative path."""
+    text = render_report(run, manifest)
+    (run / REPORT).write_text(text, encoding="utf-8")
+    return REPORT
+
+
+__all__ = ["heatmap", "render_report", "write_report"]
