@@ -100,7 +100,18 @@ def bench_command(argv: list[str] | None = None) -> int:
     p.add_argument("--memory", type=int, default=0, metavar="N",
                    help="instead: peak memory of a run on the plaza video and on it played N times over (with "
                         "gaps, so its walkers come back as new tracks), each in its own process")
+    p.add_argument("--search", type=int, default=0, metavar="N",
+                   help="instead: gallery search over N synthetic identities (FAISS shortlist + exact rerank vs "
+                        "brute force)")
     args = p.parse_args(argv)
+    if args.search:
+        from .search import benchmark
+        with tempfile.TemporaryDirectory(prefix="allinone-search-") as tmp:
+            report = benchmark(args.search, tmp)
+        print(json.dumps(report, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        return 0
     if not (args.shared / "fixtures/videos").is_dir():
         print(f"error: {args.shared}: no test material here (fixtures/videos); give --shared DIR", file=sys.stderr)
         return 2

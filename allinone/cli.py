@@ -140,6 +140,9 @@ def _subcommand(name: str, argv: list[str]) -> int:
     if name == "gallery":
         from .enroll import gallery_command
         return gallery_command(argv)
+    if name == "extract":
+        from .extract import extract_command
+        return extract_command(argv)
     if name == "evaluate":
         from .evaluate.command import evaluate_command
         return evaluate_command(argv)
@@ -149,7 +152,8 @@ def _subcommand(name: str, argv: list[str]) -> int:
     raise AssertionError(name)  # only names from SUBCOMMANDS reach here
 
 
-SUBCOMMANDS = ("weights", "bench", "export-onnx", "rematch", "evaluate", "calibrate", "enroll", "gallery")
+SUBCOMMANDS = ("weights", "bench", "export-onnx", "rematch", "evaluate", "calibrate", "enroll", "gallery",
+               "extract")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                      "evaluate --dataset ROOT --partition JSON --protocol NAME --gait-model CKPT (OpenGait benchmark "
                      "numbers and open-set error rates); calibrate --evaluation DIR (a threshold for a target "
                      "false-match rate); export-onnx --gait-model CKPT --out FILE (the gait model as ONNX); "
-                     "bench (speed on the sample videos); --version")
+                     "extract VIDEOS... --out DATASET [--engine local|ray] (an OpenGait-format dataset from many "
+                     "videos); bench (speed on the sample videos); --version")
     args = parser.parse_args(argv)
     _setup_logging(args.quiet)
     from .pipeline import run

@@ -122,6 +122,18 @@ class MatchConfig:
 
 
 @dataclass(frozen=True)
+class SearchConfig:
+    """How an enrolled gallery is searched (search.py)."""
+
+    # Galleries with at most this many tracks are searched exactly (every identity measured): fast enough below it.
+    exact_limit: int = 20_000
+    # Candidate tracks the index proposes per probe (more: closer agreement with exact search, slower).
+    shortlist: int = 200
+    # Inverted lists visited per query (more: better recall, slower).
+    nprobe: int = 32
+
+
+@dataclass(frozen=True)
 class LiveConfig:
     """Decisions on a live stream, made while it plays (sliding window over each track's latest silhouettes)."""
 
@@ -171,6 +183,7 @@ class RunConfig:
     # found upright in a sample of frames, tries the quarter turns (with a warning); or "0", "90", "180", "270".
     rotate: str = "auto"
     live: LiveConfig = field(default_factory=LiveConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     def to_json(self) -> dict:
         """Settings as JSON-ready values (for run.json)."""

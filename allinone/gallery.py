@@ -140,9 +140,86 @@ class GalleryStore:
             by.setdefault(iid, (name, []))[1].append(Embedding(GALLERY_VIDEO, tid, feat, n, first, last))
         return [Identity(name, tuple(members), key=iid) for iid, (name, members) in by.items()]
 
-    def pictures(self) -> dict[int, tuple[bytes | None, bytes | None]]:
-        """Stored track id → (crop PNG, GEI PNG)."""
-        return {tid: (crop, gei) for tid, crop, gei in self.db.execute("SELECT id, crop_png, gei_png FROM tracks")}
+    def count_tracks(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM tracks").fetchone()[0])
+
+    def generation(self) -> int:
+        """Bumped by every change of the stored features (an index built for another generation is stale)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _bump(self, db) -> None:
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(self.generation() + 1),))
+
+    def identities_by_id(self, ids: list[int]) -> list[Identity]:
+        """The identities with these ids, each with all its tracks (in id order)."""
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        wanted = set(ids)
+        rows = self.db.execute(
+            "SELECT i.id, i.name, t.id, t.first_frame, t.last_frame, t.n_silhouettes, t.c, t.p, t.feature "
+            f"FROM identities i JOIN tracks t ON t.identity_id = i.id WHERE i.id IN ({marks}) ORDER BY i.id, t.id",
+            list(wanted)).fetchall()
+        by: dict[int, tuple[str, list[Embedding]]] = {}
+        for iid, name, tid, first, last, n, c, p, blob in rows:
+            feat = np.frombuffer(blob, np.float32).reshape(c, p).copy()
+            by.setdefault(iid, (name, []))[1].append(Embedding(GALLERY_VIDEO, tid, feat, n, first, last))
+        return [Identity(name, tuple(m), key=iid) for iid, (name, m) in by.items()]
+
+    def _features(self, chunk: int = 20_000):
+        """(track ids, flattened features) in chunks, in track id order."""
+        last = -1
+        while True:
+            rows = self.db.execute("SELECT id, feature FROM tracks WHERE id > ? ORDER BY id LIMIT ?",
+                                   (last, chunk)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield (np.array([r[0] for r in rows], np.int64),
+                   np.stack([np.frombuffer(r[1], np.float32) for r in rows]))
+
+    def index(self, config):
+        """The FAISS index of this file's tracks, built (and kept beside it, ``<file>.faiss``) when missing or stale."""
+        from .search import TrackIndex
+        path = self.path.with_name(self.path.name + ".faiss")
+        stamp = path.with_name(path.name + ".json")
+        gen, n = self.generation(), self.count_tracks()
+        if path.is_file() and stamp.is_file() and json.loads(stamp.read_text()).get("generation") == gen:
+            return TrackIndex.load(path, config.nprobe)
+        log.info("%s: building the search index over %d tracks", self.path, n)
+        sample = np.concatenate([f for _, f in self._features()])[:50_000] if n <= 50_000 else \
+            np.concatenate([f for _, (_, f) in zip(range(3), self._features())])
+        index = TrackIndex.build(self._features(), n, sample.shape[1], sample, config.nprobe)
+        tmp = path.with_name(f".{path.name}.tmp")
+        index.save(tmp)
+        tmp.replace(path)
+        stamp.write_text(json.dumps({"generation": gen, "tracks": n, "factory": index.factory}))
+        return index
+
+    def candidates(self, probes: list[Embedding], config) -> tuple[list[Identity], dict]:
+        """The identities to compare the probes with: all of them for a gallery of at most config.exact_limit
+        tracks; else the owners of each probe's index shortlist (every track of them, measured exactly later)."""
+        n = self.count_tracks()
+        if n <= config.exact_limit or not probes:
+            return self.identities(), {"mode": "exact", "tracks": n}
+        index = self.index(config)
+        q = np.stack([p.feature.reshape(-1) for p in probes]).astype(np.float32)
+        tracks = sorted({int(t) for t in index.search(q, config.shortlist).reshape(-1) if t >= 0})
+        marks = ",".join("?" * len(tracks))
+        owners = [r[0] for r in self.db.execute(
+            f"SELECT DISTINCT identity_id FROM tracks WHERE id IN ({marks})", tracks)] if tracks else []
+        found = self.identities_by_id(sorted(owners))
+        return found, {"mode": "index", "tracks": n, "shortlist": config.shortlist, "nprobe": config.nprobe,
+                       "identities_compared": len(found)}
+
+    def pictures(self, track_ids: list[int]) -> dict[int, tuple[bytes | None, bytes | None]]:
+        """Stored track id → (crop PNG, GEI PNG), for these tracks."""
+        if not track_ids:
+            return {}
+        marks = ",".join("?" * len(track_ids))
+        return {tid: (crop, gei) for tid, crop, gei in self.db.execute(
+            f"SELECT id, crop_png, gei_png FROM tracks WHERE id IN ({marks})", list(track_ids))}
 
     def listing(self) -> list[dict]:
         rows = self.db.execute(
@@ -157,6 +234,7 @@ class GalleryStore:
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with self.transaction() as db:
             self.check_model(model)  # inside the transaction: no other writer can change the store meanwhile
+            self._bump(db)
             if self.model() is None:
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                [("checkpoint_sha256", model.sha256), ("checkpoint", model.path),
@@ -189,6 +267,7 @@ class GalleryStore:
         with self.transaction() as db:
             if db.execute("DELETE FROM identities WHERE name = ?", (name,)).rowcount == 0:
                 raise UserError(f"no identity named {name!r}", self.path)
+            self._bump(db)
 
     def export(self, out: Path) -> Path:
         """A folder anyone can read: gallery.json, and per identity its features (.npy), crops and GEIs (.png)."""

@@ -118,9 +118,10 @@ def check_models_given(config: RunConfig) -> None:
         raise UserError("segmentation model not found", seg)
 
 
-def resolve_models(config: RunConfig) -> RunConfig:
+def resolve_models(config: RunConfig, gait: bool = True) -> RunConfig:
     """Fill in the default models the user did not name, from the checkpoints folder (downloading what is
-    missing, unless downloads are off). Every missing file is reported in one message."""
+    missing, unless downloads are off). Every missing file is reported in one message. ``gait`` False: no gait
+    model is needed (extract)."""
     from . import weights
     want: list[str] = []
     if not config.detect.model:
@@ -128,7 +129,7 @@ def resolve_models(config: RunConfig) -> RunConfig:
     if not config.track_only:
         if not config.segment.model:
             want.append("seg")
-        if not config.gait.model:
+        if not config.gait.model and gait:
             want.append("gait")
     if not want:
         return config
@@ -444,14 +445,12 @@ def run(config: RunConfig) -> RunResult:
         with RunWriter(config.output, config.name) as writer:  # output folder and name checked before models load
             config = resolve_models(config)
             stages, config = build_stages(config, device)
-            calibrated, stored, gait_sha, stored_pictures = None, None, None, {}
+            calibrated, gait_sha, stored_pictures, search_info = None, None, {}, None
             if stages.embedder is not None:
                 gait_sha = sha256_path(config.gait.model)
             if store is not None:
                 from .gallery import ModelInfo
                 store.check_model(ModelInfo(gait_sha, config.gait.model, stages.embedder.arch, config.match.metric))
-                stored = store.identities()
-                stored_pictures = store.pictures()
             if stages.matcher is not None and config.match.threshold is None:
                 calibrated = find_calibration(config.match.calibration, config.gait.model, gait_sha,
                                               config.match.metric)
@@ -466,7 +465,11 @@ def run(config: RunConfig) -> RunResult:
                                  rotation_basis=basis)
                 results.append(_process_video(src, info, config, stages, writer))
 
-            decision, live = None, {}
+            decision, live, stored = None, {}, None
+            if store is not None:  # all identities of a small gallery; an index shortlist's of a large one
+                probes = [e for r in results for e in r.embeddings.values()]
+                stored, search_info = store.candidates(probes, config.search)
+                stored_pictures = store.pictures([m.track_id for i in stored for m in i.members[:1]])
             if streams:
                 decision, live = _live(sources[-1], names[-1], results, config, stages, writer, calibrated, stored,
                                        gallery_name)
@@ -488,7 +491,8 @@ def run(config: RunConfig) -> RunResult:
             videos = [mf.video_entry(r.info, r.tracks, outputs[r.info.name], r.timings,
                                      r.info.fps / r.silhouette_stride if stages.segmenter else None)
                       for r in results]
-            extra: dict = {"gallery_db": str(config.gallery_db)} if config.gallery_db is not None else {}
+            extra: dict = {"gallery_db": str(config.gallery_db), "search": search_info} \
+                if config.gallery_db is not None else {}
             if live:
                 extra["live"] = {name: x["stats"] for name, x in live.items()}
             if decision is not None:
