@@ -94,6 +94,8 @@ def bench_command(argv: list[str] | None = None) -> int:
     p.add_argument("--videos", nargs="+", default=list(DEFAULT_VIDEOS),
                    help="video file names under fixtures/videos; the first is the gallery")
     p.add_argument("--seg", choices=["paddle", "onnx"], default="paddle", help="which PP-HumanSeg test model")
+    p.add_argument("--crowd", type=int, default=0, metavar="K",
+                   help="also a crowd video: the 4-person plaza video K times side by side (K=3: 12 people)")
     p.add_argument("--gait-model", default="", help="a GaitBase checkpoint (default: a random one)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
@@ -129,6 +131,9 @@ def bench_command(argv: list[str] | None = None) -> int:
            "onnx": shared / "weights/pphumanseg_onnx_model.onnx"}[args.seg]
     with tempfile.TemporaryDirectory(prefix="allinone-bench-") as tmp:
         tmp = Path(tmp)
+        if args.crowd > 1:
+            vids.append(_tile_video(shared / "fixtures/videos/plaza_gallery_boxed.mp4",
+                                    tmp / f"plaza_x{args.crowd}_side_by_side.mp4", args.crowd))
         gait = args.gait_model or str(_random_gaitbase(tmp))
         config = RunConfig(gallery=vids[0], probes=tuple(vids[1:]), output=tmp / "out", name="bench",
                            device=args.device, quiet=True, download=False, save_silhouettes="png",
@@ -144,7 +149,7 @@ def bench_command(argv: list[str] | None = None) -> int:
         for entry in result.manifest["videos"]:
             tm = entry["timings_s"]
             costs = _model_costs(result.run_dir, entry, config, stages)
-            first_pass = tm.get("total", 0.0) + tm.get("embed", 0.0)
+            first_pass = tm.get("total", 0.0)  # tracks are embedded inside the streamed pass (total includes it)
             e2e = first_pass + tm.get("render", 0.0)
             model = costs["decode"] + costs["detect"] + costs["segment"] + costs["gait"]
             n = entry["frames"]
@@ -196,6 +201,25 @@ def _markdown(r: dict) -> str:
 
 if __name__ == "__main__":
     sys.exit(bench_command())
+
+
+def _tile_video(src: Path, out: Path, k: int) -> Path:
+    """``src`` repeated ``k`` times side by side (more people in one frame)."""
+    import cv2
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    vw = None
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        row = np.concatenate([f] * k, axis=1)
+        if vw is None:
+            vw = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, row.shape[1::-1])
+        vw.write(row)
+    cap.release()
+    vw.release()
+    return out
 
 
 def _loop_video(src: Path, out: Path, times: int, gap: int = 40) -> Path:

@@ -27,7 +27,7 @@ from .gait import GaitBackend
 from .identities import gallery_identities
 from .match import Matcher
 from .output import RunWriter
-from .records import Decision, Embedding, Identity, Silhouettes, TrackResult, VideoInfo
+from .records import Decision, Detections, Embedding, Identity, Silhouettes, TrackResult, VideoInfo
 from .render import render_video
 from .report import write_report
 from .runtime import resolve_device
@@ -198,7 +198,8 @@ class _TrackCloser:
         return rel
 
     def __call__(self, tid: int, span: list[int], sil: Silhouettes | None, crop: np.ndarray | None,
-                 png_dir: str | None) -> None:
+                 png_dir: str | None, feat: np.ndarray | None = None) -> None:
+        """``feat``: the track's embedding when it was computed already (in a batch with other tracks)."""
         r = self.result
         name = r.info.name
         tr = TrackResult(tid, span[0], span[1], span[2], crop=crop)
@@ -217,9 +218,10 @@ class _TrackCloser:
                     pickle.dump(sil.aligned, fh)
                 tr.files["silhouettes_pkl"] = rel
             if self.embedder is not None:
-                t0 = time.perf_counter()
-                feat = np.asarray(self.embedder([sil.aligned])[0], dtype=np.float32)  # one forward per track
-                r.timings["embed"] += time.perf_counter() - t0
+                if feat is None:
+                    t0 = time.perf_counter()
+                    feat = np.asarray(self.embedder([sil.aligned])[0], dtype=np.float32)  # one forward per track
+                    r.timings["embed"] += time.perf_counter() - t0
                 tr.files["feature"] = self.writer.write_npy(f"features/{name}/{tid:03d}.npy", feat)
                 tr.embedding = Embedding(name, tid, feat, len(sil), span[0], span[1])
         r.tracks[tid] = tr
@@ -233,9 +235,11 @@ class FrameStep:
         self.stages, self.tracker, self.mot, self.tm = stages, tracker, mot, timings
         self.spans: dict[int, list[int]] = {}
 
-    def __call__(self, frame: np.ndarray, index: int):
+    def __call__(self, frame: np.ndarray, index: int, dets: Detections | None = None):
+        """Track one frame; ``dets`` when the frame was already detected in a batch."""
         t1 = time.perf_counter()
-        dets = self.stages.detector(frame)
+        if dets is None:
+            dets = self.stages.detector(frame)
         t2 = time.perf_counter()
         tracked = self.tracker(dets)
         self.tm["detect"] += t2 - t1
@@ -300,6 +304,10 @@ def _process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages:
         cutter = stage.video(src.fps, (src.height, src.width), png, tm, keep=config.gait.max_frames)
         result.silhouette_stride = cutter.stride
     gap = tracker.buffer + 2  # frames after which the tracker has let a lost track go
+    # tracks ending together are embedded together on a GPU (8 per forward); one by one on the CPU, where batching
+    # measured slower (README, "Evaluate a checkpoint")
+    gait_batch = config.gait.batch or (8 if stages.embedder is not None and str(
+        getattr(stages.embedder, "device", "cpu")).startswith("cuda") else 1)
 
     def finish(tid: int) -> None:
         sil, crop = cutter.take(tid) if cutter is not None else (None, None)
@@ -310,21 +318,38 @@ def _process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages:
                disable=config.quiet, leave=False, dynamic_ncols=True)
     frames = src.frames()
     index = -1
+    batch = max(1, config.detect.batch or (8 if getattr(stages.detector, "device", "cpu").startswith("cuda") else 1))
     try:
         while True:
             t0 = time.perf_counter()
-            frame = next(frames, None)
+            chunk = [f for f in (next(frames, None) for _ in range(batch)) if f is not None]
             t1 = time.perf_counter()
             tm["decode_wait"] += t1 - t0
-            if frame is None:
+            if not chunk:
                 break
-            index += 1
-            dets, tracked = step(frame, index)
-            if cutter is not None:
-                cutter.add(frame, index, tracked, dets)
-                for tid in cutter.ended(index, gap):
-                    finish(tid)
-            bar.update(1)
+            detected = stages.detector.batch(chunk) if batch > 1 else [None]
+            tm["detect"] += time.perf_counter() - t1
+            for frame, dets in zip(chunk, detected):
+                index += 1
+                dets, tracked = step(frame, index, dets)
+                if cutter is not None:
+                    cutter.add(frame, index, tracked, dets)
+                    for tid in cutter.ended(index, gap):
+                        finish(tid)
+                bar.update(1)
+            if len(chunk) < batch:
+                break
+        if cutter is not None and stages.embedder is not None and gait_batch > 1:
+            # the tracks still in view when the video ends: their gait forwards batched (equal lengths together)
+            left = sorted(spans)
+            taken = [cutter.take(tid) for tid in left]
+            seqs = [(i, sil.aligned) for i, (sil, _) in enumerate(taken) if len(sil)]
+            t0 = time.perf_counter()
+            feats = dict(zip([i for i, _ in seqs], stages.embedder([a for _, a in seqs], batch=gait_batch)))
+            tm["embed"] += time.perf_counter() - t0
+            for i, tid in enumerate(left):
+                close(tid, spans.pop(tid), taken[i][0], taken[i][1], png_dirs.pop(tid, None),
+                      None if i not in feats else np.asarray(feats[i], np.float32))
         for tid in sorted(spans):
             finish(tid)
     finally:

@@ -31,6 +31,11 @@ class Detector(Protocol):
 
     def __call__(self, frame: np.ndarray) -> Detections: ...
 
+    def batch(self, frames: list[np.ndarray]) -> list[Detections]:
+        """Several frames at once (one forward where the backend can: a GPU's best case) → one Detections each,
+        equal to calling the detector frame by frame."""
+        ...
+
 
 BACKENDS: dict[str, type] = {"yolox-onnx": YoloxOnnxDetector, "ultralytics": UltralyticsDetector}
 

@@ -78,16 +78,24 @@ class UltralyticsDetector:
 
     def __call__(self, frame: np.ndarray) -> Detections:
         """frame [h, w, 3] uint8 BGR → person Detections in frame pixels."""
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"frame must be uint8 [h, w, 3], got {frame.dtype} {frame.shape}")
+        return self.batch([frame])[0]
+
+    def batch(self, frames: list[np.ndarray]) -> list[Detections]:
+        """Several frames in one forward (what a GPU wants) → one Detections per frame, as one by one."""
+        for frame in frames:
+            if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+                raise ValueError(f"frame must be uint8 [h, w, 3], got {frame.dtype} {frame.shape}")
         cfg = self.config
-        result = self._yolo.predict(frame, classes=[PERSON], conf=cfg.score_threshold, iou=cfg.nms_iou,
-                                    device=self.device, verbose=False)[0]
-        xyxy = result.boxes.xyxy.cpu().numpy().astype(np.float32)
-        scores = result.boxes.conf.cpu().numpy().astype(np.float32)
-        h, w = frame.shape[:2]
-        np.clip(xyxy[:, 0::2], 0, w, out=xyxy[:, 0::2])
-        np.clip(xyxy[:, 1::2], 0, h, out=xyxy[:, 1::2])
-        bw, bh = xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]
-        keep = (scores >= cfg.score_threshold) & (bh >= cfg.min_box_height) & (bw > 0) & (bh > 0)
-        return Detections(xyxy[keep], scores[keep])
+        results = self._yolo.predict(list(frames), classes=[PERSON], conf=cfg.score_threshold, iou=cfg.nms_iou,
+                                     device=self.device, verbose=False)
+        out = []
+        for frame, result in zip(frames, results):
+            xyxy = result.boxes.xyxy.cpu().numpy().astype(np.float32)
+            scores = result.boxes.conf.cpu().numpy().astype(np.float32)
+            h, w = frame.shape[:2]
+            np.clip(xyxy[:, 0::2], 0, w, out=xyxy[:, 0::2])
+            np.clip(xyxy[:, 1::2], 0, h, out=xyxy[:, 1::2])
+            bw, bh = xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]
+            keep = (scores >= cfg.score_threshold) & (bh >= cfg.min_box_height) & (bw > 0) & (bh > 0)
+            out.append(Detections(xyxy[keep], scores[keep]))
+        return out

@@ -183,3 +183,8 @@ class YoloxOnnxDetector:
         blob, ratio = letterbox(frame, self.input_hw, out=self._blob)
         raw = self.session.run(None, {self._input_name: blob})[0][0]
         return postprocess(raw, self._cells, self._strides, ratio, frame.shape[:2], self.config)
+
+    def batch(self, frames: list[np.ndarray]) -> list[Detections]:
+        """One Detections per frame. YOLOX raw-head exports reshape with a fixed batch of 1 (the shared nano model
+        does), so the frames go through one run each."""
+        return [self(f) for f in frames]
