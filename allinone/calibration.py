@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, read_json
 from .threshold import Threshold, check_threshold
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,7 @@ def write_calibration(path: Path, record: dict) -> Path:
 
 
 def read_calibration(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError("calibration file not found", path)
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"not a readable calibration file ({exc})", path) from None
+    rec = read_json(path, "calibration file")
     if not isinstance(rec, dict) or rec.get("kind") != KIND:
         raise UserError("not a calibration file written by python main.py calibrate", path)
     return rec

@@ -1,6 +1,7 @@
 """The one exception type for a user's mistake: the CLI prints its message as one line and exits non-zero."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -27,3 +28,14 @@ def shorten(text: str, width: int) -> str:
     if " " in cut:
         cut = cut[: cut.rindex(" ")]
     return cut.rstrip(" ,;:") + "…"
+
+
+def read_json(path: str | Path, what: str):
+    """A JSON file the user gave, parsed; a UserError naming the file when it is missing, unreadable or not JSON."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{what} not found", p)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"not a readable {what} ({exc})", p) from None

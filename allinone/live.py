@@ -4,7 +4,8 @@ Per frame, as it arrives: detect → track → silhouettes (segmented at once, n
 track that has gained `step` silhouettes since its last decision (and has at least `window_min`), one gait forward
 on its latest `window` silhouettes, then the decision rule over the tracks in view (match.py) → every changed
 decision is appended to events.jsonl → the frame is drawn with the current decisions and written to the result
-video. Tracks that end are saved (their last window's pickle and feature) and let go, so memory stays flat.
+video. Tracks that end are saved (their last window's pickle, and as feature the embedding of their last
+decision) and let go, so memory stays flat.
 
 The run ends when the stream ends (after reconnecting failed), after --duration, or on Ctrl-C; the run folder is
 then completed as for files, with the final decisions (the rule over every track's last embedding) in run.json.
@@ -73,7 +74,6 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
     decided_at: dict[int, int] = defaultdict(int)  # silhouettes a track had at its last decision
     latest: dict[int, Embedding] = {}
     current: dict[int, Decision] = {}
-    ended_latest: dict[int, Embedding] = {}
     latencies: list[float] = []
     gap = tracker.buffer + 2
     n_events = 0
@@ -95,9 +95,11 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
 
     def finish(tid: int) -> None:
         sil, crop = cutter.take(tid)
-        close(tid, spans.pop(tid), sil, crop, None)
-        if tid in latest:
-            ended_latest[tid] = latest.pop(tid)
+        last = latest.pop(tid, None)  # its last decision's embedding: saved as its feature, not computed again
+        close(tid, spans.pop(tid), sil, crop, None, None if last is None else last.feature)
+        if last is not None:  # that embedding, with the track's full span, takes part in the final decisions
+            tr = result.tracks[tid]
+            tr.embedding = Embedding(last.video, tid, last.feature, last.n_frames, tr.first_frame, tr.last_frame)
         current.pop(tid, None)
 
     try:
@@ -152,10 +154,6 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
     result.tracks = dict(sorted(result.tracks.items()))
     result.info = VideoInfo(**{**info.__dict__, "frames": src.count})
     # final decisions: the rule over every track's last embedding, over the whole stream
-    for tid, tr in result.tracks.items():
-        if tid in ended_latest:  # the TrackResult keeps the last window's embedding, with the track's full span
-            e = ended_latest[tid]
-            tr.embedding = Embedding(e.video, tid, e.feature, e.n_frames, tr.first_frame, tr.last_frame)
     final_emb = [result.tracks[t].embedding for t in result.tracks if result.tracks[t].embedding is not None]
     decided = {d.probe_track: d for d in stages.matcher(final_emb, identities, threshold.value)}
     decisions = [decided.get(t) or Decision(info.name, t, "too_short", None, None, "too_few_silhouettes", [])

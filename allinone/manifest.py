@@ -77,14 +77,16 @@ def decisions_entries(identities: list[Identity], usable: list[Identity], thresh
             "matches": rows, "matches_file": MATCHES_CSV}
 
 
-def weights_entry(path: str | None) -> dict:
+def weights_entry(path: str | None, sha256: str | None = None) -> dict:
+    """A model file and its sha256 (``sha256`` when the caller hashed it already)."""
     if not path:
         return {"path": None, "sha256": None}
     p = Path(path)
-    return {"path": str(p), "sha256": sha256_path(p) if p.exists() else None}
+    return {"path": str(p), "sha256": sha256 or (sha256_path(p) if p.exists() else None)}
 
 
-def run_manifest(created: str, config, device: str, stages, videos: list[dict], extra: dict) -> dict:
+def run_manifest(created: str, config, device: str, stages, videos: list[dict], extra: dict,
+                 gait_sha256: str | None = None) -> dict:
     return {
         "version": 2,
         "created": created,
@@ -95,7 +97,7 @@ def run_manifest(created: str, config, device: str, stages, videos: list[dict], 
         "weights": {
             "detector": weights_entry(getattr(stages.detector, "path", None)),
             **({"segmenter": weights_entry(config.segment.model)} if stages.segmenter else {}),
-            **({"gait": {**weights_entry(config.gait.model), "arch": stages.embedder.arch,
+            **({"gait": {**weights_entry(config.gait.model, gait_sha256), "arch": stages.embedder.arch,
                          "metric": stages.embedder.metric}} if stages.embedder else {}),
         },
         "videos": videos,

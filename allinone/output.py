@@ -49,10 +49,12 @@ class RunWriter:
     run.json last and renames the folder to ``<root>/<name>``. Leaving the ``with`` block by an exception (or
     Ctrl-C) removes the partial folder, so nothing that looks complete is left behind."""
 
-    def __init__(self, root: str | Path, name: str | None = None) -> None:
+    def __init__(self, root: str | Path, name: str | None = None, default: str | None = None) -> None:
+        """``name``: the user's (refused if it exists); else ``default`` (a timestamp when None), numbered -2, -3 …
+        where it exists."""
         self.root = Path(root)
         explicit = name is not None
-        name = name or default_run_name()
+        name = name or default or default_run_name()
         if not name or "/" in name or "\\" in name or name.startswith("."):
             raise UserError(f"run name {name!r} must be a plain folder name")
         try:

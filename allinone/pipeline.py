@@ -106,13 +106,9 @@ def _warn_repeated_inputs(paths: list[Path]) -> None:
 
 def check_models_given(config: RunConfig) -> None:
     """Cheap checks of the model paths the user named, before anything loads."""
-    gait = config.gait.model
-    if gait and not config.track_only:
-        p = Path(gait)
-        if p.is_dir():
-            raise UserError("is a directory, not a gait model file (an OpenGait .pt checkpoint or an .onnx file)", p)
-        if not p.exists():
-            raise UserError("gait model not found", p)
+    if config.gait.model and not config.track_only:
+        from .gait.backends import check_model_file
+        check_model_file(config.gait.model)
     seg = config.segment.model
     if seg and not config.track_only and not Path(seg).exists():
         raise UserError("segmentation model not found", seg)
@@ -374,11 +370,10 @@ def _process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages:
     return result
 
 
-def _decide(results: list[VideoResult], config: RunConfig, stages: Stages, calibrated: Threshold | None,
-            stored: list[Identity] | None):
-    """Identities of the gallery (from the gallery video, or ``stored`` from a gallery file), the threshold and one
-    Decision per probe track (every probe track, in order)."""
-    probe_results = [r for r in results if r.info.role == "probe"]
+def _gallery_and_threshold(results: list[VideoResult], config: RunConfig, stages: Stages,
+                           calibrated: Threshold | None, stored: list[Identity] | None):
+    """The gallery's identities (from the gallery video, or ``stored`` from a gallery file), the usable ones, and
+    the run's threshold (over every embedded track in ``results``)."""
     if stored is not None:
         identities, where = stored, str(config.gallery_db)
         why = "the gallery file has no identity with enough silhouettes"
@@ -397,6 +392,15 @@ def _decide(results: list[VideoResult], config: RunConfig, stages: Stages, calib
                                   [m for i in usable for m in i.members], far=config.match.auto_far,
                                   min_overlap=config.match.auto_min_overlap, min_frames=config.match.min_frames,
                                   calibrated=calibrated)
+    return identities, usable, threshold
+
+
+def _decide(results: list[VideoResult], config: RunConfig, stages: Stages, calibrated: Threshold | None,
+            stored: list[Identity] | None):
+    """Identities, usable identities, the threshold and one Decision per probe track (every probe track, in
+    order)."""
+    identities, usable, threshold = _gallery_and_threshold(results, config, stages, calibrated, stored)
+    probe_results = [r for r in results if r.info.role == "probe"]
     probes = [r.embeddings[t] for r in probe_results for t in sorted(r.embeddings)]
     decided = {(d.probe_video, d.probe_track): d for d in stages.matcher(probes, identities, threshold.value)}
     decisions = []
@@ -413,32 +417,13 @@ def _live(src, name: str, results: list[VideoResult], config: RunConfig, stages:
     """The stream after the gallery: identities and threshold fixed first (from the gallery alone), then decided as
     it plays. Returns the run's (identities, usable, threshold, decisions) and the stream's outputs and stats."""
     from .live import run_stream
-    if stored is not None:
-        identities = stored
-    else:
-        g = results[0]
-        identities = gallery_identities([g.embeddings[t] for t in sorted(g.embeddings)], config.identities)
-    usable = stages.matcher.usable(identities)
-    if not usable:
-        log.warning("%s: the gallery has no usable identity: every person on the stream will be unknown",
-                    config.gallery_db or config.gallery)
-    every = [e for r in results for e in (r.embeddings[t] for t in sorted(r.embeddings))]
-    threshold = resolve_threshold(config.match.threshold, config.match.metric, every,
-                                  [m for i in usable for m in i.members], far=config.match.auto_far,
-                                  min_overlap=config.match.auto_min_overlap, min_frames=config.match.min_frames,
-                                  calibrated=calibrated)
-    info = VideoInfo(path=Path(src.spec), name=name, role="probe", frames=0, fps=src.fps, width=src.width,
+    identities, usable, threshold = _gallery_and_threshold(results, config, stages, calibrated, stored)
+    info = VideoInfo(path=src.spec, name=name, role="probe", frames=0, fps=src.fps, width=src.width,
                      height=src.height)
     result, decisions, stats, outputs = run_stream(src, info, config, stages, writer, identities, threshold,
                                                    gallery_name)
-    result.info = VideoInfo(**{**result.info.__dict__, "path": src.spec})
     results.append(result)
     return (identities, usable, threshold, decisions), {name: {"outputs": outputs, "stats": stats}}
-
-
-def _open_gallery_db(config: RunConfig):
-    from .gallery import GalleryStore
-    return GalleryStore(config.gallery_db)
 
 
 def run(config: RunConfig) -> RunResult:
@@ -463,7 +448,10 @@ def run(config: RunConfig) -> RunResult:
     if config.match.calibration and not Path(config.match.calibration).is_file():
         raise UserError("calibration file not found", config.match.calibration)
     check_models_given(config)
-    store = _open_gallery_db(config) if config.gallery_db is not None and not config.track_only else None
+    store = None
+    if config.gallery_db is not None and not config.track_only:
+        from .gallery import GalleryStore
+        store = GalleryStore(config.gallery_db)
     device = resolve_device(config.device)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     try:
@@ -535,7 +523,7 @@ def run(config: RunConfig) -> RunResult:
                 extra.update(mf.decisions_entries(identities, usable, threshold, decisions, writer, spans,
                                                   pictures))
                 extra["timings_s"] = {"match": round(match_s, 4)}
-            manifest = mf.run_manifest(created, config, device, stages, videos, extra)
+            manifest = mf.run_manifest(created, config, device, stages, videos, extra, gait_sha)
             if decision is not None:
                 manifest["report"] = write_report(writer.dir, manifest)
             run_dir = writer.finalize(manifest)

@@ -8,7 +8,6 @@ the original run is left untouched. At the run's own threshold the decisions are
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import sys
@@ -22,7 +21,7 @@ import numpy as np
 from .argtypes import threshold_arg
 from .calibration import calibrated_threshold
 from .config import MatchConfig
-from .errors import UserError
+from .errors import UserError, read_json
 from .identities import check_named, gallery_identities, parse_identity
 from .manifest import decisions_entries
 from .match import Matcher
@@ -58,11 +57,8 @@ def _load_manifest(run_dir: Path) -> dict:
         raise UserError("not a run folder", run_dir)
     if not path.is_file():
         raise UserError(f"no {MANIFEST} here: not a finished run folder", run_dir)
-    try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"unreadable ({exc})", path) from None
-    if m.get("version") != 2 or "identities" not in m:
+    m = read_json(path, MANIFEST)
+    if not isinstance(m, dict) or m.get("version") != 2 or "identities" not in m:
         raise UserError("written by an older allinone or by --track-only: it has no identities and decisions to "
                         "redo", path)
     return m
@@ -140,7 +136,7 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
 
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     root = output if output is not None else run_dir.parent
-    with RunWriter(root, name or _free_name(root, f"{run_dir.name}-rematch")) as writer:
+    with RunWriter(root, name, default=f"{run_dir.name}-rematch") as writer:
         spans = {(v["name"], t["id"]): (t["first_frame"], t["last_frame"]) for v in probe_videos for t in v["tracks"]}
         pictures = {(v["name"], t["id"]): {k: t[k] for k in ("crop", "gei") if k in t}
                     for v in videos for t in v["tracks"]}
@@ -181,13 +177,6 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
                     "videos": new_videos, **extra}
         manifest["report"] = write_report(writer.dir, manifest)
         return writer.finalize(manifest)
-
-
-def _free_name(root: Path, base: str) -> str:
-    name, n = base, 2
-    while (root / name).exists():
-        name, n = f"{base}-{n}", n + 1
-    return name
 
 
 def rematch_command(argv: list[str]) -> int:

@@ -16,7 +16,8 @@ from allinone.align import align_sequence
 from allinone.config import GaitConfig
 from allinone.errors import UserError
 from allinone.gait import GaitBase, GaitEmbedder, save_gaitbase_checkpoint
-from allinone.gait.onnx import ExportMismatchError, OnnxGaitEmbedder, embedder_for, export_command, export_onnx
+from allinone.gait.backends import embedder_for
+from allinone.gait.onnx import ExportMismatchError, OnnxGaitEmbedder, export_command, export_onnx
 
 # Float32 ORT vs float32 torch, as a fraction of the largest |embedding| value. Measured: 3.5e-7 .. 4.7e-7
 # (s = 1..120) — different conv kernels summing in different orders. A real export bug (an axis baked in,

@@ -79,7 +79,7 @@ def _cmc(dist: np.ndarray, probe_y: np.ndarray, gallery_y: np.ndarray, max_rank:
 
 def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
     from ..config import GaitConfig
-    from ..gait.backends import embedder_for
+    from ..gait.backends import check_model_file, embedder_for
     from ..output import RunWriter, sha256_path
     from ..runtime import resolve_device
     from . import openset, plots
@@ -90,11 +90,9 @@ def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
     partition = read_partition(args.partition)
     proto_name, proto_fn, spec = _protocol(args.protocol)
     sequences = list_sequences(args.dataset, partition)
-    if not args.gait_model.is_file():
-        raise UserError("gait model not found" if not args.gait_model.exists() else
-                        "is a directory, not a gait model file", args.gait_model)
-    name = args.name or f"eval-{proto_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    with RunWriter(args.output, name) as writer:
+    check_model_file(args.gait_model)
+    default_name = f"eval-{proto_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    with RunWriter(args.output, args.name, default=default_name) as writer:
         device = resolve_device(args.device)
         embedder = embedder_for(args.gait_model, GaitConfig(model=str(args.gait_model), arch=args.gait_arch,
                                                             max_frames=args.frames_limit,

@@ -6,7 +6,6 @@ being the silhouettes (OpenGait feeds ``ipts[0]`` to the silhouette models).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pickle
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, read_json
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +30,7 @@ class Sequence:
 
 
 def read_partition(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError("partition file not found", path)
-    try:
-        part = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"not a readable partition JSON ({exc})", path) from None
+    part = read_json(path, "partition JSON")
     if not isinstance(part, dict) or not isinstance(part.get("TEST_SET"), list):
         raise UserError("a partition JSON needs a TEST_SET list (and usually TRAIN_SET)", path)
     return part

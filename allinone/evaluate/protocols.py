@@ -11,13 +11,12 @@ Ties in distance go to the gallery sequence that comes first in dataset order.
 from __future__ import annotations
 
 import fnmatch
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, read_json
 from ..match import distance_matrix
 
 
@@ -282,10 +281,7 @@ def custom(d: Data, spec: dict, **_) -> ProtocolResult:
 
 
 def load_custom(path: Path) -> dict:
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"not a readable protocol JSON ({exc})", path) from None
+    spec = read_json(path, "protocol JSON")
     ok = isinstance(spec, dict) and isinstance(spec.get("gallery"), dict) and isinstance(spec.get("probes"), dict) \
         and spec["probes"] and all(isinstance(v, dict) for v in spec["probes"].values())
     if not ok:

@@ -30,13 +30,26 @@ def _backends() -> dict[str, type]:
     return {".pt": GaitEmbedder, ".pth": GaitEmbedder, ".onnx": OnnxGaitEmbedder}
 
 
+NOT_A_FILE = "is a directory, not a gait model file (an OpenGait .pt checkpoint or an .onnx file)"
+
+
+def check_model_file(path: str | Path) -> Path:
+    """The gait model path, or a UserError naming it: missing, or a directory. Cheap: no model is read."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(NOT_A_FILE, path)
+    if not path.exists():
+        raise UserError("gait model not found", path)
+    return path
+
+
 def embedder_for(path: str | Path, config: GaitConfig, device: str = "cpu") -> GaitBackend:
     """The gait stage for a model file: torch (GaitEmbedder) for .pt/.pth, ONNX Runtime for .onnx."""
     if not str(path):
         raise UserError("no gait model given (an OpenGait .pt checkpoint or an exported .onnx file)")
     path = Path(path)
     if path.is_dir():
-        raise UserError("is a directory, not a gait model file (an OpenGait .pt checkpoint or an .onnx file)", path)
+        raise UserError(NOT_A_FILE, path)
     backends = _backends()
     make = backends.get(path.suffix.lower())
     if make is None:

@@ -26,7 +26,6 @@ from ..align import gait_input
 from ..argtypes import int_in_range
 from ..config import GaitConfig
 from ..errors import UserError, first_line, shorten
-from .backends import GaitBackend
 
 if TYPE_CHECKING:
     import torch
@@ -276,9 +275,3 @@ class OnnxGaitEmbedder:
             emb = self.session.run(None, {self.input_name: x})[0]  # [1, c, p]
             out.append(np.asarray(emb[0], dtype=np.float32))
         return out
-
-
-def embedder_for(path: str | Path, config: GaitConfig, device: str = "cpu") -> GaitBackend:
-    """Kept for callers of the old location: see gait.backends.embedder_for."""
-    from .backends import embedder_for as pick
-    return pick(path, config, device)
