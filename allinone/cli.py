@@ -1,4 +1,4 @@
-"""Command line: arguments → RunConfig → pipeline.run(). A user's mistake becomes one line on stderr and exit 2."""
+"""Command line: arguments → RunConfig → commands.run.run(). A user's mistake becomes one line on stderr and exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -6,56 +6,15 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import DetectConfig, GaitConfig, LiveConfig, MatchConfig, RunConfig, SegmentConfig, TrackConfig
-from .errors import UserError
-from .gait.registry import ARCHS
-from .argtypes import int_in_range, nonnegative_float, positive_int, threshold_arg, unit_float
-from .identities import check_named, parse_identity
-
-GAIT_ARCHS = tuple(ARCHS)
+from allinone.commands.args import add_model_args, config_from_args, nonnegative_float, threshold_arg
+from allinone.config import LiveConfig, MatchConfig
+from allinone.decide.identities import check_named, parse_identity
+from allinone.errors import UserError
 
 log = logging.getLogger("allinone")
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-
-
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """The flags that choose and tune the models (shared by the main command and enroll)."""
-    d, s, m = DetectConfig(), SegmentConfig(), MatchConfig()
-    p.add_argument("--detector", default="", metavar="PATH|NAME",
-                   help="a YOLOX .onnx file, or an ultralytics .pt file or name such as yolo11n.pt "
-                        "(default: yolo11n.pt from the checkpoints folder)")
-    p.add_argument("--seg-model", default="", metavar="PATH",
-                   help="PP-HumanSeg: a PaddleSeg inference folder (deploy.yaml) or an .onnx file "
-                        "(default: PP-HumanSeg v2 mobile from the checkpoints folder)")
-    p.add_argument("--gait-model", default="", metavar="PATH",
-                   help="an OpenGait checkpoint (.pt: GaitBase, GaitSet, GaitPart, GaitGL, DeepGaitV2) or an "
-                        ".onnx file from export-onnx (default: GREW GaitBase from the checkpoints folder)")
-    p.add_argument("--gait-arch", default="auto", choices=["auto", *GAIT_ARCHS], metavar="NAME",
-                   help="the gait model's OpenGait architecture: " + ", ".join(GAIT_ARCHS) + ", or auto "
-                        "(default): recognised from the checkpoint's keys; naming one refuses any other")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="also load gait checkpoints that pickle objects besides tensors (this can run code from "
-                        "the file: only for files you trust)")
-    p.add_argument("--checkpoints", default=None, type=Path, metavar="DIR",
-                   help="folder of the default weights (default: $ALLINONE_CHECKPOINTS, else checkpoints/)")
-    p.add_argument("--no-download", action="store_true",
-                   help="never download missing default weights; list what to place where instead")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="where the models run (default: auto = cuda when available)")
-    p.add_argument("--frame-step", type=positive_int, default=s.frame_step, metavar="N",
-                   help=f"segment every N-th frame of a track (default: {s.frame_step})")
-    p.add_argument("--det-score", type=unit_float, default=d.score_threshold, metavar="S",
-                   help=f"lowest detection score passed to the tracker (default: {d.score_threshold})")
-    p.add_argument("--det-batch", type=int_in_range(0), default=d.batch, metavar="N",
-                   help="frames detected together (then tracked in order); 0 (default): 8 on CUDA, 1 on the CPU")
-    p.add_argument("--rotate", choices=["auto", "0", "90", "180", "270"], default="auto",
-                   help="turn video frames clockwise; auto (default): the file's rotation tag, else a quarter turn "
-                        "where nobody is found upright (with a warning)")
-    p.add_argument("--min-frames", type=positive_int, default=m.min_frames, metavar="N",
-                   help=f"tracks with fewer silhouettes are too_short (default: {m.min_frames})")
-    p.add_argument("--quiet", action="store_true", help="no progress bars, warnings and errors only")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,25 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(a: argparse.Namespace) -> RunConfig:
-    from .video import is_stream
-    return RunConfig(
-        gallery=a.gallery, probes=tuple(p if is_stream(p) else Path(p) for p in a.probe), output=a.output, name=a.name, device=a.device, quiet=a.quiet,
-        track_only=getattr(a, "track_only", False), checkpoints=a.checkpoints, download=not a.no_download,
-        save_silhouettes=getattr(a, "save_silhouettes", "pkl"), gallery_db=getattr(a, "gallery_db", None),
-        rotate=a.rotate,
-        detect=DetectConfig(model=str(a.detector), score_threshold=a.det_score, batch=a.det_batch),
-        track=TrackConfig(),
-        segment=SegmentConfig(model=str(a.seg_model) if a.seg_model else "", frame_step=a.frame_step),
-        gait=GaitConfig(model=str(a.gait_model) if a.gait_model else "", arch=a.gait_arch,
-                        trust_checkpoint=a.trust_checkpoint),
-        match=MatchConfig(metric=getattr(a, "metric", "auto"), threshold=getattr(a, "threshold", None),
-                          min_frames=a.min_frames, calibration=getattr(a, "calibration", "")),
-        identities=tuple(getattr(a, "identity", ())),
-        live=LiveConfig(duration_s=getattr(a, "duration", 0.0), reconnect_s=getattr(a, "reconnect", 30.0)),
-    )
-
-
 def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s: %(message)s",
                         force=True)
@@ -125,31 +65,31 @@ def _setup_logging(quiet: bool) -> None:
 
 def _subcommand(name: str, argv: list[str]) -> int:
     if name == "weights":
-        from .weights import weights_command
+        from allinone.commands.weights import weights_command
         return weights_command(argv)
     if name == "export-onnx":
-        from .gait.onnx import export_command
+        from allinone.commands.export_onnx import export_command
         return export_command(argv)
     if name == "bench":
-        from .bench import bench_command
+        from allinone.commands.bench import bench_command
         return bench_command(argv)
     if name == "rematch":
-        from .rematch import rematch_command
+        from allinone.commands.rematch import rematch_command
         return rematch_command(argv)
     if name == "enroll":
-        from .enroll import enroll_command
+        from allinone.commands.enroll import enroll_command
         return enroll_command(argv)
     if name == "gallery":
-        from .enroll import gallery_command
+        from allinone.commands.enroll import gallery_command
         return gallery_command(argv)
     if name == "extract":
-        from .extract import extract_command
+        from allinone.commands.extract import extract_command
         return extract_command(argv)
     if name == "evaluate":
-        from .evaluate.command import evaluate_command
+        from allinone.commands.evaluate import evaluate_command
         return evaluate_command(argv)
     if name == "calibrate":
-        from .evaluate.command import calibrate_command
+        from allinone.commands.evaluate import calibrate_command
         return calibrate_command(argv)
     raise AssertionError(name)  # only names from SUBCOMMANDS reach here
 
@@ -161,7 +101,7 @@ SUBCOMMANDS = ("weights", "bench", "export-onnx", "rematch", "evaluate", "calibr
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--version"]:
-        from . import __version__
+        from allinone import __version__
         print(f"allinone {__version__}")
         return 0
     if argv and argv[0] in SUBCOMMANDS:
@@ -180,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                      "videos); bench (speed on the sample videos); --version")
     args = parser.parse_args(argv)
     _setup_logging(args.quiet)
-    from .pipeline import run
+    from allinone.commands.run import run
     try:
         check_named(tuple(args.identity))
         result = run(config_from_args(args))

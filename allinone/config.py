@@ -113,7 +113,7 @@ class MatchConfig:
     # over parts of the per-part euclidean distance) or "cos". A run records the resolved one.
     metric: str = "auto"
     # A probe track may only take an identity within this distance. None = auto: from the distances of people
-    # seen together in the videos (impostor pairs), else the metric's uncalibrated default (threshold.py). A number
+    # seen together in the videos (impostor pairs), else the metric's uncalibrated default (decide/threshold.py). A number
     # depends on the model and metric: calibrate on your own footage (README).
     threshold: float | None = None
     # Tracks with fewer usable (aligned) silhouettes than this are "too_short" and not matched.
@@ -129,7 +129,7 @@ class MatchConfig:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """How an enrolled gallery is searched (search.py)."""
+    """How an enrolled gallery is searched (gallery/search.py)."""
 
     # Galleries with at most this many tracks are searched exactly (every identity measured): fast enough below it.
     exact_limit: int = 20_000
@@ -181,7 +181,7 @@ class RunConfig:
     match: MatchConfig = field(default_factory=MatchConfig)
     # Named gallery identities: (name, gallery track ids). Tracks not named are identities of their own, "G<id>".
     identities: tuple[tuple[str, tuple[int, ...]], ...] = ()
-    # An enrolled gallery (SQLite file, gallery.py) used in place of a gallery video: no gallery video is processed.
+    # An enrolled gallery (SQLite file, gallery/store.py) used in place of a gallery video: no gallery video is processed.
     gallery_db: Path | None = None
     # Draw the tracked and result videos (a second decode of each video). Off for enrolment.
     render: bool = True

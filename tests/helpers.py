@@ -45,7 +45,7 @@ def randomize_batchnorm(model, num_batches_tracked: int = 1234):
 def aligned_fixture_sequences(shared: Path) -> dict[str, np.ndarray]:
     """The eight real PP-HumanSeg mask folders of ../shared/fixtures/silhouettes, aligned as OpenGait does:
     folder name ('plaza_gallery/001', ...) → uint8 [T, 64, 64]."""
-    from allinone.align import align_sequence
+    from allinone.stages.align import align_sequence
 
     out = {}
     for folder in sorted((shared / "fixtures/silhouettes").glob("*/*")):

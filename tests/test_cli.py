@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from allinone.video import read_frame_count
+from allinone.io.video import read_frame_count
 from tests.helpers import write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,7 +180,8 @@ def test_bad_flag_value_exits_nonzero_without_traceback(tmp_path, shared):
 
 
 def test_flags_reach_the_config():
-    from allinone.cli import build_parser, config_from_args
+    from allinone.cli import build_parser
+    from allinone.commands.args import config_from_args
     base = ["--gallery", "g.mp4", "--probe", "p.mp4"]
     cfg = config_from_args(build_parser().parse_args(base))
     assert (cfg.gait.arch, cfg.gait.trust_checkpoint, cfg.match.metric) == ("auto", False, "auto")
@@ -198,7 +199,7 @@ def test_unknown_gait_arch_is_refused_by_the_parser(tmp_path, shared):
 def test_whole_number_flags_check_their_range():
     import argparse
 
-    from allinone.argtypes import int_in_range
+    from allinone.commands.args import int_in_range
     opset = int_in_range(13, 20)
     assert opset("13") == 13 and opset("20") == 20
     for bad in ("12", "21", "1.5", "x"):

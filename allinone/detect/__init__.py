@@ -10,11 +10,11 @@ from typing import Protocol
 
 import numpy as np
 
-from ..config import DetectConfig
-from ..errors import UserError
-from ..records import Detections
-from .ultralytics_yolo import UltralyticsDetector
-from .yolox_onnx import YoloxOnnxDetector
+from allinone.config import DetectConfig
+from allinone.errors import UserError
+from allinone.records import Detections
+from allinone.detect.ultralytics_yolo import UltralyticsDetector
+from allinone.detect.yolox_onnx import YoloxOnnxDetector
 
 __all__ = ["BACKENDS", "Detector", "UltralyticsDetector", "YoloxOnnxDetector", "backend_for", "build_detector"]
 

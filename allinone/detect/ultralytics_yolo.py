@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DetectConfig
-from ..errors import UserError
-from ..records import Detections
+from allinone.config import DetectConfig
+from allinone.errors import UserError
+from allinone.records import Detections
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class UltralyticsDetector:
     def __init__(self, model: str, config: DetectConfig, device: str = "cpu", threads: int = 0) -> None:
         from ultralytics import YOLO
 
-        from ..runtime import resolve_device
+        from allinone.io.devices import resolve_device
 
         self.config = config
         self.device = resolve_device(device) if device == "auto" else device

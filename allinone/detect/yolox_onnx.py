@@ -12,9 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..config import DetectConfig
-from ..errors import UserError, first_line
-from ..records import Detections
+from allinone.config import DetectConfig
+from allinone.errors import UserError, first_line
+from allinone.records import Detections
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class YoloxOnnxDetector:
         import onnxruntime as ort
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-        from ..runtime import onnx_providers, ort_session_options, resolve_device
+        from allinone.io.devices import onnx_providers, ort_session_options, resolve_device
 
         self.path = str(path)
         self.config = config

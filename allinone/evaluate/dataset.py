@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError, read_json
+from allinone.errors import UserError, read_json
 
 log = logging.getLogger(__name__)
 

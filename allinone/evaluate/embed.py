@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .dataset import Sequence, load_silhouettes
+from allinone.evaluate.dataset import Sequence, load_silhouettes
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..threshold import threshold_at_far
+from allinone.decide.threshold import threshold_at_far
 
 FARS = (0.1, 0.01, 0.001)
 FPIRS = (0.01, 0.1)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError, read_json
-from ..match import distance_matrix
+from allinone.errors import UserError, read_json
+from allinone.decide.match import distance_matrix
 
 
 @dataclass

@@ -7,8 +7,8 @@ from typing import Protocol
 
 import numpy as np
 
-from ..config import GaitConfig
-from ..errors import UserError
+from allinone.config import GaitConfig
+from allinone.errors import UserError
 
 
 class GaitBackend(Protocol):
@@ -24,8 +24,8 @@ class GaitBackend(Protocol):
 
 
 def _backends() -> dict[str, type]:
-    from .onnx import OnnxGaitEmbedder
-    from .checkpoint import GaitEmbedder
+    from allinone.gait.onnx import OnnxGaitEmbedder
+    from allinone.gait.checkpoint import GaitEmbedder
 
     return {".pt": GaitEmbedder, ".pth": GaitEmbedder, ".onnx": OnnxGaitEmbedder}
 

@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
-from ..align import gait_input
-from ..config import GaitConfig
-from ..errors import UserError, shorten
-from .registry import ARCHS, ArchSpec, build, matching_archs
+from allinone.gait.inputs import gait_input
+from allinone.config import GaitConfig
+from allinone.errors import UserError, shorten
+from allinone.gait.registry import ARCHS, ArchSpec, build, matching_archs
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from .gaitbase import GaitBase
+    from allinone.gait.gaitbase import GaitBase
 
 log = logging.getLogger(__name__)
 

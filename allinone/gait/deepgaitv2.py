@@ -16,8 +16,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from .blocks import PerFrame, block_indices, fc_embedding_shape, horizontal_pool, shape_of
-from .gaitbase import SeparateBNNecks, SeparateFCs
+from allinone.gait.blocks import PerFrame, block_indices, fc_embedding_shape, horizontal_pool, shape_of
+from allinone.gait.gaitbase import SeparateBNNecks, SeparateFCs
 
 MODES = ("2d", "p3d", "3d")
 PARTS = 16

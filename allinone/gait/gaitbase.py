@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import fc_embedding_shape
+from allinone.gait.blocks import fc_embedding_shape
 
 
 class _ConvNoBias(nn.Module):

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Conv3dUnit, GeMHPP, fc_embedding_shape, in_strips, shape_of
-from .gaitbase import SeparateBNNecks, SeparateFCs
+from allinone.gait.blocks import Conv3dUnit, GeMHPP, fc_embedding_shape, in_strips, shape_of
+from allinone.gait.gaitbase import SeparateBNNecks, SeparateFCs
 
 PARTS = 64  # GeMHPP bins: one per row of the 64-row map after the last GLConv
 

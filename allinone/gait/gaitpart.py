@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Conv1dUnit, Conv2dUnit, PerFrame, block_indices, fc_embedding_shape, horizontal_pool, shape_of
-from .gaitbase import SeparateFCs
+from allinone.gait.blocks import Conv1dUnit, Conv2dUnit, PerFrame, block_indices, fc_embedding_shape, horizontal_pool, shape_of
+from allinone.gait.gaitbase import SeparateFCs
 
 _FEATURE = "Backbone.forward_block.feature."
 # Focal-conv halving per conv layer, keyed by the number of convs between max-pools. Halving is not stored in a

@@ -10,8 +10,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from .blocks import Conv2dUnit, PerFrame, fc_embedding_shape, horizontal_pool, shape_of
-from .gaitbase import SeparateFCs
+from allinone.gait.blocks import Conv2dUnit, PerFrame, fc_embedding_shape, horizontal_pool, shape_of
+from allinone.gait.gaitbase import SeparateFCs
 
 BINS = (16, 8, 4, 2, 1)  # OpenGait's bin_num for GaitSet; two branches → 62 parts
 

@@ -8,12 +8,10 @@ included) before the file is put in place.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import importlib.util
 import logging
 import os
-import sys
 import uuid
 import warnings
 from collections.abc import Mapping
@@ -22,10 +20,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..align import gait_input
-from ..argtypes import int_in_range
-from ..config import GaitConfig
-from ..errors import UserError, first_line, shorten
+from allinone.gait.inputs import gait_input
+from allinone.config import GaitConfig
+from allinone.errors import UserError, first_line, shorten
 
 if TYPE_CHECKING:
     import torch
@@ -75,7 +72,7 @@ def _parity_error(model: torch.nn.Module, onnx_path: Path, input_hw: tuple[int, 
     import onnxruntime as ort
     import torch
 
-    from ..runtime import ort_session_options
+    from allinone.io.devices import ort_session_options
 
     options = ort_session_options()
     options.log_severity_level = 4  # a failing run is reported in our error; keep ORT's own log line out
@@ -154,45 +151,6 @@ def export_onnx(model: torch.nn.Module, out: Path, input_hw: tuple[int, int] = (
     return out
 
 
-def export_command(argv: list[str]) -> int:
-    """``python main.py export-onnx --gait-model CKPT --out model.onnx [--arch A] [--opset N]``.
-
-    Exit 0 (the written path on stdout); 2 on a UserError, 1 when the model does not export faithfully (one
-    line on stderr either way).
-    """
-    p = argparse.ArgumentParser(prog="python main.py export-onnx",
-                                description="Export an OpenGait checkpoint's embedding network to ONNX, for the "
-                                            "ONNX Runtime gait backend (--gait-model model.onnx).")
-    p.add_argument("--gait-model", required=True, type=Path, metavar="CKPT", help="an OpenGait checkpoint (.pt)")
-    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the .onnx file to write")
-    p.add_argument("--arch", default="auto", metavar="NAME",
-                   help="gaitbase, gaitset, ... or auto: recognised from the checkpoint's keys (default: auto)")
-    p.add_argument("--opset", type=int_in_range(MIN_OPSET, MAX_OPSET), default=17, metavar="N",
-                   help="ONNX opset (default: 17)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="also load checkpoints that pickle objects besides tensors (can run code: trusted files only)")
-    args = p.parse_args(argv)
-    from .checkpoint import load_gait_model
-
-    try:
-        if args.out.suffix.lower() != ".onnx":
-            raise UserError("the output must end in .onnx (the gait backend is chosen by file suffix)", args.out)
-        model, spec = load_gait_model(args.gait_model, args.arch, "cpu", trust_pickle=args.trust_checkpoint)
-        try:
-            path = export_onnx(model, args.out, input_hw=spec.input_size, opset=args.opset,
-                               metadata={META_ARCH: spec.name, META_METRIC: spec.metric})
-        except OSError as exc:
-            raise UserError(f"cannot write the ONNX file ({exc.strerror or exc})", args.out) from exc
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ExportMismatchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(path)
-    return 0
-
-
 def _is_fixed(dim: object) -> bool:
     """An ONNX Runtime shape entry is an int when fixed, a str or None when dynamic."""
     return isinstance(dim, int)
@@ -209,7 +167,7 @@ class OnnxGaitEmbedder:
     def __init__(self, config: GaitConfig, device: str = "cpu") -> None:
         import onnxruntime as ort
 
-        from ..runtime import onnx_providers, ort_session_options
+        from allinone.io.devices import onnx_providers, ort_session_options
 
         if not config.model:
             raise UserError("no gait model given (an OpenGait .pt checkpoint or an exported .onnx file)")

@@ -6,10 +6,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import UserError
-from .crop import crop_batch, probs_to_masks, square_crop
-from .onnx import OnnxSegmenter
-from .paddle import PaddleSegmenter
+from allinone.errors import UserError
+from allinone.segment.crop import crop_batch, probs_to_masks, square_crop
+from allinone.segment.onnx import OnnxSegmenter
+from allinone.segment.paddle import PaddleSegmenter
 
 
 @runtime_checkable

@@ -6,8 +6,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import UserError, first_line
-from .crop import check_crops, person_probability, resize_probs, to_model_input
+from allinone.errors import UserError, first_line
+from allinone.segment.crop import check_crops, person_probability, resize_probs, to_model_input
 
 # Square side fed to a model whose height and width are dynamic. Mean mask IoU against the Paddle model on 97
 # detector crops: 160 → 0.68, 192 → 0.785, 224 → 0.79, 256 → 0.805, 288 → 0.80, 320 → 0.77, 398 → 0.73. The
@@ -44,7 +44,7 @@ class OnnxSegmenter:
                  std: tuple[float, float, float] = (0.5, 0.5, 0.5)):
         import onnxruntime as ort
 
-        from ..runtime import onnx_providers, ort_session_options
+        from allinone.io.devices import onnx_providers, ort_session_options
 
         path = Path(path)
         if not path.is_file():

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError, first_line
-from .crop import check_crops, person_probability, resize_probs, to_model_input
+from allinone.errors import UserError, first_line
+from allinone.segment.crop import check_crops, person_probability, resize_probs, to_model_input
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,115 @@
+"""argparse pieces shared by the commands: value types (each a one-line error in argparse's usual form), the model
+flags and the RunConfig they make."""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from allinone.config import DetectConfig, GaitConfig, LiveConfig, MatchConfig, RunConfig, SegmentConfig, TrackConfig
+from allinone.gait.registry import ARCHS
+
+GAIT_ARCHS = tuple(ARCHS)
+
+
+def int_in_range(low: int, high: int | None = None):
+    """An argparse type: a whole number in [low, high] (no upper bound when high is None)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if v < low or (high is not None and v > high):
+            bound = f">= {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"expected a number {bound}, got {v}")
+        return v
+    return parse
+
+
+positive_int = int_in_range(1)
+
+
+def unit_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {v}")
+    return v
+
+
+def nonnegative_float(text: str, what: str = "a number") -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected {what} (finite, >= 0), got {text!r}")
+    return v
+
+
+def threshold_arg(text: str) -> float | None:
+    """argparse type for --threshold: 'auto' (None) or a finite distance >= 0 (the metric's range is checked once
+    the metric is known)."""
+    if text.strip().lower() == "auto":
+        return None
+    return nonnegative_float(text, "auto or a distance")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The flags that choose and tune the models (shared by the main command and enroll)."""
+    d, s, m = DetectConfig(), SegmentConfig(), MatchConfig()
+    p.add_argument("--detector", default="", metavar="PATH|NAME",
+                   help="a YOLOX .onnx file, or an ultralytics .pt file or name such as yolo11n.pt "
+                        "(default: yolo11n.pt from the checkpoints folder)")
+    p.add_argument("--seg-model", default="", metavar="PATH",
+                   help="PP-HumanSeg: a PaddleSeg inference folder (deploy.yaml) or an .onnx file "
+                        "(default: PP-HumanSeg v2 mobile from the checkpoints folder)")
+    p.add_argument("--gait-model", default="", metavar="PATH",
+                   help="an OpenGait checkpoint (.pt: GaitBase, GaitSet, GaitPart, GaitGL, DeepGaitV2) or an "
+                        ".onnx file from export-onnx (default: GREW GaitBase from the checkpoints folder)")
+    p.add_argument("--gait-arch", default="auto", choices=["auto", *GAIT_ARCHS], metavar="NAME",
+                   help="the gait model's OpenGait architecture: " + ", ".join(GAIT_ARCHS) + ", or auto "
+                        "(default): recognised from the checkpoint's keys; naming one refuses any other")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="also load gait checkpoints that pickle objects besides tensors (this can run code from "
+                        "the file: only for files you trust)")
+    p.add_argument("--checkpoints", default=None, type=Path, metavar="DIR",
+                   help="folder of the default weights (default: $ALLINONE_CHECKPOINTS, else checkpoints/)")
+    p.add_argument("--no-download", action="store_true",
+                   help="never download missing default weights; list what to place where instead")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the models run (default: auto = cuda when available)")
+    p.add_argument("--frame-step", type=positive_int, default=s.frame_step, metavar="N",
+                   help=f"segment every N-th frame of a track (default: {s.frame_step})")
+    p.add_argument("--det-score", type=unit_float, default=d.score_threshold, metavar="S",
+                   help=f"lowest detection score passed to the tracker (default: {d.score_threshold})")
+    p.add_argument("--det-batch", type=int_in_range(0), default=d.batch, metavar="N",
+                   help="frames detected together (then tracked in order); 0 (default): 8 on CUDA, 1 on the CPU")
+    p.add_argument("--rotate", choices=["auto", "0", "90", "180", "270"], default="auto",
+                   help="turn video frames clockwise; auto (default): the file's rotation tag, else a quarter turn "
+                        "where nobody is found upright (with a warning)")
+    p.add_argument("--min-frames", type=positive_int, default=m.min_frames, metavar="N",
+                   help=f"tracks with fewer silhouettes are too_short (default: {m.min_frames})")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, warnings and errors only")
+
+
+def config_from_args(a: argparse.Namespace) -> RunConfig:
+    from allinone.io.video import is_stream
+    return RunConfig(
+        gallery=a.gallery, probes=tuple(p if is_stream(p) else Path(p) for p in a.probe), output=a.output, name=a.name, device=a.device, quiet=a.quiet,
+        track_only=getattr(a, "track_only", False), checkpoints=a.checkpoints, download=not a.no_download,
+        save_silhouettes=getattr(a, "save_silhouettes", "pkl"), gallery_db=getattr(a, "gallery_db", None),
+        rotate=a.rotate,
+        detect=DetectConfig(model=str(a.detector), score_threshold=a.det_score, batch=a.det_batch),
+        track=TrackConfig(),
+        segment=SegmentConfig(model=str(a.seg_model) if a.seg_model else "", frame_step=a.frame_step),
+        gait=GaitConfig(model=str(a.gait_model) if a.gait_model else "", arch=a.gait_arch,
+                        trust_checkpoint=a.trust_checkpoint),
+        match=MatchConfig(metric=getattr(a, "metric", "auto"), threshold=getattr(a, "threshold", None),
+                          min_frames=a.min_frames, calibration=getattr(a, "calibration", "")),
+        identities=tuple(getattr(a, "identity", ())),
+        live=LiveConfig(duration_s=getattr(a, "duration", 0.0), reconnect_s=getattr(a, "reconnect", 30.0)),
+    )

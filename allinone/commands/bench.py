@@ -1,0 +1,287 @@
+"""python main.py bench: the full pipeline on the sample videos, per-stage times, the models' own cost on the same
+inputs, end-to-end frames/s, peak memory and the overhead ratio end-to-end ÷ (model inference + decoding).
+
+The gait model's cost does not depend on its weights, so a randomly initialised GaitBase stands in where the real
+checkpoint is absent."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from allinone.config import DetectConfig, GaitConfig, RunConfig, SegmentConfig
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_SHARED = REPO.parent / "shared"
+DEFAULT_VIDEOS = ("demo1.mp4", "demo2.mp4", "demo4.mp4", "plaza_gallery_boxed.mp4")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _random_gaitbase(folder: Path) -> Path:
+    import torch
+
+    from allinone.gait.checkpoint import save_gaitbase_checkpoint
+    from allinone.gait.gaitbase import GaitBase
+    torch.manual_seed(0)
+    return save_gaitbase_checkpoint(GaitBase(class_num=20000 // 100), folder / "GaitBase_random.pt")
+
+
+def _model_costs(run_dir: Path, entry: dict, config: RunConfig, stages) -> dict[str, float]:
+    """Seconds the models (and the decoder) alone take on this video's inputs: every frame decoded into memory,
+    the detector on each frame, the segmenter on the same crops in the same batches, the gait model on the same
+    silhouette sequences."""
+    from allinone.segment.crop import crop_batch
+    from allinone.io.video import VideoSource
+    src = VideoSource(entry["path"])
+    t0 = time.perf_counter()
+    frames = list(src.frames(prefetch=1))
+    decode = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    for f in frames:
+        stages.detector(f)
+    detect = time.perf_counter() - t0
+
+    # the crops the run segmented: its PNG file names are the frames of each track
+    boxes: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for line in (run_dir / entry["tracks_file"]).read_text().splitlines():
+        f, tid, x, y, w, h = line.split(",")[:6]
+        boxes.setdefault(int(f) - 1, []).append(
+            (int(tid), np.array([float(x), float(y), float(x) + float(w), float(y) + float(h)], np.float32)))
+    segmented = {(int(t["id"]), int(p.stem) - 1) for t in entry["tracks"] if t.get("silhouettes_png_dir")
+                 for p in (run_dir / t["silhouettes_png_dir"]).glob("*.png")}
+    crops = []
+    for index in sorted(boxes):
+        sel = [b for tid, b in boxes[index] if (tid, index) in segmented]
+        if sel:
+            crops.extend(crop_batch(frames[index], np.stack(sel), config.segment.box_pad,
+                                    stages.segmenter.input_size, config.segment.canvas_value))
+    del frames
+    bs = config.segment.batch_size
+    t0 = time.perf_counter()
+    for i in range(0, len(crops), bs):
+        stages.segmenter(np.stack(crops[i:i + bs]))
+    segment = time.perf_counter() - t0
+
+    seqs = []
+    for t in entry["tracks"]:
+        if t.get("silhouettes_pkl"):
+            with open(run_dir / t["silhouettes_pkl"], "rb") as fh:
+                seqs.append(pickle.load(fh))
+    t0 = time.perf_counter()
+    if seqs:
+        stages.embedder(seqs)
+    gait = time.perf_counter() - t0
+    return {"decode": decode, "detect": detect, "segment": segment, "gait": gait, "n_crops": len(crops),
+            "n_sil": int(sum(len(s) for s in seqs))}
+
+
+def bench_command(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python main.py bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="folder with fixtures/ and weights/")
+    p.add_argument("--videos", nargs="+", default=list(DEFAULT_VIDEOS),
+                   help="video file names under fixtures/videos; the first is the gallery")
+    p.add_argument("--seg", choices=["paddle", "onnx"], default="paddle", help="which PP-HumanSeg test model")
+    p.add_argument("--crowd", type=int, default=0, metavar="K",
+                   help="also a crowd video: the 4-person plaza video K times side by side (K=3: 12 people)")
+    p.add_argument("--gait-model", default="", help="a GaitBase checkpoint (default: a random one)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    p.add_argument("--memory", type=int, default=0, metavar="N",
+                   help="instead: peak memory of a run on the plaza video and on it played N times over (with "
+                        "gaps, so its walkers come back as new tracks), each in its own process")
+    p.add_argument("--search", type=int, default=0, metavar="N",
+                   help="instead: gallery search over N synthetic identities (FAISS shortlist + exact rerank vs "
+                        "brute force)")
+    args = p.parse_args(argv)
+    if args.search:
+        from allinone.gallery.search import benchmark
+        with tempfile.TemporaryDirectory(prefix="allinone-search-") as tmp:
+            report = benchmark(args.search, tmp)
+        print(json.dumps(report, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        return 0
+    if not (args.shared / "fixtures/videos").is_dir():
+        print(f"error: {args.shared}: no test material here (fixtures/videos); give --shared DIR", file=sys.stderr)
+        return 2
+    if args.memory:
+        return _memory_bench(args)
+
+    import logging
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", force=True)
+    from allinone.stages.build import build_stages
+    from allinone.commands.run import run
+    from allinone.io.devices import resolve_device
+
+    shared = args.shared
+    vids = [shared / "fixtures/videos" / v for v in args.videos]
+    seg = {"paddle": shared / "weights/pphumanseg_v1_lite_192x192_with_softmax",
+           "onnx": shared / "weights/pphumanseg_onnx_model.onnx"}[args.seg]
+    with tempfile.TemporaryDirectory(prefix="allinone-bench-") as tmp:
+        tmp = Path(tmp)
+        if args.crowd > 1:
+            vids.append(_tile_video(shared / "fixtures/videos/plaza_gallery_boxed.mp4",
+                                    tmp / f"plaza_x{args.crowd}_side_by_side.mp4", args.crowd))
+        gait = args.gait_model or str(_random_gaitbase(tmp))
+        config = RunConfig(gallery=vids[0], probes=tuple(vids[1:]), output=tmp / "out", name="bench",
+                           device=args.device, quiet=True, download=False, save_silhouettes="png",
+                           detect=DetectConfig(model=str(shared / "weights/yolox_nano.onnx")),
+                           segment=SegmentConfig(model=str(seg)), gait=GaitConfig(model=gait))
+        t0 = time.perf_counter()
+        result = run(config)
+        wall = time.perf_counter() - t0
+        peak = _peak_rss_mb()
+        device = resolve_device(args.device)
+        stages, config = build_stages(config, device)
+        rows = []
+        for entry in result.manifest["videos"]:
+            tm = entry["timings_s"]
+            costs = _model_costs(result.run_dir, entry, config, stages)
+            first_pass = tm.get("total", 0.0)  # tracks are embedded inside the streamed pass (total includes it)
+            e2e = first_pass + tm.get("render", 0.0)
+            model = costs["decode"] + costs["detect"] + costs["segment"] + costs["gait"]
+            n = entry["frames"]
+            rows.append({
+                "video": entry["name"], "size": f"{entry['width']}x{entry['height']}", "frames": n,
+                "tracks": len(entry["tracks"]), "crops": costs["n_crops"],
+                "stage_ms_per_frame": {k: round(1000 * v / n, 2) for k, v in tm.items()},
+                "model_ms": {"decode/frame": round(1000 * costs["decode"] / n, 2),
+                             "detect/frame": round(1000 * costs["detect"] / n, 2),
+                             "segment/crop": round(1000 * costs["segment"] / max(costs["n_crops"], 1), 2),
+                             "gait/silhouette": round(1000 * costs["gait"] / max(costs["n_sil"], 1), 2)},
+                "fps_first_pass": round(n / first_pass, 1), "fps_with_render": round(n / e2e, 1),
+                "model_fps": round(n / model, 1), "ratio": round(first_pass / model, 3),
+            })
+    total_frames = sum(r["frames"] for r in rows)
+    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+              "device": device, "segmenter": args.seg, "wall_s": round(wall, 2),
+              "frames": total_frames, "peak_rss_mb": round(peak, 1), "videos": rows}
+    print(_markdown(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def _markdown(r: dict) -> str:
+    lines = [f"machine: {r['machine']}; device: {r['device']}; segmenter: {r['segmenter']}; "
+             f"run wall time {r['wall_s']} s for {r['frames']} frames (models loading included); "
+             f"peak memory {r['peak_rss_mb']} MB", "",
+             "| video | frames | tracks | crops | decode | detect | track | crop+seg | align+png | gait | render |"
+             " e2e fps | +render fps | models-only fps | ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for v in r["videos"]:
+        s = v["stage_ms_per_frame"]
+        lines.append(
+            f"| {v['video']} ({v['size']}) | {v['frames']} | {v['tracks']} | {v['crops']} | "
+            f"{s.get('decode_wait', 0):.1f} | {s.get('detect', 0):.1f} | {s.get('track', 0):.1f} | "
+            f"{s.get('crop', 0) + s.get('segment', 0):.1f} | {s.get('align', 0) + s.get('write', 0):.1f} | "
+            f"{s.get('embed', 0):.1f} | {s.get('render', 0):.1f} | {v['fps_first_pass']} | {v['fps_with_render']} | "
+            f"{v['model_fps']} | {v['ratio']} |")
+    lines += ["", "stage columns: ms per video frame inside the pipeline (decode = time spent waiting for the "
+              "decoder thread). Models alone on the same inputs:", "",
+              "| video | decode ms/frame | detect ms/frame | segment ms/crop | gait ms/silhouette |", "|---|---|---|---|---|"]
+    for v in r["videos"]:
+        m = v["model_ms"]
+        lines.append(f"| {v['video']} | {m['decode/frame']} | {m['detect/frame']} | {m['segment/crop']} | "
+                     f"{m['gait/silhouette']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(bench_command())
+
+
+def _tile_video(src: Path, out: Path, k: int) -> Path:
+    """``src`` repeated ``k`` times side by side (more people in one frame)."""
+    import cv2
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    vw = None
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        row = np.concatenate([f] * k, axis=1)
+        if vw is None:
+            vw = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, row.shape[1::-1])
+        vw.write(row)
+    cap.release()
+    vw.release()
+    return out
+
+
+def _loop_video(src: Path, out: Path, times: int, gap: int = 40) -> Path:
+    """``src`` played ``times`` times with ``gap`` black frames between the plays."""
+    import cv2
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    cap.release()
+    vw = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, frames[0].shape[1::-1])
+    black = np.zeros_like(frames[0])
+    for k in range(times):
+        for _ in range(gap if k else 0):
+            vw.write(black)
+        for f in frames:
+            vw.write(f)
+    vw.release()
+    return out
+
+
+def _memory_bench(args) -> int:
+    """Peak RSS of the main command on plaza x1 and x N, each in a fresh process (models loaded in both)."""
+    import subprocess
+    shared = args.shared
+    plaza = shared / "fixtures/videos/plaza_gallery_boxed.mp4"
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="allinone-membench-") as tmp:
+        tmp = Path(tmp)
+        gait = args.gait_model or str(_random_gaitbase(tmp))
+        for times in (1, args.memory):
+            video = plaza if times == 1 else _loop_video(plaza, tmp / f"plaza_x{times}.mp4", times)
+            cmd = [sys.executable, str(REPO / "main.py"), "--gallery", str(video), "--probe",
+                   str(shared / "fixtures/videos/demo2.mp4"), "--detector", str(shared / "weights/yolox_nano.onnx"),
+                   "--seg-model", str(shared / "weights/pphumanseg_v1_lite_192x192_with_softmax"),
+                   "--gait-model", gait, "--output", str(tmp / "out"), "--name", f"x{times}", "--quiet",
+                   "--threshold", "1", "--device", args.device]
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - t0
+            if status != 0:
+                print(f"error: the run on {video.name} failed: {proc.stderr.read().decode()[-500:]}", file=sys.stderr)
+                return 1
+            m = json.loads((tmp / "out" / f"x{times}" / "run.json").read_text())
+            g = m["videos"][0]
+            rows.append({"video": f"plaza x{times}", "frames": g["frames"], "tracks": len(g["tracks"]),
+                         "silhouettes": sum(t.get("n_silhouettes", 0) for t in g["tracks"]),
+                         "peak_rss_mb": round(usage.ru_maxrss / 1024.0, 1), "wall_s": round(wall, 1)})
+    ratio = rows[1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; peak RSS of the "
+          "whole process (models loaded), each run in its own process\n")
+    print("| video | frames | tracks | silhouettes | peak RSS MB | wall s |\n|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['video']} | {r['frames']} | {r['tracks']} | {r['silhouettes']} | {r['peak_rss_mb']} | "
+              f"{r['wall_s']} |")
+    print(f"\npeak memory x{args.memory} / x1 = {ratio:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "ratio": round(ratio, 4)}, indent=2) + "\n")
+    return 0

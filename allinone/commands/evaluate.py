@@ -1,0 +1,279 @@
+"""python main.py evaluate / calibrate."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from allinone.errors import UserError
+from allinone.decide.match import distance_matrix
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FRAMES_LIMIT = 720
+
+
+def _dataset_args(p: argparse.ArgumentParser, required: bool) -> None:
+    from allinone.commands.args import int_in_range
+    from allinone.gait.registry import ARCHS
+    p.add_argument("--dataset", type=Path, required=required, metavar="ROOT",
+                   help="OpenGait-layout dataset: ROOT/<id>/<type>/<view>/*.pkl")
+    p.add_argument("--partition", type=Path, required=required, metavar="JSON",
+                   help="partition JSON with TEST_SET (only those ids are evaluated)")
+    p.add_argument("--protocol", required=required, metavar="NAME|FILE",
+                   help="casia-b, oumvlp, casia-e, sustech1k, gait3d, ccpg, grew, or a protocol JSON file")
+    p.add_argument("--gait-model", type=Path, required=required, metavar="CKPT",
+                   help="OpenGait checkpoint (.pt) or exported .onnx")
+    p.add_argument("--gait-arch", default="auto", choices=["auto", *ARCHS], metavar="NAME")
+    p.add_argument("--trust-checkpoint", action="store_true")
+    p.add_argument("--metric", choices=["auto", "euc", "cos"], default="auto")
+    p.add_argument("--frames-limit", type=int_in_range(1), default=DEFAULT_FRAMES_LIMIT, metavar="N",
+                   help="frames per sequence, the first N in order (OpenGait's frames_all_limit, default 720)")
+    p.add_argument("--batch", type=int_in_range(1), default=None, metavar="N",
+                   help="sequences of equal length per forward (default: 8 on CUDA, 1 on the CPU, where batching "
+                        "measured slower)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                   help="embedding cache folder (default: OUTPUT/.embed-cache)")
+    p.add_argument("--output", type=Path, default=Path("output"), metavar="DIR")
+    p.add_argument("--name", default=None, metavar="NAME")
+    p.add_argument("--quiet", action="store_true")
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python main.py evaluate",
+                                description="Score a gait checkpoint on an OpenGait-format dataset: OpenGait's "
+                                            "closed-set numbers, open-set error rates, plots.")
+    _dataset_args(p, required=True)
+    return p
+
+
+def _protocol(name: str):
+    from allinone.evaluate.protocols import PROTOCOLS, load_custom
+    if name in PROTOCOLS:
+        return name, PROTOCOLS[name], None
+    path = Path(name)
+    if path.suffix.lower() == ".json" or path.exists():
+        spec = load_custom(path)
+        return spec.get("name", path.stem), None, spec
+    raise UserError(f"unknown protocol {name!r} (expected {', '.join(PROTOCOLS)} or a protocol JSON file)")
+
+
+def _cmc(dist: np.ndarray, probe_y: np.ndarray, gallery_y: np.ndarray, max_rank: int = 20) -> list[float]:
+    same = probe_y[:, None] == gallery_y[None, :]
+    mated = same.any(axis=1)
+    if not mated.any():
+        return []
+    order = np.argsort(dist[mated], axis=1, kind="stable")
+    hits = np.take_along_axis(same[mated], order, axis=1)
+    first = hits.argmax(axis=1)
+    k = min(max_rank, dist.shape[1])
+    return [float((first < r).mean()) for r in range(1, k + 1)]
+
+
+def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
+    from allinone.config import GaitConfig
+    from allinone.gait.backends import check_model_file, embedder_for
+    from allinone.io.run_folder import RunWriter, sha256_path
+    from allinone.io.devices import resolve_device
+    from allinone.evaluate import openset, plots
+    from allinone.evaluate.dataset import list_sequences, read_partition
+    from allinone.evaluate.embed import EmbeddingCache, embed_dataset
+    from allinone.evaluate.protocols import Data, custom
+
+    partition = read_partition(args.partition)
+    proto_name, proto_fn, spec = _protocol(args.protocol)
+    sequences = list_sequences(args.dataset, partition)
+    check_model_file(args.gait_model)
+    default_name = f"eval-{proto_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    with RunWriter(args.output, args.name, default=default_name) as writer:
+        device = resolve_device(args.device)
+        embedder = embedder_for(args.gait_model, GaitConfig(model=str(args.gait_model), arch=args.gait_arch,
+                                                            max_frames=args.frames_limit,
+                                                            trust_checkpoint=args.trust_checkpoint), device)
+        metric = embedder.metric if args.metric == "auto" else args.metric
+        sha = sha256_path(args.gait_model)
+        cache_dir = args.cache or (args.output / ".embed-cache")
+        cache = EmbeddingCache(cache_dir / f"{sha[:16]}-f{args.frames_limit}.sqlite")
+        try:
+            batch = args.batch or (8 if device.startswith("cuda") else 1)
+            emb = embed_dataset(args.dataset, sequences, embedder, cache, batch=batch, quiet=args.quiet)
+        finally:
+            cache.close()
+        if not len(emb.sequences):
+            raise UserError("no readable sequence in the test set", args.dataset)
+        d = Data(emb.embeddings, np.array([s.label for s in emb.sequences]),
+                 np.array([s.type for s in emb.sequences]), np.array([s.view for s in emb.sequences]), metric)
+        res = custom(d, spec) if spec is not None else proto_fn(d, partition=partition, out_dir=writer.dir)
+
+        verification, open_set, cmc, pairs, chosen = {}, {}, {}, {}, {}
+        npz: dict[str, np.ndarray] = {}
+        for c in res.conditions:
+            dist = distance_matrix(d.feature[c.probe], d.feature[c.gallery], metric)
+            py, gy = d.label[c.probe], d.label[c.gallery]
+            same = py[:, None] == gy[None, :]
+            verification[c.name] = openset.verification(dist, same)
+            s = openset.searches(dist, py, gy)
+            open_set[c.name] = openset.identification(s)
+            for k, v in s.items():
+                npz[f"{c.name}.{k}"] = v
+            cmc[c.name] = _cmc(dist, py, gy)
+            pairs[c.name] = (dist[same].astype(np.float64), dist[~same].astype(np.float64))
+            chosen[c.name] = (open_set[c.name].get("threshold@FPIR") or {}).get("0.01")
+        speed = emb.computed / emb.seconds if emb.computed and emb.seconds > 0 else None
+        metrics = {
+            "version": 1, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "protocol": proto_name, "protocol_spec": spec,
+            "dataset": {"root": str(args.dataset), "partition": str(args.partition),
+                        "sequences": len(sequences), "embedded": len(emb.sequences),
+                        "skipped": [{"file": f, "why": w} for f, w in emb.skipped]},
+            "model": {"path": str(args.gait_model), "sha256": sha, "arch": embedder.arch, "metric": metric},
+            "frames_limit": args.frames_limit, "device": device,
+            "closed_set": res.closed_set, "verification": verification, "open_set": open_set, "cmc": cmc,
+            "empty_cells": res.empty_cells,
+            "speed": {"computed": emb.computed, "cached": emb.cached, "seconds": round(emb.seconds, 2),
+                      "sequences_per_s": None if speed is None else round(speed, 3)},
+            "files": {"embeddings": "embeddings.npz", "searches": "searches.npz", "cmc": "cmc.png",
+                      "roc": "roc.png", "distances": "distances.png", "table": "table.txt", **res.files},
+        }
+        np.savez(writer.path("embeddings.npz"), embeddings=d.feature, labels=d.label, types=d.type, views=d.view)
+        np.savez(writer.path("searches.npz"), **npz)
+        if cmc:
+            plots.cmc_plot({k: v for k, v in cmc.items() if v}, writer.path("cmc.png"))
+            plots.roc_plot(pairs, writer.path("roc.png"))
+            plots.histogram_plot(pairs, chosen, writer.path("distances.png"))
+        table = format_table(metrics, res.table)
+        writer.path("table.txt").write_text(table + "\n", encoding="utf-8")
+        out = writer.finalize_json("metrics.json", metrics)
+    return out, metrics | {"table": table}
+
+
+def _pct(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.2f}"
+
+
+def _frac(x) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def format_table(m: dict, protocol_lines: list[str]) -> str:
+    lines = [f"protocol {m['protocol']}, {m['model']['arch']} ({m['model']['metric']}), "
+             f"{m['dataset']['embedded']} sequences"
+             + (f", {len(m['dataset']['skipped'])} skipped" if m['dataset']['skipped'] else ""), ""]
+    lines += protocol_lines
+    lines += ["", "| condition | rank-1 % | TAR@FAR 0.1 | TAR@FAR 0.01 | TAR@FAR 0.001 | EER % | FNIR@FPIR 0.01 | "
+              "FNIR@FPIR 0.1 |", "|---|---|---|---|---|---|---|---|"]
+    for cond, closed in m["closed_set"].items():
+        v = m["verification"].get(cond, {})
+        o = m["open_set"].get(cond, {})
+        tar = v.get("TAR@FAR") or {}
+        fnir = o.get("FNIR@FPIR") or {}
+        lines.append(f"| {cond} | {_pct(closed.get('rank1'))} | {_frac(tar.get('0.1'))} | {_frac(tar.get('0.01'))} | "
+                     f"{_frac(tar.get('0.001'))} | {_frac(v.get('EER'))} | {_frac(fnir.get('0.01'))} | "
+                     f"{_frac(fnir.get('0.1'))} |")
+    lines.append("(TAR, EER and FNIR in percent; rank-1 as OpenGait reports it: identical views excluded where the "
+                 "protocol does)")
+    return "\n".join(lines)
+
+
+def evaluate_command(argv: list[str]) -> int:
+    args = evaluate_parser().parse_args(argv)
+    logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)
+    t0 = time.perf_counter()
+    try:
+        out, metrics = run_evaluation(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: embeddings computed so far are cached; run the same command to resume", file=sys.stderr)
+        return 130
+    print(metrics["table"])
+    log.info("evaluated in %.1f s", time.perf_counter() - t0)
+    print(out)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ calibrate
+
+def calibrate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python main.py calibrate",
+                                description="Pick the threshold for a target false-positive identification rate "
+                                            "from an evaluation (or a dataset, evaluated first) and write a "
+                                            "calibration file for runs with this checkpoint.")
+    p.add_argument("--evaluation", type=Path, default=None, metavar="DIR", help="an evaluate output folder")
+    p.add_argument("--target-fpir", type=float, default=0.01, metavar="X", help="target FPIR (default 0.01)")
+    p.add_argument("--condition", default=None, metavar="NAME",
+                   help="calibrate on one probe condition (default: all conditions pooled)")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE",
+                   help="calibration file (default: <checkpoint stem>.calibration.json beside the checkpoint)")
+    _dataset_args(p, required=False)
+    return p
+
+
+def calibrate(evaluation: Path, target: float, condition: str | None, out: Path | None) -> tuple[Path, dict]:
+    from allinone.decide.calibration import beside, write_calibration
+    from allinone.decide.threshold import threshold_at_far
+    from allinone.evaluate.openset import fpir_fnir
+
+    mfile = evaluation / "metrics.json"
+    if not mfile.is_file():
+        raise UserError("no metrics.json here: not an evaluate output folder", evaluation)
+    m = json.loads(mfile.read_text(encoding="utf-8"))
+    s = np.load(evaluation / "searches.npz")
+    conds = list(m["open_set"])
+    if condition is not None:
+        if condition not in conds:
+            raise UserError(f"no condition {condition!r} in this evaluation (it has {', '.join(conds)})", evaluation)
+        conds = [condition]
+    non = np.concatenate([s[f"{c}.nonmated_nearest"] for c in conds])
+    mated = np.concatenate([s[f"{c}.mated_nearest"] for c in conds])
+    correct = np.concatenate([s[f"{c}.mated_correct"] for c in conds]).astype(bool)
+    if not len(non) or not len(mated):
+        raise UserError("this evaluation has no mated and non-mated searches to calibrate on", evaluation)
+    t = threshold_at_far(non, target)
+    fpir, fnir = fpir_fnir(non, mated, correct, t)
+    if len(non) * target < 1:
+        log.warning("%d non-mated searches cannot resolve an FPIR of %g (needs %d): the threshold accepts none of "
+                    "them", len(non), target, int(np.ceil(1 / target)))
+    record = {"checkpoint": m["model"]["path"], "checkpoint_sha256": m["model"]["sha256"],
+              "arch": m["model"]["arch"], "metric": m["model"]["metric"], "threshold": t, "target_fpir": target,
+              "achieved_fpir": fpir, "fnir": fnir, "dataset": m["dataset"]["root"], "protocol": m["protocol"],
+              "condition": condition or "all", "frames_limit": m["frames_limit"],
+              "searches": {"mated": int(len(mated)), "non_mated": int(len(non))}, "evaluation": str(evaluation),
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    path = out or beside(m["model"]["path"])
+    return write_calibration(path, record), record
+
+
+def calibrate_command(argv: list[str]) -> int:
+    p = calibrate_parser()
+    args = p.parse_args(argv)
+    logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)
+    if not 0 < args.target_fpir < 1:
+        print(f"error: --target-fpir must be between 0 and 1, got {args.target_fpir}", file=sys.stderr)
+        return 2
+    direct = [args.dataset, args.partition, args.protocol, args.gait_model]
+    try:
+        if args.evaluation is None:
+            if not all(x is not None for x in direct):
+                raise UserError("give --evaluation DIR, or --dataset, --partition, --protocol and --gait-model")
+            evaluation, metrics = run_evaluation(args)
+            print(metrics["table"])
+        else:
+            evaluation = args.evaluation
+        path, rec = calibrate(evaluation, args.target_fpir, args.condition, args.out)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"threshold {rec['threshold']:.6g} ({rec['metric']}) for FPIR {rec['target_fpir']}: achieved FPIR "
+          f"{rec['achieved_fpir']:.4f}, FNIR {rec['fnir']:.4f} over {rec['searches']['non_mated']} non-mated and "
+          f"{rec['searches']['mated']} mated searches")
+    print(path)
+    return 0

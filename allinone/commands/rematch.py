@@ -1,0 +1,193 @@
+"""python main.py rematch RUN_DIR [--threshold auto|D] [--identity NAME=ID,...] [--output DIR] [--name NAME]
+
+Decides again from a finished run's stored features, without running a model: same identities (or new names),
+same metric and min_frames, another threshold. Writes a new run folder (run.json, matches.csv, the result videos
+drawn again from the stored tracks, and copies of the features and track files so it can be rematched in turn);
+the original run is left untouched. At the run's own threshold the decisions are the run's, bit for bit.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from allinone.commands.args import threshold_arg
+from allinone.decide.calibration import calibrated_threshold
+from allinone.config import MatchConfig
+from allinone.errors import UserError, read_json
+from allinone.decide.identities import check_named, gallery_identities, parse_identity
+from allinone.results.manifest import decisions_entries
+from allinone.decide.match import Matcher
+from allinone.io.run_folder import MANIFEST, RunWriter
+from allinone.records import Decision, Embedding, VideoInfo
+from allinone.results.report import write_report
+from allinone.decide.threshold import Threshold, check_threshold, resolve_threshold
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python main.py rematch",
+                                description="Decide again from a run's stored features with another threshold or "
+                                            "other identity names; no model runs. Writes a new run folder.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run folder (with run.json)")
+    p.add_argument("--threshold", type=threshold_arg, default=argparse.SUPPRESS, metavar="auto|D",
+                   help="the new threshold (default: the run's own)")
+    p.add_argument("--calibration", default=None, metavar="FILE",
+                   help="take the threshold from a calibration file made for the run's checkpoint and metric")
+    p.add_argument("--identity", action="append", type=parse_identity, default=None, metavar="NAME=ID[,ID...]",
+                   help="name gallery identities anew (default: the run's identities)")
+    p.add_argument("--output", type=Path, default=None, metavar="DIR",
+                   help="where the new run folder goes (default: beside RUN_DIR)")
+    p.add_argument("--name", default=None, metavar="NAME", help="its name (default: <run>-rematch, numbered)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, warnings and errors only")
+    return p
+
+
+def _load_manifest(run_dir: Path) -> dict:
+    path = run_dir / MANIFEST
+    if not run_dir.is_dir():
+        raise UserError("not a run folder", run_dir)
+    if not path.is_file():
+        raise UserError(f"no {MANIFEST} here: not a finished run folder", run_dir)
+    m = read_json(path, MANIFEST)
+    if not isinstance(m, dict) or m.get("version") != 2 or "identities" not in m:
+        raise UserError("written by an older allinone or by --track-only: it has no identities and decisions to "
+                        "redo", path)
+    return m
+
+
+def _embeddings(run_dir: Path, m: dict) -> tuple[dict[str, list[Embedding]], dict[str, list[int]]]:
+    """Per video: the tracks' embeddings from the stored features (in track order), and all track ids."""
+    out: dict[str, list[Embedding]] = {}
+    ids: dict[str, list[int]] = {}
+    for v in m["videos"]:
+        out[v["name"]] = []
+        ids[v["name"]] = [t["id"] for t in v["tracks"]]
+        for t in v["tracks"]:
+            if "feature" not in t:
+                continue
+            f = run_dir / t["feature"]
+            try:
+                feat = np.load(f)
+            except (OSError, ValueError) as exc:
+                raise UserError(f"stored feature unreadable ({exc})", f) from None
+            out[v["name"]].append(Embedding(v["name"], t["id"], feat.astype(np.float32, copy=False),
+                                            t["n_silhouettes"], t["first_frame"] - 1, t["last_frame"] - 1))
+    return out, ids
+
+
+def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, output: Path | None = None,
+            name: str | None = None, quiet: bool = True, calibration: str | None = None) -> Path:
+    from allinone.results.render import render_video
+
+    m = _load_manifest(run_dir)
+    settings = m["settings"]["match"]
+    metric = settings["metric"]
+    cfg = MatchConfig(metric=metric, threshold=None, min_frames=settings["min_frames"],
+                      auto_far=settings.get("auto_far", 0.01), auto_min_overlap=settings.get("auto_min_overlap", 5))
+    if isinstance(threshold, float):
+        check_threshold(threshold, metric)
+    embeddings, track_ids = _embeddings(run_dir, m)
+    videos = m["videos"]
+    probe_videos = [v for v in videos if v["role"] == "probe"]
+    if m.get("gallery_db"):
+        from allinone.gallery.store import GalleryStore, ModelInfo
+        if named is not None:
+            raise UserError("this run's gallery is a gallery file: rename people there (python main.py gallery "
+                            "rename), not with --identity")
+        gait = m["weights"]["gait"]
+        with GalleryStore(m["gallery_db"]) as store:
+            store.check_model(ModelInfo(gait["sha256"], gait["path"], gait["arch"], metric))
+            identities = store.identities()
+        gallery, named = Path(m["gallery_db"]).stem, ()
+    else:
+        if named is not None:
+            check_named(tuple(named))
+        else:
+            named = tuple((i["name"], tuple(t["track"] for t in i["tracks"])) for i in m["identities"])
+        gallery = videos[0]["name"]
+        identities = gallery_identities(embeddings[gallery], tuple(named), strict=True)
+    matcher = Matcher(cfg)
+    usable = matcher.usable(identities)
+    if calibration and isinstance(threshold, float):
+        raise UserError("give --threshold or --calibration, not both")
+    if calibration:
+        thr = calibrated_threshold(Path(calibration), (m["weights"].get("gait") or {}).get("sha256"), metric)
+    elif threshold == "keep":
+        t = m["threshold"]
+        thr = Threshold(t["value"], t["basis"], {k: v for k, v in t.items() if k not in ("value", "basis")})
+    else:
+        every = [e for v in videos for e in embeddings[v["name"]]]
+        thr = resolve_threshold(threshold, metric, every, [x for i in usable for x in i.members],
+                                far=cfg.auto_far, min_overlap=cfg.auto_min_overlap, min_frames=cfg.min_frames)
+    probes = [e for v in probe_videos for e in embeddings[v["name"]]]
+    decided = {(d.probe_video, d.probe_track): d for d in matcher(probes, identities, thr.value)}
+    decisions = [decided.get((v["name"], tid)) or Decision(v["name"], tid, "too_short", None, None,
+                                                            "too_few_silhouettes", [])
+                 for v in probe_videos for tid in track_ids[v["name"]]]
+
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    root = output if output is not None else run_dir.parent
+    with RunWriter(root, name, default=f"{run_dir.name}-rematch") as writer:
+        spans = {(v["name"], t["id"]): (t["first_frame"], t["last_frame"]) for v in probe_videos for t in v["tracks"]}
+        pictures = {(v["name"], t["id"]): {k: t[k] for k in ("crop", "gei") if k in t}
+                    for v in videos for t in v["tracks"]}
+        for i in m["identities"]:  # a gallery file's pictures, copied into the run folder by the run
+            if i["tracks"] and ("crop" in i or "gei" in i):
+                first = i["tracks"][0]
+                pictures.setdefault((first["video"], first["track"]), {k: i[k] for k in ("crop", "gei") if k in i})
+        extra = decisions_entries(identities, usable, thr, decisions, writer, spans, pictures)
+        new_videos = []
+        for v in videos:
+            entry = {k: x for k, x in v.items() if k not in ("annotated_video", "result_video", "timings_s",
+                                                             "end_to_end_fps")}
+            entry["tracks"] = [{k: x for k, x in t.items() if k not in ("silhouettes_png_dir", "silhouettes_pkl")}
+                               for t in v["tracks"]]
+            for t in entry["tracks"]:
+                if "feature" in t:
+                    shutil.copyfile(run_dir / t["feature"], writer.path(t["feature"]))
+            shutil.copyfile(run_dir / v["tracks_file"], writer.path(v["tracks_file"]))
+            if v["role"] == "probe":
+                src = Path(v["path"])
+                if src.is_file():
+                    rot = (v.get("rotation") or {}).get("degrees", 0)
+                    info = VideoInfo(src, v["name"], "probe", v["frames"], v["fps"], v["width"], v["height"], rot)
+                    outs = render_video(info, run_dir / v["tracks_file"], writer, gallery, identities,
+                                        decisions, quiet, defaultdict(float), annotated=False)
+                    entry.update(outs)
+                else:
+                    log.warning("%s: the probe video is gone, so no result video is drawn for it", src)
+                    entry["result_video"] = None
+            new_videos.append(entry)
+        if (run_dir / "pictures").is_dir():
+            shutil.copytree(run_dir / "pictures", writer.path("pictures"))
+        manifest = {**{k: x for k, x in m.items() if k not in ("videos", "matches", "identities", "threshold",
+                                                                 "timings_s", "created", "report")},
+                    "created": created, "source_run": str(run_dir.resolve()),
+                    "settings": {**m["settings"], "match": {**settings, "threshold": thr.value},
+                                 "identities": [list(x) for x in named]},
+                    "videos": new_videos, **extra}
+        manifest["report"] = write_report(writer.dir, manifest)
+        return writer.finalize(manifest)
+
+
+def rematch_command(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        out = rematch(args.run_dir, getattr(args, "threshold", "keep"), args.identity, args.output, args.name,
+                      args.quiet, args.calibration)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log.info("rematched in %.1f s", time.perf_counter() - t0)
+    print(out)
+    return 0

@@ -1,0 +1,240 @@
+"""The main command, run(config): the one loop that calls the stages in order.
+
+Per video, in one streamed pass (stages/video_pass.py): frames → detections → tracks → silhouettes (quality filter,
+batched segmentation, OpenGait alignment) → one gait forward per track as it ends. Then gallery identities →
+threshold → decisions (decide/) → the result videos (results/render.py) → run.json built from the records
+(results/manifest.py). A live stream is decided as it plays (stages/stream_pass.py).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from allinone.config import RunConfig
+from allinone.decide.calibration import find_calibration
+from allinone.decide.identities import gallery_identities
+from allinone.decide.threshold import Threshold, check_threshold, resolve_threshold
+from allinone.errors import UserError
+from allinone.io.devices import resolve_device
+from allinone.io.run_folder import RunWriter, sha256_path
+from allinone.io.video import StreamSource, VideoSource, is_stream, stream_name
+from allinone.records import Decision, Identity, VideoInfo
+from allinone.results import manifest as mf
+from allinone.results.render import render_video
+from allinone.results.report import write_report
+from allinone.stages.build import Stages, build_stages, check_models_given, resolve_models
+from allinone.stages.rotation import choose_rotation
+from allinone.stages.step import VideoResult
+from allinone.stages.video_pass import process_video
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    manifest: dict
+    videos: list[VideoResult] = field(default_factory=list)
+
+
+def _unique_names(paths: list[Path]) -> list[str]:
+    """File stems, suffixed -2, -3, … where two inputs share one."""
+    seen: dict[str, int] = {}
+    names = []
+    for p in paths:
+        stem = p.stem or "video"
+        n = seen.get(stem, 0) + 1
+        seen[stem] = n
+        names.append(stem if n == 1 else f"{stem}-{n}")
+    # a suffixed name could collide with a real stem ("a-2"): resolve by suffixing again
+    out: list[str] = []
+    for name in names:
+        while name in out:
+            name = f"{name}-x"
+        out.append(name)
+    return out
+
+
+def _warn_repeated_inputs(paths: list[Path]) -> None:
+    """One warning per file given more than once (as gallery and probe, or twice as probe)."""
+    seen: dict[Path, int] = {}
+    for p in paths:
+        try:
+            key = p.resolve()
+        except OSError:
+            key = p
+        seen[key] = seen.get(key, 0) + 1
+    for p, n in seen.items():
+        if n > 1:
+            log.warning("%s is given %d times (as gallery and probe, or repeated): its people will match "
+                        "themselves", p, n)
+
+
+def _gallery_and_threshold(results: list[VideoResult], config: RunConfig, stages: Stages,
+                           calibrated: Threshold | None, stored: list[Identity] | None):
+    """The gallery's identities (from the gallery video, or ``stored`` from a gallery file), the usable ones, and
+    the run's threshold (over every embedded track in ``results``)."""
+    if stored is not None:
+        identities, where = stored, str(config.gallery_db)
+        why = "the gallery file has no identity with enough silhouettes"
+    else:
+        gallery = results[0]
+        identities = gallery_identities([gallery.embeddings[t] for t in sorted(gallery.embeddings)],
+                                        config.identities)
+        where = str(gallery.info.path)
+        why = "nobody was found" if not gallery.tracks else \
+            f"no track has {config.match.min_frames} usable silhouettes (--min-frames)"
+    usable = stages.matcher.usable(identities)
+    if not usable:
+        log.warning("%s: the gallery has no usable identity (%s): every probe person will be unknown", where, why)
+    every = [e for r in results for e in (r.embeddings[t] for t in sorted(r.embeddings))]
+    threshold = resolve_threshold(config.match.threshold, config.match.metric, every,
+                                  [m for i in usable for m in i.members], far=config.match.auto_far,
+                                  min_overlap=config.match.auto_min_overlap, min_frames=config.match.min_frames,
+                                  calibrated=calibrated)
+    return identities, usable, threshold
+
+
+def _decide(results: list[VideoResult], config: RunConfig, stages: Stages, calibrated: Threshold | None,
+            stored: list[Identity] | None):
+    """Identities, usable identities, the threshold and one Decision per probe track (every probe track, in
+    order)."""
+    identities, usable, threshold = _gallery_and_threshold(results, config, stages, calibrated, stored)
+    probe_results = [r for r in results if r.info.role == "probe"]
+    probes = [r.embeddings[t] for r in probe_results for t in sorted(r.embeddings)]
+    decided = {(d.probe_video, d.probe_track): d for d in stages.matcher(probes, identities, threshold.value)}
+    decisions = []
+    for r in probe_results:
+        for tid in sorted(r.tracks):
+            d = decided.get((r.info.name, tid))
+            # a track without a single usable silhouette never got an embedding: too short to tell
+            decisions.append(d or Decision(r.info.name, tid, "too_short", None, None, "too_few_silhouettes", []))
+    return identities, usable, threshold, decisions
+
+
+def _live(src, name: str, results: list[VideoResult], config: RunConfig, stages: Stages, writer: RunWriter,
+          calibrated: Threshold | None, stored: list[Identity] | None, gallery_name: str):
+    """The stream after the gallery: identities and threshold fixed first (from the gallery alone), then decided as
+    it plays. Returns the run's (identities, usable, threshold, decisions) and the stream's outputs and stats."""
+    from allinone.stages.stream_pass import run_stream  # the live path loads only for streams
+    identities, usable, threshold = _gallery_and_threshold(results, config, stages, calibrated, stored)
+    info = VideoInfo(path=src.spec, name=name, role="probe", frames=0, fps=src.fps, width=src.width,
+                     height=src.height)
+    result, decisions, stats, outputs = run_stream(src, info, config, stages, writer, identities, threshold,
+                                                   gallery_name)
+    results.append(result)
+    return (identities, usable, threshold, decisions), {name: {"outputs": outputs, "stats": stats}}
+
+
+def run(config: RunConfig) -> RunResult:
+    """Process the gallery (video or file) and every probe video; write the run folder; return where it is, its
+    manifest and the per-video results."""
+    if (config.gallery is None) == (config.gallery_db is None):
+        raise UserError("give a gallery video or a gallery file (--gallery or --gallery-db), one of them")
+    inputs = ([(config.gallery, "gallery")] if config.gallery is not None else []) + \
+        [(p, "probe") for p in config.probes]
+    streams = [p for p, _ in inputs if is_stream(p)]
+    if streams and (len(config.probes) != 1 or not is_stream(config.probes[0])):
+        raise UserError("a live stream is the one --probe of a run (with a gallery video or --gallery-db)")
+    if streams and config.track_only:
+        raise UserError("--track-only is for video files, not live streams")
+    names = _unique_names([Path(stream_name(str(p))) if is_stream(p) else Path(p) for p, _ in inputs])
+    gallery_name = names[0] if config.gallery is not None else Path(config.gallery_db).stem
+    # every input checked (a stream opened) before any model is loaded
+    sources = [StreamSource(str(p), config.live.reconnect_s) if is_stream(p) else VideoSource(p) for p, _ in inputs]
+    _warn_repeated_inputs([Path(p) for p, _ in inputs if not is_stream(p)])
+    if config.match.threshold is not None and config.match.metric != "auto":
+        check_threshold(config.match.threshold, config.match.metric)
+    if config.match.calibration and not Path(config.match.calibration).is_file():
+        raise UserError("calibration file not found", config.match.calibration)
+    check_models_given(config)
+    store = None
+    if config.gallery_db is not None and not config.track_only:
+        from allinone.gallery.store import GalleryStore
+        store = GalleryStore(config.gallery_db)
+    device = resolve_device(config.device)
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    try:
+        with RunWriter(config.output, config.name) as writer:  # output folder and name checked before models load
+            config = resolve_models(config)
+            stages, config = build_stages(config, device)
+            calibrated, gait_sha, stored_pictures, search_info = None, None, {}, None
+            if stages.embedder is not None:
+                gait_sha = sha256_path(config.gait.model)
+            if store is not None:
+                from allinone.gallery.store import ModelInfo
+                store.check_model(ModelInfo(gait_sha, config.gait.model, stages.embedder.arch, config.match.metric))
+            if stages.matcher is not None and config.match.threshold is None:
+                calibrated = find_calibration(config.match.calibration, config.gait.model, gait_sha,
+                                              config.match.metric)
+            results: list[VideoResult] = []
+            for src, (path, role), name in zip(sources, inputs, names):
+                if is_stream(path):
+                    continue
+                degrees, basis = choose_rotation(src, stages.detector, config.rotate)
+                src.set_rotation(degrees)
+                info = VideoInfo(path=Path(path), name=name, role=role, frames=src.frame_count_hint,
+                                 fps=src.fps, width=src.width, height=src.height, rotation=degrees,
+                                 rotation_basis=basis)
+                results.append(process_video(src, info, config, stages, writer))
+
+            decision, live, stored = None, {}, None
+            if store is not None:  # all identities of a small gallery; an index shortlist's of a large one
+                probes = [e for r in results for e in r.embeddings.values()]
+                stored, search_info = store.candidates(probes, config.search)
+                stored_pictures = store.pictures([m.track_id for i in stored for m in i.members[:1]])
+            if streams:
+                decision, live = _live(sources[-1], names[-1], results, config, stages, writer, calibrated, stored,
+                                       gallery_name)
+                match_s = 0.0
+            elif stages.matcher is not None:
+                t0 = time.perf_counter()
+                decision = _decide(results, config, stages, calibrated, stored)
+                match_s = time.perf_counter() - t0
+
+            outputs: dict[str, dict[str, str]] = {}
+            for r in results:
+                if r.info.name in live:
+                    outputs[r.info.name] = live[r.info.name]["outputs"]
+                    continue
+                identities, decisions = (decision[0], decision[3]) if decision else (None, None)
+                outputs[r.info.name] = render_video(
+                    r.info, writer.dir / f"tracks/{r.info.name}.txt", writer, gallery_name, identities, decisions,
+                    config.quiet, r.timings) if config.render else {}
+            videos = [mf.video_entry(r.info, r.tracks, outputs[r.info.name], r.timings,
+                                     r.info.fps / r.silhouette_stride if stages.segmenter else None)
+                      for r in results]
+            extra: dict = {"gallery_db": str(config.gallery_db), "search": search_info} \
+                if config.gallery_db is not None else {}
+            if live:
+                extra["live"] = {name: x["stats"] for name, x in live.items()}
+            if decision is not None:
+                identities, usable, threshold, decisions = decision
+                spans = {(r.info.name, t): (tr.first_frame + 1, tr.last_frame + 1) for r in results
+                         if r.info.role == "probe" for t, tr in r.tracks.items()}
+                pictures = {(r.info.name, t): {k: tr.files[k] for k in ("crop", "gei") if k in tr.files}
+                            for r in results for t, tr in r.tracks.items()}
+                for tid, blobs in stored_pictures.items():
+                    for key, blob in zip(("crop", "gei"), blobs):
+                        if blob:
+                            rel = f"pictures/gallery/{tid:03d}_{key}.png"
+                            writer.path(rel).write_bytes(blob)
+                            pictures.setdefault(("gallery", tid), {})[key] = rel
+                extra.update(mf.decisions_entries(identities, usable, threshold, decisions, writer, spans,
+                                                  pictures))
+                extra["timings_s"] = {"match": round(match_s, 4)}
+            manifest = mf.run_manifest(created, config, device, stages, videos, extra, gait_sha)
+            if decision is not None:
+                manifest["report"] = write_report(writer.dir, manifest)
+            run_dir = writer.finalize(manifest)
+    finally:
+        if store is not None:
+            store.close()
+    log.info("run written to %s", run_dir)
+    return RunResult(run_dir=run_dir, manifest=manifest, videos=results)
+
+
+__all__ = ["RunResult", "run"]

@@ -1,0 +1,1 @@
+"""Known people kept between runs: the enrolled gallery file (SQLite) and its search."""

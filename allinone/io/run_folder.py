@@ -1,0 +1,189 @@
+"""The run folder: built under a temporary name, renamed into place only when the run has fully succeeded."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from allinone.errors import UserError
+from allinone.records import Track
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "run.json"
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_path(path: str | Path) -> str:
+    """sha256 of a file, or of a folder's files (name + content, sorted) so a model folder has one hash too."""
+    p = Path(path)
+    if p.is_file():
+        return sha256_file(p)
+    h = hashlib.sha256()
+    for f in sorted(x for x in p.rglob("*") if x.is_file()):
+        h.update(f.relative_to(p).as_posix().encode())
+        h.update(bytes.fromhex(sha256_file(f)))
+    return h.hexdigest()
+
+
+def default_run_name() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+class RunWriter:
+    """Owns one run folder. Files go to ``<root>/.<name>.partial`` while the run works; ``finalize`` writes
+    run.json last and renames the folder to ``<root>/<name>``. Leaving the ``with`` block by an exception (or
+    Ctrl-C) removes the partial folder, so nothing that looks complete is left behind."""
+
+    def __init__(self, root: str | Path, name: str | None = None, default: str | None = None) -> None:
+        """``name``: the user's (refused if it exists); else ``default`` (a timestamp when None), numbered -2, -3 …
+        where it exists."""
+        self.root = Path(root)
+        explicit = name is not None
+        name = name or default or default_run_name()
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise UserError(f"run name {name!r} must be a plain folder name")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"output folder cannot be created ({exc.strerror or exc})", self.root) from None
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise UserError("output folder is not writable", self.root)
+        final = self.root / name
+        if final.exists():
+            if explicit:
+                raise UserError("a run of this name exists already (choose another --name)", final)
+            n = 2
+            while (self.root / f"{name}-{n}").exists():
+                n += 1
+            final = self.root / f"{name}-{n}"
+        self.final = final
+        self.name = final.name
+        self.dir = self.root / f".{self.name}.partial-{os.getpid()}"
+        try:
+            self.dir.mkdir()
+        except OSError as exc:
+            raise UserError(f"cannot create the run folder ({exc.strerror or exc})", self.dir) from None
+        self.finalized = False
+
+    # -- paths ------------------------------------------------------------------------------------------------
+    def path(self, rel: str | Path) -> Path:
+        """Absolute path of ``rel`` inside the (partial) run folder, parents created."""
+        p = self.dir / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    # -- writers ----------------------------------------------------------------------------------------------
+    def write_mot(self, rel: str, tracks: list[Track]) -> str:
+        """MOT challenge text: ``frame,id,x,y,w,h,score,-1,-1,-1`` per box, frames from 1, by frame then id."""
+        rows = []
+        for t in tracks:
+            for f, box, s in zip(t.frames, t.xyxy, t.confidence):
+                x1, y1, x2, y2 = (float(v) for v in box)
+                rows.append((f + 1, t.track_id, x1, y1, x2 - x1, y2 - y1, s))
+        rows.sort(key=lambda r: (r[0], r[1]))
+        with open(self.path(rel), "w", encoding="utf-8") as fh:
+            for f, i, x, y, w, h, s in rows:
+                fh.write(f"{f},{i},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{s:.4f},-1,-1,-1\n")
+        return rel
+
+    def mot_writer(self, rel: str) -> "MotWriter":
+        return MotWriter(self.path(rel))
+
+    def write_npy(self, rel: str, array: np.ndarray) -> str:
+        np.save(self.path(rel), array)
+        return rel
+
+    def write_csv(self, rel: str, header: list[str], rows: list[list]) -> str:
+        with open(self.path(rel), "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            w.writerows(rows)
+        return rel
+
+    def finalize(self, manifest: dict) -> Path:
+        """Write run.json (atomically) and move the folder into place."""
+        return self.finalize_json(MANIFEST, manifest)
+
+    def finalize_json(self, name: str, manifest: dict) -> Path:
+        """Write the folder's manifest ``name`` (atomically) and move the folder into place."""
+        tmp = self.dir / f".{name}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(manifest, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, self.dir / name)
+        os.replace(self.dir, self.final)
+        self.finalized = True
+        return self.final
+
+    def abort(self) -> None:
+        if not self.finalized and self.dir.exists():
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "RunWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or not self.finalized:
+            self.abort()
+
+
+class MotWriter:
+    """MOT rows written frame by frame as the video streams (``frame,id,x,y,w,h,score,-1,-1,-1``, frames from 1),
+    so the boxes of a long video live on disk, not in memory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fh = open(path, "w", encoding="utf-8")
+
+    def write(self, index: int, xyxy: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> None:
+        for (x1, y1, x2, y2), s, i in sorted(zip(xyxy.tolist(), scores.tolist(), ids.tolist()), key=lambda r: r[2]):
+            self.fh.write(f"{index + 1},{i},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{s:.4f},-1,-1,-1\n")
+
+    def close(self) -> None:
+        self.fh.close()
+
+    def drop_tracks(self, ids: set[int]) -> None:
+        """Rewrite the (closed) file without the rows of ``ids``."""
+        if not ids:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(self.path, encoding="utf-8") as src, open(tmp, "w", encoding="utf-8") as dst:
+            for line in src:
+                if int(line.split(",", 2)[1]) not in ids:
+                    dst.write(line)
+        os.replace(tmp, self.path)
+
+
+def read_mot_by_frame(path: Path):
+    """Yield (frame index 0-based, [(track id, xyxy float32 [4]), ...]) in frame order, streaming the file; frames
+    without rows are not yielded."""
+    current, rows = None, []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            f, i, x, y, w, h = line.split(",")[:6]
+            f = int(f) - 1
+            if current is not None and f != current:
+                yield current, rows
+                rows = []
+            current = f
+            x, y, w, h = float(x), float(y), float(w), float(h)
+            rows.append((int(i), np.array([x, y, x + w, y + h], np.float32)))
+    if current is not None:
+        yield current, rows

@@ -1,0 +1,400 @@
+"""Video in and out: open and check inputs, stream frames (decoded in a background thread), write videos atomically."""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import cv2
+import numpy as np
+
+from allinone.errors import UserError
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+def _consume(q: queue.Queue):
+    """Items a reader thread puts on ``q`` until its end marker; an exception it put is raised here."""
+    while True:
+        item = q.get()
+        if item is _END:
+            return
+        if isinstance(item, Exception):
+            raise item
+        yield item
+
+
+def _drain_and_join(q: queue.Queue, thread: threading.Thread) -> None:
+    """Wait for a reader thread to end, unblocking it while it waits on a full queue."""
+    while thread.is_alive():
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            pass
+        thread.join(timeout=0.05)
+
+
+ROTATIONS = {0: None, 90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+
+
+def rotate(frame: np.ndarray, degrees: int) -> np.ndarray:
+    """The frame turned clockwise by 0, 90, 180 or 270 degrees."""
+    code = ROTATIONS[degrees]
+    return frame if code is None else cv2.rotate(frame, code)
+
+
+class VideoSource:
+    """An input video, opened once to check it; ``frames()`` then streams it, turned by ``rotation`` degrees
+    clockwise (after the container's own rotation tag, which OpenCV applies; ``rotation_meta`` records that tag).
+
+    The container's frame count is only a hint (it is often wrong); ``count`` is what was really decoded.
+    """
+
+    def __init__(self, path: str | Path, rotation: int = 0) -> None:
+        # FFmpeg's own log lines ("moov atom not found") would duplicate our one-line error; read before the
+        # first capture is opened.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        self.path = Path(path)
+        if not self.path.exists():
+            raise UserError("video not found", self.path)
+        if not self.path.is_file():
+            raise UserError("not a file", self.path)
+        cap = cv2.VideoCapture(str(self.path))
+        try:
+            if not cap.isOpened():
+                raise UserError("cannot be opened as a video (unreadable or not a video format)", self.path)
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                raise UserError("video has no frames that can be decoded", self.path)
+            self._hw = frame.shape[:2]
+            fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+            self.frame_count_hint = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            self.rotation_meta = int(cap.get(cv2.CAP_PROP_ORIENTATION_META) or 0) % 360
+        finally:
+            cap.release()
+        if not np.isfinite(fps) or fps <= 0 or fps > 1000:
+            log.warning("%s: no usable frame rate in the file, assuming 30 fps", self.path)
+            fps = 30.0
+        self.fps = fps
+        self.count = 0
+        self.set_rotation(rotation)
+
+    def set_rotation(self, degrees: int) -> None:
+        if degrees not in ROTATIONS:
+            raise ValueError(f"rotation must be one of {sorted(ROTATIONS)}, got {degrees}")
+        self.rotation = degrees
+        h, w = self._hw
+        self.height, self.width = (w, h) if degrees in (90, 270) else (h, w)
+
+    def sample(self, n: int) -> list[np.ndarray]:
+        """Up to ``n`` frames spread over the video (unturned), for choosing a rotation."""
+        cap = cv2.VideoCapture(str(self.path))
+        out = []
+        try:
+            total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            for k in range(n):
+                if total > 0:
+                    cap.set(cv2.CAP_PROP_POS_FRAMES, int((k + 0.5) * total / n))
+                ok, frame = cap.read()
+                if ok and frame is not None:
+                    out.append(frame)
+        finally:
+            cap.release()
+        return out
+
+    def frames(self, prefetch: int = 8) -> Iterator[np.ndarray]:
+        """Yield BGR frames [H, W, 3] uint8 in order. Decoding runs in a thread (OpenCV releases the GIL while it
+        decodes), ``prefetch`` frames ahead, so it overlaps with the models' work on the previous frames."""
+        q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+        stop = threading.Event()
+
+        def reader() -> None:
+            cap = cv2.VideoCapture(str(self.path))
+            try:
+                while not stop.is_set():
+                    ok, frame = cap.read()
+                    if not ok:
+                        break
+                    q.put(rotate(frame, self.rotation))
+            except Exception as exc:  # surfaced in the consumer thread below
+                q.put(exc)
+            finally:
+                cap.release()
+                q.put(_END)
+
+        thread = threading.Thread(target=reader, name=f"decode-{self.path.name}", daemon=True)
+        thread.start()
+        self.count = 0
+        try:
+            for item in _consume(q):
+                if item.shape[0] != self.height or item.shape[1] != self.width:
+                    raise UserError(f"frame {self.count + 1} has size {item.shape[1]}x{item.shape[0]}, "
+                                    f"the first had {self.width}x{self.height}", self.path)
+                self.count += 1
+                yield item
+        finally:
+            stop.set()
+            _drain_and_join(q, thread)
+
+
+class VideoSink:
+    """Writes frames as H.264 (yuv420p, MP4 with the index at the front: ``+faststart``) through PyAV, so browsers
+    and Colab's player play the result; to a temporary name, the file appearing under its own only on ``close()``.
+    ``discard()`` (or leaving a ``with`` block by an exception) removes the partial file.
+
+    Odd frame sizes are padded by one black row or column (yuv420p needs even ones). Encoding (colour conversion
+    included) runs in a background thread, so drawing the next frame overlaps with encoding this one; ``write``
+    blocks only when ``queue_size`` frames are waiting. One frame in is one frame out, at the given frame rate.
+    """
+
+    PRESET = "veryfast"  # x264 speed/size trade-off: faster presets make larger files for the same quality
+    CRF = "23"  # x264 quality (lower is better and larger); 23 is its default
+
+    def __init__(self, path: str | Path, fps: float, size_wh: tuple[int, int], queue_size: int = 8) -> None:
+        import av
+        from fractions import Fraction
+
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self.size_wh = (int(size_wh[0]), int(size_wh[1]))
+        self.count = 0
+        self._even = (self.size_wh[0] + self.size_wh[0] % 2, self.size_wh[1] + self.size_wh[1] % 2)
+        try:
+            self._container = av.open(str(self.tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
+            rate = Fraction(float(fps)).limit_denominator(1001)
+            self._stream = self._container.add_stream("libx264", rate=rate)
+            self._stream.width, self._stream.height = self._even
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.options = {"preset": self.PRESET, "crf": self.CRF}
+        except Exception as exc:  # PyAV raises its own error types (OSError subclasses, FFmpegError)
+            self.tmp.unlink(missing_ok=True)
+            raise UserError(f"cannot write a video here ({exc})", self.path) from None
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._encode, name=f"encode-{self.path.name}", daemon=True)
+        self._thread.start()
+
+    def _encode(self) -> None:
+        import av
+        while True:
+            frame = self._queue.get()
+            if frame is _END:
+                return
+            if self._error is None:
+                try:
+                    if frame.shape[1::-1] != self._even:
+                        frame = np.pad(frame, ((0, self._even[1] - frame.shape[0]),
+                                               (0, self._even[0] - frame.shape[1]), (0, 0)))
+                    vf = av.VideoFrame.from_ndarray(frame, format="bgr24").reformat(format="yuv420p")
+                    for packet in self._stream.encode(vf):
+                        self._container.mux(packet)
+                except Exception as exc:  # re-raised in the producer's thread by write()/close()
+                    self._error = exc
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.shape[1] != self.size_wh[0] or frame.shape[0] != self.size_wh[1]:
+            raise ValueError(f"frame is {frame.shape[1]}x{frame.shape[0]}, sink expects {self.size_wh}")
+        if self._error is not None:
+            raise self._error
+        self._queue.put(frame)
+        self.count += 1
+
+    def _finish(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(_END)
+            self._thread.join()
+        try:
+            if self._error is None:
+                for packet in self._stream.encode(None):  # flush the encoder's delayed frames
+                    self._container.mux(packet)
+        except Exception as exc:
+            self._error = exc
+        finally:
+            self._container.close()
+
+    def close(self) -> Path:
+        self._finish()
+        if self._error is not None:
+            self.tmp.unlink(missing_ok=True)
+            raise self._error
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        self._finish()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "VideoSink":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+
+
+def read_frame_count(path: str | Path) -> int:
+    """Decode a whole video and count its frames (for checks; the pipeline counts while it streams)."""
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    try:
+        while cap.grab():
+            n += 1
+    finally:
+        cap.release()
+    return n
+
+
+def is_stream(spec: str | Path) -> bool:
+    """rtsp://, http(s):// addresses and webcam:N are live streams; anything else is a file path."""
+    s = str(spec)
+    return s.startswith(("rtsp://", "rtsps://", "http://", "https://", "webcam:"))
+
+
+class StreamSource:
+    """A live stream (RTSP, HTTP such as MPEG-TS or MJPEG, or a local webcam ``webcam:N``), read through OpenCV's
+    FFmpeg backend in a thread.
+
+    ``frames()`` yields (frame, arrival time from time.monotonic()). The thread keeps at most ``queue_size`` frames:
+    when the consumer falls behind, the oldest waiting frame is dropped (``dropped`` counts them), so decisions stay
+    close to real time instead of lagging ever further. A stream that stops delivering is reopened with exponential
+    backoff (0.5 s doubling up to 8 s) for up to ``reconnect_s`` seconds, each attempt logged; after that, or when
+    ``stop()`` is called, the stream ends. Opening fails at once (UserError) if the first connection fails.
+    """
+
+    def __init__(self, spec: str, reconnect_s: float = 30.0, open_timeout_s: float = 10.0,
+                 queue_size: int = 4) -> None:
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+        self.spec = str(spec)
+        self.path = self.spec  # named like VideoSource's, for messages
+        self.reconnect_s = reconnect_s
+        self.open_timeout_s = open_timeout_s
+        self.queue_size = queue_size
+        self.dropped = 0
+        self.reconnects = 0
+        self.count = 0
+        self._stop = threading.Event()
+        cap = self._open()
+        if cap is None:
+            what = "webcam cannot be opened" if self.spec.startswith("webcam:") else "stream cannot be opened"
+            raise UserError(f"{what} (nothing answered, or not a video stream)", self.spec)
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            cap.release()
+            raise UserError("stream opened but sent no frame", self.spec)
+        self.height, self.width = frame.shape[:2]
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if np.isfinite(fps) and 1.0 <= fps <= 240.0 else 25.0
+        self.frame_count_hint = 0
+        self._cap, self._first = cap, frame
+
+    def _open(self):
+        """A capture, or None. OpenCV's own warnings about a failed open are silenced: our error says it once."""
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        try:
+            return self._open_capture()
+        finally:
+            cv2.utils.logging.setLogLevel(level)
+
+    def _open_capture(self):
+        if self.spec.startswith("webcam:"):
+            try:
+                index = int(self.spec.split(":", 1)[1])
+            except ValueError:
+                raise UserError("expected webcam:N with a device number N", self.spec) from None
+            cap = cv2.VideoCapture(index)
+        else:
+            ms = int(self.open_timeout_s * 1000)
+            cap = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        if not cap.isOpened():
+            cap.release()
+            return None
+        return cap
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _reader(self, q: queue.Queue) -> None:
+        import time
+        cap, frame = self._cap, self._first
+        try:
+            while not self._stop.is_set():
+                if frame is None:
+                    ok, frame = cap.read()
+                    if not ok or frame is None:
+                        cap.release()
+                        cap = self._reconnect()
+                        if cap is None:
+                            break
+                        frame = None
+                        continue
+                if frame.shape[:2] != (self.height, self.width):
+                    frame = cv2.resize(frame, (self.width, self.height))
+                item = (frame, time.monotonic())
+                frame = None
+                while True:
+                    try:
+                        q.put_nowait(item)
+                        break
+                    except queue.Full:
+                        try:
+                            q.get_nowait()
+                            self.dropped += 1
+                        except queue.Empty:
+                            pass
+        except Exception as exc:  # surfaced in the consumer
+            q.put(exc)
+        finally:
+            if cap is not None:
+                cap.release()
+            q.put(_END)
+
+    def _reconnect(self):
+        import time
+        deadline = time.monotonic() + self.reconnect_s
+        wait = 0.5
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            log.warning("%s: the stream stopped; reconnecting in %.1f s", self.spec, wait)
+            if self._stop.wait(min(wait, max(0.0, deadline - time.monotonic()))):
+                return None
+            cap = self._open()
+            if cap is not None:
+                self.reconnects += 1
+                log.warning("%s: reconnected (%d so far)", self.spec, self.reconnects)
+                return cap
+            wait = min(wait * 2, 8.0)
+        log.warning("%s: no stream for %.0f s, ending", self.spec, self.reconnect_s)
+        return None
+
+    def frames(self):
+        """Yield (BGR frame [H, W, 3] uint8, arrival time) until the stream ends or stop() is called."""
+        q: queue.Queue = queue.Queue(maxsize=max(1, self.queue_size))
+        thread = threading.Thread(target=self._reader, args=(q,), name="stream", daemon=True)
+        thread.start()
+        try:
+            for item in _consume(q):
+                self.count += 1
+                yield item
+        finally:
+            self._stop.set()
+            _drain_and_join(q, thread)
+
+
+def stream_name(spec: str) -> str:
+    """A file-name-safe name for a stream: webcam:0 → webcam0; rtsp://host:8554/cam/x → x (else the host)."""
+    if spec.startswith("webcam:"):
+        return "webcam" + re.sub(r"\W", "", spec.split(":", 1)[1])
+    u = urlparse(spec)
+    stem = (u.path.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]) or (u.hostname or "stream")
+    return re.sub(r"[^\w.-]", "_", stem) or "stream"

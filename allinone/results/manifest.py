@@ -1,0 +1,105 @@
+"""run.json, built in one place from the run's records (and read back by rematch)."""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+from allinone import __version__
+from allinone.io.run_folder import sha256_path
+from allinone.records import DROP_REASONS, Decision, Identity, TrackResult, VideoInfo
+from allinone.decide.threshold import Threshold
+
+MATCHES_CSV = "matches.csv"
+MATCHES_HEADER = ["probe_video", "probe_track", "status", "identity", "distance", "reason", "first_frame",
+                  "last_frame", "ranking"]
+
+
+def track_entry(t: TrackResult) -> dict:
+    """A track of ``videos[].tracks``: frames 1-based, silhouettes used and dropped by reason, its files."""
+    entry = {"id": t.track_id, "first_frame": t.first_frame + 1, "last_frame": t.last_frame + 1,
+             "n_frames": t.n_frames}
+    if t.dropped or t.n_silhouettes:
+        entry["n_silhouettes"] = t.n_silhouettes
+        entry["dropped"] = {k: int(t.dropped.get(k, 0)) for k in DROP_REASONS}
+    for key in ("silhouettes_png_dir", "silhouettes_pkl", "feature", "crop", "gei"):
+        if key in t.files:
+            entry[key] = t.files[key]
+    return entry
+
+
+def video_entry(info: VideoInfo, tracks: dict[int, TrackResult], outputs: dict[str, str],
+                timings: dict[str, float], silhouette_fps: float | None) -> dict:
+    entry = {"name": info.name, "role": info.role, "path": str(info.path), "frames": info.frames, "fps": info.fps,
+             "width": info.width, "height": info.height,
+             "rotation": {"degrees": info.rotation, "basis": info.rotation_basis},
+             "tracks_file": f"tracks/{info.name}.txt", **outputs}
+    if silhouette_fps is not None:
+        entry["silhouette_fps"] = round(silhouette_fps, 3)
+    entry["tracks"] = [track_entry(tracks[t]) for t in sorted(tracks)]
+    entry["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
+    first_pass = timings.get("total", 0.0)  # the streamed pass, gait forwards included (tracks end inside it)
+    entry["end_to_end_fps"] = round(info.frames / first_pass, 2) if first_pass > 0 else None
+    return entry
+
+
+def identity_entry(identity: Identity, usable: set[tuple[str, int]], pictures: dict | None = None) -> dict:
+    """An identity of run.json, with the pictures (run-relative paths) of its first track where there are some."""
+    entry = {"name": identity.name, "key": identity.key,
+             "tracks": [{"video": m.video, "track": m.track_id, "n_silhouettes": m.n_frames,
+                         "usable": (m.video, m.track_id) in usable} for m in identity.members]}
+    for m in identity.members:
+        pics = (pictures or {}).get((m.video, m.track_id))
+        if pics:
+            entry.update(pics)
+            break
+    return entry
+
+
+def decision_entry(d: Decision, spans: dict[tuple[str, int], tuple[int, int]]) -> dict:
+    first, last = spans.get((d.probe_video, d.probe_track), (None, None))
+    return {"probe_video": d.probe_video, "probe_track": d.probe_track, "status": d.status, "identity": d.identity,
+            "distance": None if d.distance is None else round(float(d.distance), 6), "reason": d.reason,
+            "first_frame": first, "last_frame": last,
+            "ranking": [{"identity": n, "distance": round(float(x), 6)} for n, x in d.ranking]}
+
+
+def decisions_entries(identities: list[Identity], usable: list[Identity], threshold: Threshold,
+                      decisions: list[Decision], writer, spans: dict[tuple[str, int], tuple[int, int]],
+                      pictures: dict | None = None) -> dict:
+    """run.json's "identities", "threshold", "matches" and "matches_file"; writes matches.csv."""
+    ok = {(m.video, m.track_id) for i in usable for m in i.members}
+    rows = [decision_entry(d, spans) for d in decisions]
+    writer.write_csv(MATCHES_CSV, MATCHES_HEADER, [
+        [r["probe_video"], r["probe_track"], r["status"], r["identity"] or "",
+         "" if r["distance"] is None else f"{r['distance']:.6f}", r["reason"] or "", r["first_frame"],
+         r["last_frame"], ";".join(f"{x['identity']}:{x['distance']:.6f}" for x in r["ranking"])] for r in rows])
+    return {"identities": [identity_entry(i, ok, pictures) for i in identities], "threshold": threshold.to_json(),
+            "matches": rows, "matches_file": MATCHES_CSV}
+
+
+def weights_entry(path: str | None, sha256: str | None = None) -> dict:
+    """A model file and its sha256 (``sha256`` when the caller hashed it already)."""
+    if not path:
+        return {"path": None, "sha256": None}
+    p = Path(path)
+    return {"path": str(p), "sha256": sha256 or (sha256_path(p) if p.exists() else None)}
+
+
+def run_manifest(created: str, config, device: str, stages, videos: list[dict], extra: dict,
+                 gait_sha256: str | None = None) -> dict:
+    return {
+        "version": 2,
+        "created": created,
+        "allinone_version": __version__,
+        "settings": config.to_json(),
+        "device": device,
+        "platform": {"python": platform.python_version(), "machine": platform.machine()},
+        "weights": {
+            "detector": weights_entry(getattr(stages.detector, "path", None)),
+            **({"segmenter": weights_entry(config.segment.model)} if stages.segmenter else {}),
+            **({"gait": {**weights_entry(config.gait.model, gait_sha256), "arch": stages.embedder.arch,
+                         "metric": stages.embedder.metric}} if stages.embedder else {}),
+        },
+        "videos": videos,
+        **extra,
+    }

@@ -1,0 +1,100 @@
+"""The models of a run, found (defaults from the checkpoints folder) and built once: Stages."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from allinone.config import RunConfig
+from allinone.decide.match import Matcher
+from allinone.decide.threshold import check_threshold
+from allinone.detect import Detector
+from allinone.errors import UserError
+from allinone.gait import GaitBackend
+from allinone.segment import Segmenter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stages:
+    """The models of a run, built once."""
+
+    detector: Detector
+    segmenter: Segmenter | None = None
+    embedder: GaitBackend | None = None
+    matcher: Matcher | None = None
+
+
+def check_models_given(config: RunConfig) -> None:
+    """Cheap checks of the model paths the user named, before anything loads."""
+    if config.gait.model and not config.track_only:
+        from allinone.gait.backends import check_model_file
+        check_model_file(config.gait.model)
+    seg = config.segment.model
+    if seg and not config.track_only and not Path(seg).exists():
+        raise UserError("segmentation model not found", seg)
+
+
+def resolve_models(config: RunConfig, gait: bool = True) -> RunConfig:
+    """Fill in the default models the user did not name, from the checkpoints folder (downloading what is
+    missing, unless downloads are off). Every missing file is reported in one message. ``gait`` False: no gait
+    model is needed (extract)."""
+    from allinone.io import weights
+    want: list[str] = []
+    if not config.detect.model:
+        want.append("detector")
+    if not config.track_only:
+        if not config.segment.model:
+            want.append("seg")
+        if not config.gait.model and gait:
+            want.append("gait")
+    if not want:
+        return config
+    device = "cpu"  # the load checks below only prove that a fresh download loads
+    checks = {
+        "detector": lambda p: build_detector(str(p), config, device),
+        "seg": lambda p: build_segmenter(str(p), device),
+        "gait": lambda p: load_gait(str(p), config, device),
+    }
+    paths = weights.resolve_all(want, weights.checkpoints_dir(config.checkpoints), download=config.download,
+                                progress=not config.quiet, checks={k: checks[k] for k in want})
+    return replace(
+        config,
+        detect=replace(config.detect, model=str(paths.get("detector", config.detect.model))),
+        segment=replace(config.segment, model=str(paths.get("seg", config.segment.model))),
+        gait=replace(config.gait, model=str(paths.get("gait", config.gait.model))),
+    )
+
+
+def build_detector(model: str, config: RunConfig, device: str) -> Detector:
+    from allinone.detect import build_detector as build
+    return build(model, config.detect, device)
+
+
+def build_segmenter(model: str, device: str) -> Segmenter:
+    from allinone.segment import build_segmenter as build
+    return build(model, device)
+
+
+def load_gait(model: str, config: RunConfig, device: str) -> GaitBackend:
+    """The gait backend for the model file: torch for OpenGait .pt checkpoints, ONNX Runtime for .onnx."""
+    from allinone.gait.backends import embedder_for
+    return embedder_for(model, config.gait, device)
+
+
+def build_stages(config: RunConfig, device: str) -> tuple[Stages, RunConfig]:
+    """The stages, built once, and the config with what loading them settled (the 'auto' metric)."""
+    detector = build_detector(config.detect.model, config, device)
+    if config.track_only:
+        return Stages(detector), config
+    segmenter = build_segmenter(config.segment.model, device)
+    embedder = load_gait(config.gait.model, config, device)
+    if config.match.metric == "auto":
+        config = replace(config, match=replace(config.match, metric=embedder.metric))
+    elif config.match.metric != embedder.metric:
+        log.warning("matching with %s distances; %s (%s) is evaluated with %s in OpenGait", config.match.metric,
+                    getattr(embedder, "arch", "the gait model"), config.gait.model, embedder.metric)
+    if config.match.threshold is not None:
+        check_threshold(config.match.threshold, config.match.metric)
+    return Stages(detector, segmenter, embedder, Matcher(config.match)), config

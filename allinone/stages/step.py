@@ -1,0 +1,96 @@
+"""What files and streams share per frame and per track: FrameStep (detect, track, MOT rows, spans), TrackCloser
+(an ended track's pickle, embedding, pictures) and the VideoResult they fill."""
+from __future__ import annotations
+
+import pickle
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from allinone.config import RunConfig
+from allinone.io.run_folder import RunWriter
+from allinone.records import Detections, Embedding, Silhouettes, TrackResult, VideoInfo
+from allinone.stages.build import Stages
+
+
+@dataclass
+class VideoResult:
+    info: VideoInfo
+    tracks: dict[int, TrackResult] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    silhouette_stride: int = 1
+
+    @property
+    def embeddings(self) -> dict[int, Embedding]:
+        return {t: r.embedding for t, r in self.tracks.items() if r.embedding is not None}
+
+
+class TrackCloser:
+    """Turns an ended track's silhouettes into its TrackResult: the OpenGait pickle, one gait forward, the .npy, the
+    GEI and crop; the silhouettes are then gone from memory."""
+
+    def __init__(self, config: RunConfig, stages: Stages, writer: RunWriter, result: VideoResult) -> None:
+        self.save = config.save_silhouettes
+        self.embedder = stages.embedder
+        self.writer = writer
+        self.result = result
+
+    def _picture(self, rel: str, img: np.ndarray) -> str:
+        import cv2
+        cv2.imwrite(str(self.writer.path(rel)), img)
+        return rel
+
+    def __call__(self, tid: int, span: list[int], sil: Silhouettes | None, crop: np.ndarray | None,
+                 png_dir: str | None, feat: np.ndarray | None = None) -> None:
+        """``feat``: the track's embedding when it was computed already (in a batch with other tracks)."""
+        r = self.result
+        name = r.info.name
+        tr = TrackResult(tid, span[0], span[1], span[2], crop=crop)
+        if png_dir:
+            tr.files["silhouettes_png_dir"] = png_dir
+        if sil is not None:
+            tr.n_silhouettes, tr.dropped = len(sil), dict(sil.dropped)
+        if crop is not None:
+            tr.files["crop"] = self._picture(f"pictures/{name}/{tid:03d}_crop.jpg", crop)
+        if sil is not None and len(sil):
+            tr.gei = np.round(sil.aligned.mean(axis=0)).astype(np.uint8)
+            tr.files["gei"] = self._picture(f"pictures/{name}/{tid:03d}_gei.png", tr.gei)
+            if self.save != "none":
+                rel = f"silhouettes/{name}/{tid:03d}.pkl"
+                with open(self.writer.path(rel), "wb") as fh:
+                    pickle.dump(sil.aligned, fh)
+                tr.files["silhouettes_pkl"] = rel
+            if self.embedder is not None:
+                if feat is None:
+                    t0 = time.perf_counter()
+                    feat = np.asarray(self.embedder([sil.aligned])[0], dtype=np.float32)  # one forward per track
+                    r.timings["embed"] += time.perf_counter() - t0
+                tr.files["feature"] = self.writer.write_npy(f"features/{name}/{tid:03d}.npy", feat)
+                tr.embedding = Embedding(name, tid, feat, len(sil), span[0], span[1])
+        r.tracks[tid] = tr
+
+
+class FrameStep:
+    """Detect and track one frame, time both, write its MOT rows and extend the tracks' spans (first, last, count);
+    shared by the file and the live loops."""
+
+    def __init__(self, stages: Stages, tracker, mot, timings: dict[str, float]) -> None:
+        self.stages, self.tracker, self.mot, self.tm = stages, tracker, mot, timings
+        self.spans: dict[int, list[int]] = {}
+
+    def __call__(self, frame: np.ndarray, index: int, dets: Detections | None = None):
+        """Track one frame; ``dets`` when the frame was already detected in a batch."""
+        t1 = time.perf_counter()
+        if dets is None:
+            dets = self.stages.detector(frame)
+        t2 = time.perf_counter()
+        tracked = self.tracker(dets)
+        self.tm["detect"] += t2 - t1
+        self.tm["track"] += time.perf_counter() - t2
+        self.mot.write(index, tracked.xyxy, tracked.confidence, tracked.track_id)
+        for tid in tracked.track_id.tolist():
+            span = self.spans.setdefault(tid, [index, index, 0])
+            span[1], span[2] = index, span[2] + 1
+        return dets, tracked

@@ -1,0 +1,153 @@
+"""The enrolled gallery: enrol once, identify many times; foreign checkpoints refused; atomic, isolated changes."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from allinone.gallery.store import Enrolment, GalleryStore, ModelInfo
+from allinone.gait.checkpoint import save_gaitbase_checkpoint
+from allinone.gait.gaitbase import GaitBase
+from allinone.records import Embedding, TrackResult
+from tests.test_cli import _assert_user_error, run_main
+
+
+@pytest.fixture(scope="module")
+def ckpt(random_gaitbase) -> Path:
+    return random_gaitbase
+
+
+def _models(shared, ckpt):
+    return ["--detector", str(shared / "weights/yolox_nano.onnx"),
+            "--seg-model", str(shared / "weights/pphumanseg_onnx_model.onnx"), "--gait-model", str(ckpt), "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def enrolled(tmp_path_factory, shared, ckpt):
+    db = tmp_path_factory.mktemp("db") / "people.sqlite"
+    v = shared / "fixtures/videos"
+    res = run_main("enroll", str(v / "demo1.mp4"), "--name", "Ann", "--gallery-db", str(db), *_models(shared, ckpt))
+    assert res.returncode == 0, res.stderr
+    assert "Ann" in res.stdout
+    res = run_main("enroll", str(v / "plaza_gallery_boxed.mp4"), "--gallery-db", str(db), *_models(shared, ckpt))
+    assert res.returncode == 0, res.stderr
+    return db
+
+
+def test_enrolled_identities_and_their_records(enrolled, ckpt):
+    with GalleryStore(enrolled) as store:
+        names = store.names()
+        ids = store.identities()
+        model = store.model()
+    assert names[0] == "Ann" and len(names) == 5
+    assert names[1:] == [f"plaza_gallery_boxed-G{i}" for i in (1, 2, 3, 4)]  # one identity per plaza walker
+    assert all(len(i.members) == 1 and i.members[0].feature.shape == (256, 16) for i in ids)
+    assert model.arch == "gaitbase" and model.metric == "euc" and model.path == str(ckpt)
+    db = sqlite3.connect(enrolled)
+    crop, gei, src = db.execute("SELECT crop_png, gei_png, source FROM tracks t JOIN identities i "
+                                "ON t.identity_id = i.id WHERE i.name = 'Ann'").fetchone()
+    assert crop[:8] == gei[:8] == b"\x89PNG\r\n\x1a\n" and src.endswith("demo1.mp4")
+
+
+def test_identify_with_the_gallery_file_never_recomputes_it(enrolled, shared, ckpt, tmp_path):
+    v = shared / "fixtures/videos"
+    res = run_main("--gallery-db", str(enrolled), "--probe", str(v / "demo2.mp4"), "--threshold", "1e9",
+                   "--output", str(tmp_path), "--name", "r", *_models(shared, ckpt))
+    assert res.returncode == 0, res.stderr
+    m = json.loads((tmp_path / "r/run.json").read_text())
+    assert [x["role"] for x in m["videos"]] == ["probe"]  # no gallery video was processed
+    assert m["gallery_db"] == str(enrolled)
+    assert [i["name"] for i in m["identities"]][:1] == ["Ann"] and len(m["identities"]) == 5
+    with GalleryStore(enrolled) as store:
+        stored = {i.name: i.members[0].feature for i in store.identities()}
+    feat = np.load(tmp_path / "r" / m["videos"][0]["tracks"][0]["feature"])
+    for r in m["matches"]:
+        assert r["status"] == "match"
+        # the ranking's distances are to the stored features themselves
+        d = {x["identity"]: x["distance"] for x in r["ranking"]}
+        want = float(np.mean(np.sqrt(((feat.astype(np.float64) - stored["Ann"]) ** 2).sum(axis=0))))
+        assert d["Ann"] == pytest.approx(want, rel=1e-4)
+    assert (tmp_path / "r" / "G-people_P-demo2.mp4").is_file()
+
+
+def test_a_foreign_checkpoint_is_refused_by_name(enrolled, shared, tmp_path):
+    torch.manual_seed(5)
+    other = tmp_path / "other.pt"
+    save_gaitbase_checkpoint(GaitBase(class_num=7), other)
+    v = shared / "fixtures/videos"
+    res = run_main("--gallery-db", str(enrolled), "--probe", str(v / "demo2.mp4"), "--output", str(tmp_path),
+                   *_models(shared, other))
+    _assert_user_error(res, enrolled.name, "another gait checkpoint", "other.pt")
+    before = enrolled.read_bytes()
+    res = run_main("enroll", str(v / "demo2.mp4"), "--name", "Bob", "--gallery-db", str(enrolled),
+                   *_models(shared, other))
+    _assert_user_error(res, enrolled.name, "another gait checkpoint")
+    with GalleryStore(enrolled) as store:
+        assert "Bob" not in store.names()
+    assert enrolled.read_bytes() == before
+
+
+def _track(tid: int, seed: int) -> TrackResult:
+    f = np.random.default_rng(seed).normal(size=(8, 2)).astype(np.float32)
+    return TrackResult(tid, 0, 9, 10, 10, {}, Embedding("v", tid, f, 10, 0, 9))
+
+
+def test_a_failed_enrol_leaves_the_store_as_it_was(tmp_path):
+    db = tmp_path / "g.sqlite"
+    model = ModelInfo("ab" * 32, "m.pt", "gaitbase", "euc")
+    with GalleryStore(db, create=True) as store:
+        store.add([Enrolment("Ann", "a.mp4", [_track(1, 0)])], model)
+        before = (store.names(), [i.members[0].feature for i in store.identities()])
+
+        class Broken(TrackResult):  # its feature fails on write, after Bob's identity row went in
+            @property
+            def embedding(self):
+                raise KeyboardInterrupt
+
+            @embedding.setter
+            def embedding(self, value):
+                pass
+
+        bad = Broken(2, 0, 9, 10, 10, {})
+        with pytest.raises(KeyboardInterrupt):
+            store.add([Enrolment("Bob", "b.mp4", [_track(3, 1)]), Enrolment("Cy", "c.mp4", [bad])], model)
+        assert store.names() == before[0] == ["Ann"]
+        np.testing.assert_array_equal(store.identities()[0].members[0].feature, before[1][0])
+
+
+def test_readers_see_the_old_or_the_new_state(tmp_path):
+    db = tmp_path / "g.sqlite"
+    model = ModelInfo("cd" * 32, "m.pt", "gaitbase", "euc")
+    writer = GalleryStore(db, create=True)
+    writer.add([Enrolment("Ann", "a.mp4", [_track(1, 0)])], model)
+    reader = GalleryStore(db)
+    with writer.transaction() as tx:  # an enrol in flight in another connection
+        tx.execute("INSERT INTO identities (name, created) VALUES ('Bob', 'now')")
+        assert reader.names() == ["Ann"]  # not half of it
+    assert reader.names() == ["Ann", "Bob"]
+    writer.close()
+    reader.close()
+
+
+def test_gallery_list_rename_remove_export(enrolled, tmp_path):
+    copy = tmp_path / "copy.sqlite"
+    with sqlite3.connect(enrolled) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    res = run_main("gallery", "--gallery-db", str(copy), "list")
+    assert res.returncode == 0 and "Ann" in res.stdout and "5 identities" in res.stdout
+    assert run_main("gallery", "--gallery-db", str(copy), "rename", "plaza_gallery_boxed-G2", "Cleo").returncode == 0
+    assert run_main("gallery", "--gallery-db", str(copy), "remove", "plaza_gallery_boxed-G4").returncode == 0
+    _assert_user_error(run_main("gallery", "--gallery-db", str(copy), "rename", "Nobody", "X"), "Nobody")
+    _assert_user_error(run_main("gallery", "--gallery-db", str(copy), "rename", "Ann", "Cleo"), "Cleo")
+    res = run_main("gallery", "--gallery-db", str(copy), "export", str(tmp_path / "exp"))
+    assert res.returncode == 0, res.stderr
+    g = json.loads((tmp_path / "exp/gallery.json").read_text())
+    assert [i["name"] for i in g["identities"]] == ["Ann", "plaza_gallery_boxed-G1", "Cleo", "plaza_gallery_boxed-G3"]
+    first = g["identities"][0]["tracks"][0]
+    assert np.load(tmp_path / "exp" / first["feature"]).shape == (256, 16)
+    assert (tmp_path / "exp" / first["crop"]).read_bytes()[:4] == b"\x89PNG"
+    _assert_user_error(run_main("gallery", "--gallery-db", str(tmp_path / "none.sqlite"), "list"), "none.sqlite")
