@@ -18,9 +18,11 @@ How it scales (README, "How a probe person is decided"):
   - a component of one track takes its heaviest pair;
   - a component whose tracks all overlap pairwise (one moment) is a rectangular assignment problem: Hungarian
     (scipy's linear_sum_assignment) on the gated weight matrix with one private "unknown" column per track;
-  - any other component is one exact integer program (HiGHS through scipy.optimize.milp) with sparse rows: one per
-    track, and per identity one per maximal clique of its overlapping tracks (in an interval graph every overlapping
-    pair lies inside a maximal clique, and the maximal cliques are the sets of tracks in view just before one ends).
+  - the other components go to one exact integer program (HiGHS through scipy.optimize.milp; they share no
+    variable or row, so solving them together is solving each, without one solver call per component) with sparse
+    rows: one per track, and per identity one per maximal clique of its overlapping tracks (in an interval graph
+    every overlapping pair lies inside a maximal clique, and the maximal cliques are the sets of tracks in view just
+    before one ends).
 ``exact=True`` skips the decomposition and the fast paths (one integer program over everything): the reference
 the benchmark and the tests compare against.
 """
@@ -151,6 +153,7 @@ def assign_identities(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, sp
         for p in np.flatnonzero(chosen):
             out[int(rows[p])] = int(cols[p])
         return out
+    general = []  # components that need the integer program: solved together, one HiGHS call (they separate)
     for grp in components(rows, cols, spans):
         r, c, g = rows[grp], cols[grp], w[grp]
         tracks = np.unique(r)
@@ -159,9 +162,15 @@ def assign_identities(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, sp
             out[int(r[best])] = int(c[best])
             continue
         s = spans[tracks]
-        chosen = _hungarian(r, c, g) if s[:, 0].max() <= s[:, 1].min() else _milp(r, c, g, spans)
-        for p in np.flatnonzero(chosen):
-            out[int(r[p])] = int(c[p])
+        if s[:, 0].max() <= s[:, 1].min():  # one moment: everyone in view together
+            for p in np.flatnonzero(_hungarian(r, c, g)):
+                out[int(r[p])] = int(c[p])
+        else:
+            general.append(grp)
+    if general:
+        grp = np.concatenate(general)
+        for p in np.flatnonzero(_milp(rows[grp], cols[grp], w[grp], spans)):
+            out[int(rows[grp][p])] = int(cols[grp][p])
     return out
 
 
