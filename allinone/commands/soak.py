@@ -3,9 +3,10 @@
 ffmpeg serves a sample walk looped without end as HTTP MPEG-TS on the loopback (as tests/commands/test_live.py
 does); the main command decides it live, with the test models, in its own process, for MINUTES, with segments of
 ``segment_s`` seconds so that segment rolling is part of what is measured. The process's RSS is sampled every few
-seconds from /proc. Reported: RSS over time (per minute), its spread after the warm-up (the first fifth of the run,
-at least one minute: models load, the first tracks fill their windows), the segments written and the run's own
-live figures."""
+seconds from /proc. Reported: RSS over time (the largest sample per minute since the process started), its spread
+after the warm-up (from the stream's start — its first segment file appearing, models loaded — the first fifth of the
+run, at least one minute, while the first tracks fill their windows — to the end of the stream, not counting the
+finishing), the segments written and the run's own live figures."""
 from __future__ import annotations
 
 import json
@@ -54,8 +55,12 @@ def live_soak(minutes: float, shared: Path, gait: str, main_py: Path, segment_s:
                    "--output", tmp, "--name", "soak", "--quiet", "--save-silhouettes", "none"]
             t0 = time.monotonic()
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            first_segment = Path(tmp) / f".soak.partial-{proc.pid}" / "events-000.jsonl"
+            stream_t = None  # when the stream started (models loaded): its first segment appears
             while proc.poll() is None:
                 rss = _rss_mb(proc.pid)
+                if stream_t is None and first_segment.exists():
+                    stream_t = time.monotonic() - t0
                 if rss is not None:
                     samples.append((time.monotonic() - t0, rss))
                 time.sleep(sample_s)
@@ -67,14 +72,16 @@ def live_soak(minutes: float, shared: Path, gait: str, main_py: Path, segment_s:
             raise RuntimeError(f"the live run failed: {err[-800:]}")
         m = json.loads((Path(tmp) / "soak" / "run.json").read_text())
     live = m["live"]["cam"]
-    warm = max(60.0, 0.2 * minutes * 60)
-    after = [r for t, r in samples if t >= warm]
+    stream_t = stream_t or 0.0
+    warm = stream_t + max(60.0, 0.2 * minutes * 60)
+    after = [r for t, r in samples if warm <= t <= stream_t + minutes * 60]  # the finishing is not the soak
     per_minute: dict[int, float] = {}
     for t, r in samples:
         per_minute[int(t // 60)] = max(per_minute.get(int(t // 60), 0.0), r)
     out = {"minutes": minutes, "segment_s": segment_s, "samples": len(samples),
            "rss_mb_per_minute_max": {str(k): round(v, 1) for k, v in sorted(per_minute.items())},
-           "warm_up_s": warm, "frames": live["frames"], "frames_dropped": live["frames_dropped"],
+           "stream_started_s": round(stream_t, 1), "warm_up_until_s": round(warm, 1),
+           "frames": live["frames"], "frames_dropped": live["frames_dropped"],
            "fps": live["fps"], "events": live["events"], "latency_s": live["latency_s"],
            "segments": [{k: s[k] for k in ("index", "frames", "complete")} for s in live["segments"]],
            "tracks": len(m["videos"][-1]["tracks"])}

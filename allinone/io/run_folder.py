@@ -139,9 +139,8 @@ class RunWriter:
 
     def finalize_incomplete(self, error: BaseException) -> Path:
         """Write run.json with ``status: "incomplete"`` and the error, and move the folder into place."""
-        text = str(error) or type(error).__name__
-        return self.finalize({**(self._incomplete or {}), "status": "incomplete",
-                              "error": f"{type(error).__name__}: {text}" if str(error) else text})
+        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        return self.finalize({**(self._incomplete or {}), "status": "incomplete", "error": text})
 
     def abort(self) -> None:
         if not self.finalized and self.dir.exists():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -34,6 +35,8 @@ from allinone.stages.step import FrameStep, TrackCloser, VideoResult
 from allinone.stages.track import ByteTracker
 
 log = logging.getLogger(__name__)
+
+RANKING_KEPT = 10  # a closed track's ranking in run.json: its nearest identities (a day of tracks × a big gallery)
 
 
 class LatencyHistogram:
@@ -120,7 +123,10 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
         for d in out:
             n = lengths[d.probe_track] if d.probe_track in closing else book.latest[d.probe_track].n_frames
             emit(d, frame_index, arrived, n, d.probe_track in closing)
-        finals.update(done)
+        # kept until the run's end, so kept small: the nearest RANKING_KEPT identities, not the whole gallery's
+        finals.update({t: replace(d, ranking=d.ranking[:RANKING_KEPT]) for t, d in done.items()})
+        for tid in closing:
+            result.tracks[tid].embedding = None  # saved as features/…npy and decided for good: memory stays flat
 
     arrived = time.monotonic()
     try:

@@ -4,6 +4,7 @@ random streams — two tracks visible in one frame never hold one identity at an
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from allinone.config import MatchConfig
 from allinone.decide.match import Matcher
@@ -136,3 +137,19 @@ def test_random_streams_never_show_one_identity_twice():
             picks = rng.choice(frames_seen, size=min(len(frames_seen), int(rng.integers(0, 4))), replace=False)
             embeds[tid] = {int(f): float(rng.uniform(-1, 7)) for f in picks}
         simulate(visible, embeds, ids, 2.0, frames)  # the invariants are asserted inside
+
+
+def test_latency_quantiles_in_constant_memory_are_within_their_stated_error():
+    from allinone.stages.stream_pass import LatencyHistogram
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.lognormal(np.log(0.3), 0.4, 20000), rng.uniform(0.002, 5.0, 500)])
+    h = LatencyHistogram()
+    for v in x:
+        h.add(float(v))
+    s = h.summary()
+    assert s["n"] == len(x) and s["max"] == pytest.approx(x.max(), abs=1e-4)
+    assert s["mean"] == pytest.approx(x.mean(), abs=1e-4)
+    for q, key in ((0.5, "median"), (0.95, "p95")):
+        exact = float(np.quantile(x, q, method="lower"))
+        assert abs(s[key] / exact - 1) <= 0.0125, (key, s[key], exact)
+    assert h.counts.nbytes < 10_000  # whatever the number of samples
