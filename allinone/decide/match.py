@@ -79,7 +79,9 @@ def margin_pairs(dist: np.ndarray, threshold: float, allowed: np.ndarray | None 
     if allowed is not None:
         cand &= allowed
     rows, cols = np.nonzero(cand)
-    return rows, cols, (threshold - dist[rows, cols]).astype(np.float64)
+    # in float64: with float32 distances numpy would compute t - d in float32, where a large t (1e9) rounds every
+    # margin to the same number
+    return rows, cols, float(threshold) - dist[rows, cols].astype(np.float64)
 
 
 class Matcher:

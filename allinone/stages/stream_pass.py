@@ -163,8 +163,8 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
         except KeyboardInterrupt:
             log.warning("interrupted: finishing the run folder with what was seen so far")
             src.stop()
-        if spans:
-            finish(sorted(spans), index, time.monotonic())
+        if spans:  # latency of these final events: from the last frame's arrival
+            finish(sorted(spans), index, arrived)
     except BaseException:
         segments.abandon()  # everything written so far stays; the run folder is finalized as incomplete
         raise

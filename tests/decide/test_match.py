@@ -203,6 +203,17 @@ def test_the_sure_match_is_kept_the_issue_example():
     assert out[0].distance == pytest.approx(0.01) and out[1].distance == pytest.approx(0.48)
 
 
+def test_margins_keep_their_order_under_a_huge_threshold():
+    # float32 distances and t = 1e9: in float32 every margin t - d would be the same number
+    d = np.array([[0.013103], [0.01428]], np.float32)
+    rows, cols, w = margin_pairs(d, 1e9)
+    assert w[0] > w[1]
+    assert assign_identities(rows, cols, w, [(0, 100), (50, 100)]) == [0, None]
+    g = gallery(0.0)
+    out = Matcher(cfg())([emb("p", 1, 0.0142), emb("p", 2, 0.0131)], g, threshold=1e9)
+    assert summary(out) == [(1, "unknown", None, "taken"), (2, "match", "G1", None)]
+
+
 def brute_force(dist: np.ndarray, t: float, spans) -> float:
     """The best total margin sum(t - d) over every assignment (None or a candidate within t per track) in which
     no two overlapping tracks share an identity."""
