@@ -42,7 +42,8 @@ RANKING_KEPT = 10  # a closed track's ranking in run.json: its nearest identitie
 class LatencyHistogram:
     """Streaming latency quantiles in constant memory: counts in log-spaced bins, 100 per decade from 1 ms to
     1000 s (values outside go to the end bins). A quantile is reported as its bin's geometric centre, so it is within
-    a factor 10**(1/200) (about 1.2 %) of the exact sample quantile for values in range; n, mean and max are exact."""
+    a factor 10**(1/200) (about 1.2 %) of the exact sample quantile (the order statistic that numpy's
+``quantile(method="lower")`` takes) for values in range; n, mean and max are exact."""
 
     LO, DECADES, PER_DECADE = 1e-3, 6, 100
 
@@ -56,7 +57,7 @@ class LatencyHistogram:
         self.n, self.total, self.max = self.n + 1, self.total + x, max(self.max, x)
 
     def quantile(self, q: float) -> float:
-        rank = q * (self.n - 1)  # numpy's default (linear) quantile position, to the nearest sample's bin
+        rank = q * (self.n - 1)  # the order statistic numpy's quantile(method="lower") takes
         b = int(np.searchsorted(np.cumsum(self.counts), int(np.floor(rank)) + 1))
         return min(self.LO * 10 ** ((b + 0.5) / self.PER_DECADE), self.max)
 
