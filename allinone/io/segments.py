@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 
@@ -128,8 +127,4 @@ class MotProxy:
         self.segments.write_mot(index, xyxy, scores, ids)
 
 
-def segment_paths(run_dir: Path, entries: list[dict], key: str) -> list[Path]:
-    return [run_dir / e[key] for e in entries]
-
-
-__all__ = ["FragmentedSink", "MotProxy", "Segments", "segment_paths"]
+__all__ = ["FragmentedSink", "MotProxy", "Segments"]
