@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reconnect", type=nonnegative_float, default=LiveConfig().reconnect_s, metavar="S",
                    help=f"live stream: keep reconnecting a dropped stream for S seconds "
                         f"(default {LiveConfig().reconnect_s:g})")
+    p.add_argument("--segment", type=nonnegative_float, default=LiveConfig().segment_s, metavar="S",
+                   help=f"live stream: start new events, MOT and video files every S seconds "
+                        f"(default {LiveConfig().segment_s:g}: hourly)")
     return p
 
 

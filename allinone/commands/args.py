@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from allinone.config import DetectConfig, GaitConfig, LiveConfig, MatchConfig, RunConfig, SegmentConfig, TrackConfig
+from allinone.errors import UserError
 from allinone.gait.registry import ARCHS
 
 GAIT_ARCHS = tuple(ARCHS)
@@ -48,6 +49,12 @@ def nonnegative_float(text: str, what: str = "a number") -> float:
     if not math.isfinite(v) or v < 0:
         raise argparse.ArgumentTypeError(f"expected {what} (finite, >= 0), got {text!r}")
     return v
+
+
+def _segment(seconds: float) -> float:
+    if not seconds > 0:
+        raise UserError(f"--segment must be more than 0 seconds, got {seconds:g}")
+    return seconds
 
 
 def threshold_arg(text: str) -> float | None:
@@ -111,5 +118,6 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         match=MatchConfig(metric=getattr(a, "metric", "auto"), threshold=getattr(a, "threshold", None),
                           min_frames=a.min_frames, calibration=getattr(a, "calibration", "")),
         identities=tuple(getattr(a, "identity", ())),
-        live=LiveConfig(duration_s=getattr(a, "duration", 0.0), reconnect_s=getattr(a, "reconnect", 30.0)),
+        live=LiveConfig(duration_s=getattr(a, "duration", 0.0), reconnect_s=getattr(a, "reconnect", 30.0),
+                        segment_s=_segment(getattr(a, "segment", LiveConfig().segment_s))),
     )

@@ -105,7 +105,20 @@ def bench_command(argv: list[str] | None = None) -> int:
     p.add_argument("--search", type=int, default=0, metavar="N",
                    help="instead: gallery search over N synthetic identities (FAISS shortlist + exact rerank vs "
                         "brute force)")
+    p.add_argument("--decisions", type=int, default=0, metavar="N",
+                   help="instead: the decision rule on N synthetic probe tracks over a long video (time, memory, "
+                        "and the same decisions as the one-program exact solver up to 3000 tracks)")
+    p.add_argument("--identities", type=int, default=500, help="with --decisions: gallery identities")
+    p.add_argument("--live-soak", type=float, default=0.0, metavar="MINUTES",
+                   help="instead: a live run on a looped loopback stream for MINUTES, its RSS over time")
+    p.add_argument("--soak-segment", type=float, default=60.0, metavar="S", help="with --live-soak: segment length")
     args = p.parse_args(argv)
+    if args.decisions or args.live_soak:
+        report = _decisions_or_soak(args)
+        print(json.dumps(report, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        return 0
     if args.search:
         from allinone.gallery.search import benchmark
         with tempfile.TemporaryDirectory(prefix="allinone-search-") as tmp:
@@ -173,6 +186,18 @@ def bench_command(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def _decisions_or_soak(args) -> dict:
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+    if args.decisions:
+        from allinone.decide.scale import benchmark
+        return {"machine": machine, **benchmark(args.decisions, args.identities)}
+    from allinone.commands.soak import live_soak
+    with tempfile.TemporaryDirectory(prefix="allinone-soak-ckpt-") as tmp:
+        gait = args.gait_model or str(_random_gaitbase(Path(tmp)))
+        return {"machine": machine, **live_soak(args.live_soak, args.shared, gait, REPO / "main.py",
+                                                args.soak_segment)}
 
 
 def _markdown(r: dict) -> str:

@@ -5,10 +5,11 @@ The rule (README, "How a probe person is decided"), for one threshold t:
   2. a probe track may only take an identity at distance <= t (the others are not candidates at all);
   3. two probe tracks of the same video whose frame ranges overlap never take the same identity; tracks that do
      not overlap in time may;
-  4. among the assignments that respect 2 and 3, the one that matches the most probe tracks, and of those the one
-     with the smallest total distance, is taken; so a track is unknown only when every candidate it has went to a
-     track seen at the same time (reason "taken"), or it has no candidate ("no_candidate"), or there is no usable
-     gallery identity ("no_gallery"). Tracks with fewer than min_frames silhouettes are "too_short".
+  4. among the assignments that respect 2 and 3, the one with the largest total margin sum(t - d) over its matches
+     is taken (decide/assign.py: sparse, per group of interacting tracks, exact); so a track is unknown only when
+     its candidates went to tracks seen at the same time with a larger total margin (reason "taken"), or it has
+     no candidate ("no_candidate"), or there is no usable gallery identity ("no_gallery"). Tracks with fewer than
+     min_frames silhouettes are "too_short".
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import logging
 import numpy as np
 
 from allinone.config import MatchConfig
+from allinone.decide.assign import assign_identities
 from allinone.errors import UserError
 from allinone.records import Decision, Embedding, Identity
 
@@ -58,91 +60,28 @@ def identity_distances(probes: list[Embedding], identities: list[Identity], metr
     if not probes or not identities:
         return np.zeros((len(probes), len(identities)), np.float32)
     members = [m for ident in identities for m in ident.members]
-    owner = np.repeat(np.arange(len(identities)), [len(ident.members) for ident in identities])
-    d = distance_matrix(np.stack([p.feature for p in probes]), np.stack([m.feature for m in members]), metric)
-    out = np.full((len(probes), len(identities)), np.inf, np.float32)
-    for k in range(len(identities)):
-        out[:, k] = d[:, owner == k].min(axis=1)
+    counts = np.array([len(ident.members) for ident in identities])
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    gallery = np.stack([m.feature for m in members])
+    out = np.empty((len(probes), len(identities)), np.float32)
+    # in chunks of probes, so the [parts, probes, members] products stay within ~64 MB however many tracks
+    step = max(1, (1 << 24) // max(1, len(members) * gallery.shape[2]))
+    for a in range(0, len(probes), step):
+        d = distance_matrix(np.stack([p.feature for p in probes[a:a + step]]), gallery, metric)
+        out[a:a + step] = np.minimum.reduceat(d, starts, axis=1)
     return out
 
 
-def _components(n: int, edges: list[tuple[int, int]]) -> list[list[int]]:
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for a, b in edges:
-        parent[find(a)] = find(b)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(i)
-    return list(groups.values())
-
-
-def assign_identities(dist: np.ndarray, candidate: np.ndarray, spans: list[tuple[int, int]]) -> list[int | None]:
-    """The decision rule's assignment for the tracks of one probe video.
-
-    dist, candidate: [n, k] distances and which pairs are within the threshold; spans: each track's (first, last)
-    frame. Returns, per track, the identity column it takes or None. Tracks whose spans overlap never share a column;
-    the assignment matches as many tracks as possible and, among those, has the smallest total distance (two exact
-    integer programs, solved by HiGHS through scipy.optimize.milp, per group of tracks linked by overlaps).
-    """
-    n = len(spans)
-    out: list[int | None] = [None] * n
-    overlap = [(i, j) for i in range(n) for j in range(i + 1, n)
-               if spans[i][0] <= spans[j][1] and spans[j][0] <= spans[i][1]
-               and candidate[i].any() and candidate[j].any()]
-    for group in _components(n, overlap):
-        pairs = [(i, k) for i in group for k in np.flatnonzero(candidate[i])]
-        if not pairs:
-            continue
-        if len(group) == 1:
-            i = group[0]
-            ks = np.flatnonzero(candidate[i])
-            out[i] = int(ks[np.argsort(dist[i, ks], kind="stable")[0]])
-            continue
-        for (i, k), x in zip(pairs, _solve_group(group, pairs, dist, spans)):
-            if x:
-                out[i] = int(k)
-    return out
-
-
-def _solve_group(group: list[int], pairs: list[tuple[int, int]], dist: np.ndarray,
-                 spans: list[tuple[int, int]]) -> list[bool]:
-    """0/1 choice per (track, identity) pair: at most one identity per track, at most one track per identity
-    among tracks visible at one moment; most matches first, then least total distance."""
-    from scipy.optimize import Bounds, LinearConstraint, milp
-
-    m = len(pairs)
-    rows: list[np.ndarray] = []
-    for i in group:  # one identity per track
-        rows.append(np.array([1.0 if p[0] == i else 0.0 for p in pairs]))
-    # Tracks that overlap pairwise share a moment (intervals): the tracks visible when one of them starts form
-    # the cliques of the overlap graph; one track per identity and clique.
-    cliques = {tuple(sorted(j for j in group if spans[j][0] <= spans[s][0] <= spans[j][1])) for s in group}
-    for clique in cliques:
-        if len(clique) < 2:
-            continue
-        for k in {p[1] for p in pairs}:
-            row = np.array([1.0 if (p[1] == k and p[0] in clique) else 0.0 for p in pairs])
-            if row.sum() > 1:
-                rows.append(row)
-    a = np.stack(rows)
-    limits = LinearConstraint(a, -np.inf, 1.0)
-    integral, bounds = np.ones(m), Bounds(0, 1)
-    options = {"mip_rel_gap": 0.0}
-    most = milp(-np.ones(m), constraints=[limits], integrality=integral, bounds=bounds, options=options)
-    count = round(-most.fun)
-    cost = np.array([float(dist[i, k]) for i, k in pairs])
-    best = milp(cost, constraints=[limits, LinearConstraint(np.ones((1, m)), count, count)],
-                integrality=integral, bounds=bounds, options=options)
-    if not best.success:  # cannot happen: `most`'s solution is feasible here
-        raise RuntimeError(f"identity assignment failed: {best.message}")
-    return [bool(round(x)) for x in best.x]
+def margin_pairs(dist: np.ndarray, threshold: float, allowed: np.ndarray | None = None):
+    """The gated candidate pairs and their weights t - d: (rows, cols, weight). ``allowed``: an optional [n, k]
+    mask of pairs that may be considered at all (the live path blocks identities held by closed tracks)."""
+    cand = dist <= threshold
+    if allowed is not None:
+        cand &= allowed
+    rows, cols = np.nonzero(cand)
+    # in float64: with float32 distances numpy would compute t - d in float32, where a large t (1e9) rounds every
+    # margin to the same number
+    return rows, cols, float(threshold) - dist[rows, cols].astype(np.float64)
 
 
 class Matcher:
@@ -162,8 +101,11 @@ class Matcher:
                 out.append(Identity(ident.name, members, ident.key))
         return out
 
-    def __call__(self, probes: list[Embedding], identities: list[Identity], threshold: float) -> list[Decision]:
-        """One Decision per probe track, in the order of ``probes``."""
+    def __call__(self, probes: list[Embedding], identities: list[Identity], threshold: float,
+                 blocked: list[set[str]] | None = None) -> list[Decision]:
+        """One Decision per probe track, in the order of ``probes``. ``blocked``: per probe, identity names it may
+        not take (held by a track already closed that overlaps it); a track whose only candidates are blocked is
+        "taken"."""
         cfg = self.config
         gallery = self.usable(identities)
         names = [g.name for g in gallery]
@@ -183,8 +125,11 @@ class Matcher:
                 continue
             dist = identity_distances([probes[i] for i in rows], gallery, cfg.metric)
             candidate = dist <= threshold
+            allowed = None
+            if blocked is not None and any(blocked[i] for i in rows):
+                allowed = np.array([[n not in blocked[i] for n in names] for i in rows], dtype=bool)
             spans = [(probes[i].first_frame, probes[i].last_frame) for i in rows]
-            chosen = assign_identities(dist, candidate, spans)
+            chosen = assign_identities(*margin_pairs(dist, threshold, allowed), spans)
             for r, i in enumerate(rows):
                 p = probes[i]
                 order = np.argsort(dist[r], kind="stable")

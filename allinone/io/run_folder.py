@@ -47,7 +47,8 @@ def default_run_name() -> str:
 class RunWriter:
     """Owns one run folder. Files go to ``<root>/.<name>.partial`` while the run works; ``finalize`` writes
     run.json last and renames the folder to ``<root>/<name>``. Leaving the ``with`` block by an exception (or
-    Ctrl-C) removes the partial folder, so nothing that looks complete is left behind."""
+    Ctrl-C) removes the partial folder, so nothing that looks complete is left behind — except after
+    ``keep_if_interrupted`` (live runs): then the folder is finalized with run.json ``status: "incomplete"``."""
 
     def __init__(self, root: str | Path, name: str | None = None, default: str | None = None) -> None:
         """``name``: the user's (refused if it exists); else ``default`` (a timestamp when None), numbered -2, -3 …
@@ -79,6 +80,7 @@ class RunWriter:
         except OSError as exc:
             raise UserError(f"cannot create the run folder ({exc.strerror or exc})", self.dir) from None
         self.finalized = False
+        self._incomplete: dict | None = None
 
     # -- paths ------------------------------------------------------------------------------------------------
     def path(self, rel: str | Path) -> Path:
@@ -130,6 +132,16 @@ class RunWriter:
         self.finalized = True
         return self.final
 
+    def keep_if_interrupted(self, manifest: dict) -> None:
+        """From now on, leaving the ``with`` block by an exception finalizes the folder as incomplete (``manifest``,
+        read then, plus the error) instead of deleting it: a live run's files cannot be made again."""
+        self._incomplete = manifest
+
+    def finalize_incomplete(self, error: BaseException) -> Path:
+        """Write run.json with ``status: "incomplete"`` and the error, and move the folder into place."""
+        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        return self.finalize({**(self._incomplete or {}), "status": "incomplete", "error": text})
+
     def abort(self) -> None:
         if not self.finalized and self.dir.exists():
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -138,6 +150,14 @@ class RunWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and self._incomplete is not None and not self.finalized:
+            try:
+                path = self.finalize_incomplete(exc)
+                log.error("the run stopped before it was complete (%s): what was written so far is in %s",
+                          exc or exc_type.__name__, path)
+            except BaseException as again:  # even then nothing is deleted: the partial folder stays as it is
+                log.error("the incomplete run could not be finalized (%s): its files stay in %s", again, self.dir)
+            return
         if exc_type is not None or not self.finalized:
             self.abort()
 

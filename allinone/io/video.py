@@ -154,6 +154,7 @@ class VideoSink:
     blocks only when ``queue_size`` frames are waiting. One frame in is one frame out, at the given frame rate.
     """
 
+    CONTAINER_OPTIONS = {"movflags": "+faststart"}  # the MP4 muxer's (io/segments.py's fragmented sink: its own)
     PRESET = "veryfast"  # x264 speed/size trade-off: faster presets make larger files for the same quality
     CRF = "23"  # x264 quality (lower is better and larger); 23 is its default
 
@@ -167,7 +168,7 @@ class VideoSink:
         self.count = 0
         self._even = (self.size_wh[0] + self.size_wh[0] % 2, self.size_wh[1] + self.size_wh[1] % 2)
         try:
-            self._container = av.open(str(self.tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
+            self._container = av.open(str(self.tmp), mode="w", format="mp4", options=dict(self.CONTAINER_OPTIONS))
             rate = Fraction(float(fps)).limit_denominator(1001)
             self._stream = self._container.add_stream("libx264", rate=rate)
             self._stream.width, self._stream.height = self._even

@@ -47,21 +47,49 @@ def _gst_ok() -> bool:
     return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
 
 
+def _events(run: Path, live: dict) -> list[dict]:
+    return [json.loads(x) for seg in live["segments"] for x in (run / seg["events"]).read_text().splitlines()]
+
+
 def _check_live_run(run: Path, stream: str) -> dict:
     m = json.loads((run / "run.json").read_text())
+    assert "status" not in m  # complete
     v = next(x for x in m["videos"] if x["name"] == stream)
     live = m["live"][stream]
     assert live["frames"] > 30 and live["fps"] > 0 and live["latency_s"]["n"] == live["events"] > 0
-    events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    events = _events(run, live)
     assert len(events) == live["events"]
     for e in events:
-        assert set(e) >= {"wall_time", "frame", "track", "identity", "distance", "status", "reason", "latency_s"}
+        assert set(e) >= {"wall_time", "frame", "track", "identity", "distance", "status", "reason", "latency_s",
+                          "final"}
         assert e["status"] in ("match", "unknown") and (e["identity"] is None) == (e["status"] != "match")
         assert e["track"] in {t["id"] for t in v["tracks"]}
     assert [e["frame"] for e in events] == sorted(e["frame"] for e in events)
-    # the result video was written as the stream played: one frame per frame processed, and it decodes
-    assert read_frame_count(run / v["result_video"]) == live["frames"] == v["frames"]
+    # the segments cover the stream frame by frame, each file complete; the result videos were written as the
+    # stream played: one frame per frame processed, and they decode
+    segs = live["segments"]
+    assert all(s["complete"] for s in segs) and segs[0]["first_frame"] == 1 and segs[-1]["last_frame"] == v["frames"]
+    assert all(a["last_frame"] + 1 == b["first_frame"] for a, b in zip(segs, segs[1:]))
+    assert v["result_videos"] == [s["result_video"] for s in segs] and v["events"] == [s["events"] for s in segs]
+    assert [read_frame_count(run / s["result_video"]) for s in segs] == [s["frames"] for s in segs]
+    assert sum(s["frames"] for s in segs) == live["frames"] == v["frames"]
+    for s in segs:  # each MOT segment holds the rows of its own frames
+        frames = {int(r.split(",")[0]) for r in (run / s["tracks_file"]).read_text().splitlines()}
+        assert not frames or s["first_frame"] <= min(frames) <= max(frames) <= s["last_frame"]
     assert m["matches"] and {r["probe_track"] for r in m["matches"]} == {t["id"] for t in v["tracks"]}
+    # the run's decision per track is the final event announced for it, and two tracks whose spans overlap never
+    # end with one identity
+    final = {e["track"]: e for e in events if e["final"]}
+    for r in m["matches"]:
+        if r["probe_track"] in final:
+            assert (final[r["probe_track"]]["status"], final[r["probe_track"]]["identity"]) == \
+                (r["status"], r["identity"])
+    span = {t["id"]: (t["first_frame"], t["last_frame"]) for t in v["tracks"]}
+    matched = [(r["probe_track"], r["identity"]) for r in m["matches"] if r["status"] == "match"]
+    for a, x in matched:
+        for b, y in matched:
+            if a < b and x == y:
+                assert span[a][1] < span[b][0] or span[b][1] < span[a][0]
     return m
 
 
@@ -75,12 +103,13 @@ def test_http_mpegts_stream_from_ffmpeg(tmp_path, shared, random_gaitbase):
         time.sleep(0.5)
         res = run_main("--gallery", str(shared / "fixtures/videos/demo1.mp4"), "--probe",
                        f"http://127.0.0.1:{port}/walk.ts", "--threshold", "1e9", "--reconnect", "2", "--duration", "12",
-                       "--output", str(tmp_path), "--name", "h", "--quiet", *_models(shared, random_gaitbase))
+                       "--segment", "4", "--output", str(tmp_path), "--name", "h", "--quiet", *_models(shared, random_gaitbase))
     finally:
         server.kill()
         server.wait()
     assert res.returncode == 0, res.stderr
     m = _check_live_run(tmp_path / "h", "walk")
+    assert len(m["live"]["walk"]["segments"]) >= 2  # 4 s segments over a 12 s run
     # threshold 1e9 and one gallery person: everyone with enough silhouettes takes them, unless someone seen at the
     # same time took them first
     assert {(r["status"], r["reason"]) for r in m["matches"]} <= {("match", None), ("unknown", "taken"),
@@ -111,7 +140,7 @@ def test_rtsp_stream_survives_a_server_restart(tmp_path, shared, random_gaitbase
                                str(tmp_path), "--name", "r", *_models(shared, random_gaitbase)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        mot = tmp_path / f".r.partial-{client.pid}" / "tracks" / "cam.txt"
+        mot = tmp_path / f".r.partial-{client.pid}" / "tracks" / "cam-000.txt"
         deadline = time.monotonic() + 120
         while not (mot.exists() and mot.stat().st_size > 0):  # people on the stream are being tracked
             assert client.poll() is None and time.monotonic() < deadline, client.stderr.read()
@@ -146,3 +175,41 @@ def test_a_stream_that_cannot_be_opened_is_one_line(tmp_path, shared, random_gai
     res = run_main("--gallery", str(shared / "fixtures/videos/demo1.mp4"), "--probe", "http://127.0.0.1:1/a.ts",
                    "--probe", str(shared / "fixtures/videos/demo2.mp4"), "--output", str(tmp_path), "--quiet")
     _assert_user_error(res, "one --probe")
+
+
+def test_a_failure_at_the_end_leaves_the_live_run_incomplete_not_deleted(tmp_path, shared, random_gaitbase):
+    # the report cannot be written (a folder sits where report.html goes): the run fails after the stream, and the
+    # folder stays with its events, MOT rows and result video, run.json saying "incomplete" and why
+    _need("ffmpeg")
+    port = _free_port()
+    server = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "3", "-i",
+                               str(shared / "fixtures/videos/demo4.mp4"), "-c", "copy", "-f", "mpegts",
+                               "-listen", "1", f"http://127.0.0.1:{port}/walk.ts"], stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        client = subprocess.Popen([sys.executable, str(REPO / "main.py"), "--gallery",
+                                   str(shared / "fixtures/videos/demo1.mp4"), "--probe",
+                                   f"http://127.0.0.1:{port}/walk.ts", "--threshold", "1e9", "--reconnect", "2",
+                                   "--duration", "8", "--output", str(tmp_path), "--name", "x", "--quiet",
+                                   *_models(shared, random_gaitbase)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        partial = tmp_path / f".x.partial-{client.pid}"
+        deadline = time.monotonic() + 120
+        while not (partial / "events-000.jsonl").exists():
+            assert client.poll() is None and time.monotonic() < deadline, client.stderr.read()
+            time.sleep(0.2)
+        (partial / "report.html").mkdir()
+        _, err = client.communicate(timeout=180)
+    finally:
+        server.kill()
+        server.wait()
+    assert client.returncode != 0
+    run = tmp_path / "x"
+    m = json.loads((run / "run.json").read_text())
+    assert m["status"] == "incomplete" and "report.html" in m["error"], m
+    live = m["live"]["walk"]
+    assert live["frames"] > 30 and live["segments"] and all(s["complete"] for s in live["segments"])
+    assert len(_events(run, live)) == live["events"]
+    assert (run / live["segments"][0]["tracks_file"]).read_text().strip()  # people were tracked: MOT rows kept
+    assert read_frame_count(run / live["segments"][0]["result_video"]) == live["segments"][0]["frames"] > 0
+    assert str(run) in err

@@ -5,7 +5,8 @@ import pytest
 
 from allinone.config import MatchConfig
 from allinone.errors import UserError
-from allinone.decide.match import Matcher, assign_identities, distance_matrix, identity_distances
+from allinone.decide.assign import assign_identities, components
+from allinone.decide.match import Matcher, distance_matrix, identity_distances, margin_pairs
 from allinone.records import Embedding, Identity
 
 
@@ -126,9 +127,9 @@ def test_overlapping_tracks_solved_by_least_total_distance():
     assert out[0].ranking == [("G1", pytest.approx(1.0)), ("G2", pytest.approx(2.0))]  # nearest first, always
 
 
-def test_most_matches_before_least_distance():
-    # A: G1 at 1, G2 at 3; B: G1 at 2, G2 at 6 > threshold 5. A-G1 alone totals 1 but leaves B unknown though G2
-    # would be free for A: the rule matches both (A-G2, B-G1).
+def test_two_matches_when_their_margins_add_up_to_more():
+    # A: G1 at 1, G2 at 3; B: G1 at 2, G2 at 6 > threshold 5. Margins: A-G1 alone 4; A-G2 2 + B-G1 3 = 5: both
+    # match (A-G2, B-G1).
     g = gallery(0.0, 4.0)
     out = Matcher(cfg())([emb("p", 1, 1.0), emb("p", 2, -2.0)], g, threshold=5.0)
     assert summary(out) == [(1, "match", "G2", None), (2, "match", "G1", None)]
@@ -192,31 +193,107 @@ def test_probe_videos_are_decided_independently():
                                                                           ("pa", 2, "G2")]
 
 
-def test_assignment_is_optimal_on_random_cases():
-    # brute force over every assignment: most matches, then least total distance, no shared identity in overlaps
+def test_the_sure_match_is_kept_the_issue_example():
+    # A has X at 0.01 and Y at 0.49, B has only X at 0.48, t = 0.5, seen together. Margins: A-X 0.49 + B unknown
+    # = 0.49 against A-Y 0.01 + B-X 0.02 = 0.03: A keeps X, B is unknown (taken). "Most matches first" gave A-Y.
+    g = gallery(0.0, 0.5)  # X at 0, Y at 0.5
+    a, b = emb("p", 1, 0.01), emb("p", 2, -0.48)  # A: X 0.01, Y 0.49; B: X 0.48, Y 0.98
+    out = Matcher(cfg())([a, b], g, threshold=0.5)
+    assert summary(out) == [(1, "match", "G1", None), (2, "unknown", None, "taken")]
+    assert out[0].distance == pytest.approx(0.01) and out[1].distance == pytest.approx(0.48)
+
+
+def test_margins_keep_their_order_under_a_huge_threshold():
+    # float32 distances and t = 1e9: in float32 every margin t - d would be the same number
+    d = np.array([[0.013103], [0.01428]], np.float32)
+    rows, cols, w = margin_pairs(d, 1e9)
+    assert w[0] > w[1]
+    assert assign_identities(rows, cols, w, [(0, 100), (50, 100)]) == [0, None]
+    g = gallery(0.0)
+    out = Matcher(cfg())([emb("p", 1, 0.0142), emb("p", 2, 0.0131)], g, threshold=1e9)
+    assert summary(out) == [(1, "unknown", None, "taken"), (2, "match", "G1", None)]
+
+
+def brute_force(dist: np.ndarray, t: float, spans) -> float:
+    """The best total margin sum(t - d) over every assignment (None or a candidate within t per track) in which
+    no two overlapping tracks share an identity."""
     import itertools
+    n = len(spans)
+    best = 0.0
+    for choice in itertools.product(*[[None, *np.flatnonzero(dist[i] <= t)] for i in range(n)]):
+        if any(choice[i] is not None and choice[i] == choice[j] and spans[i][0] <= spans[j][1]
+               and spans[j][0] <= spans[i][1] for i in range(n) for j in range(i + 1, n)):
+            continue
+        best = max(best, sum(t - dist[i, c] for i, c in enumerate(choice) if c is not None))
+    return best
+
+
+def check_feasible(got, spans, dist, t):
+    for i, c in enumerate(got):
+        assert c is None or dist[i, c] <= t
+        for j in range(i + 1, len(got)):
+            if c is not None and c == got[j]:
+                assert spans[i][1] < spans[j][0] or spans[j][1] < spans[i][0]
+
+
+def margin_of(got, dist, t) -> float:
+    return sum(t - dist[i, c] for i, c in enumerate(got) if c is not None)
+
+
+def test_assignment_is_optimal_on_random_cases():
+    # brute force over every assignment: the largest total margin, no shared identity among overlapping tracks
     rng = np.random.default_rng(3)
+    t = 6.0
     for _ in range(40):
-        n, k = int(rng.integers(2, 6)), int(rng.integers(1, 4))
+        n, k = int(rng.integers(2, 7)), int(rng.integers(1, 4))
         dist = rng.uniform(0, 10, size=(n, k))
         starts = rng.integers(0, 50, size=n)
         spans = [(int(s), int(s + rng.integers(0, 30))) for s in starts]
-        cand = dist <= 6.0
-        got = assign_identities(dist, cand, spans)
-        best = None
-        for choice in itertools.product(*[[None, *np.flatnonzero(cand[i])] for i in range(n)]):
-            ok = all(not (choice[i] is not None and choice[i] == choice[j] and spans[i][0] <= spans[j][1]
-                          and spans[j][0] <= spans[i][1]) for i in range(n) for j in range(i + 1, n))
-            if not ok:
-                continue
-            score = (sum(c is not None for c in choice), -sum(dist[i, c] for i, c in enumerate(choice) if c is not None))
-            best = score if best is None or score > best else best
-        mine = (sum(c is not None for c in got), -sum(dist[i, c] for i, c in enumerate(got) if c is not None))
-        assert mine[0] == best[0] and mine[1] == pytest.approx(best[1])
-        for i in range(n):
-            for j in range(i + 1, n):
-                if got[i] is not None and got[i] == got[j]:
-                    assert spans[i][1] < spans[j][0] or spans[j][1] < spans[i][0]
+        want = brute_force(dist, t, spans)
+        for exact in (False, True):
+            got = assign_identities(*margin_pairs(dist, t), spans, exact=exact)
+            check_feasible(got, spans, dist, t)
+            assert margin_of(got, dist, t) == pytest.approx(want, abs=1e-7)
+
+
+def test_one_moment_fast_path_agrees_with_the_integer_program():
+    # groups where everyone is in view together go through the Hungarian fast path; the same cases through the
+    # integer program (exact=True) must give the same total margin, and here (no ties) the same assignment
+    rng = np.random.default_rng(11)
+    t = 5.0
+    for _ in range(60):
+        n, k = int(rng.integers(2, 9)), int(rng.integers(1, 6))
+        dist = rng.uniform(0, 10, size=(n, k))
+        spans = [(int(rng.integers(0, 10)), int(rng.integers(20, 40))) for _ in range(n)]  # all share 10..20
+        fast = assign_identities(*margin_pairs(dist, t), spans)
+        exact = assign_identities(*margin_pairs(dist, t), spans, exact=True)
+        check_feasible(fast, spans, dist, t)
+        assert fast == exact
+
+
+def test_decomposition_agrees_with_one_program_on_a_long_video():
+    # 300 tracks along a long video (chains of overlaps), 30 identities: components + fast paths vs one program
+    rng = np.random.default_rng(5)
+    n, k, t = 300, 30, 0.5
+    starts = np.sort(rng.integers(0, 6000, size=n))
+    spans = np.stack([starts, starts + rng.integers(20, 200, size=n)], axis=1)
+    dist = rng.uniform(0.2, 1.5, size=(n, k))
+    dist[np.arange(n), rng.integers(0, k, size=n)] = rng.uniform(0.0, 0.45, size=n)
+    fast = assign_identities(*margin_pairs(dist, t), spans)
+    exact = assign_identities(*margin_pairs(dist, t), spans, exact=True)
+    check_feasible(fast, spans.tolist(), dist, t)
+    assert margin_of(fast, dist, t) == pytest.approx(margin_of(exact, dist, t), abs=1e-7)
+    assert fast == exact
+
+
+def test_components_follow_overlaps_through_shared_identities():
+    # tracks 0-1 overlap and share identity 0; track 2 overlaps 1 but shares nothing with it; 3 shares identity 0
+    # with 0 but comes after everyone; 4 overlaps 3 via identity 1 only
+    spans = np.array([[0, 10], [5, 20], [15, 30], [40, 50], [45, 60]])
+    rows = np.array([0, 1, 2, 3, 3, 4])
+    cols = np.array([0, 0, 1, 0, 1, 1])
+    groups = sorted(sorted(set(rows[g].tolist())) for g in components(rows, cols, spans))
+    assert groups == [[0, 1], [2], [3, 4]]
 
 
 def test_bad_metric_is_user_error():

@@ -1,0 +1,177 @@
+"""The assignment behind a decision: which identity each probe track of one video takes.
+
+Input: sparse candidate pairs (track, identity, weight > 0 or = 0) — only pairs that passed the gate (within the
+threshold) exist at all — and each track's (first, last) frame. Output: per track the identity it takes, or None.
+
+Objective: maximise the total weight of the chosen pairs, subject to
+  - a track takes at most one identity;
+  - two tracks whose frame ranges overlap (seen at the same time) never take the same identity.
+With weight = t − d (the margin under the threshold) this is "the total margin Σ(t − d)"; a score model can give
+any other non-negative weight per pair (for example a log likelihood ratio where it is positive) and nothing here
+changes. Ties (a pair at weight exactly 0, i.e. at the threshold) are broken towards matching: every weight gets
+TIE added.
+
+How it scales (README, "How a probe person is decided"):
+  - components: two tracks interact only when they overlap AND share a candidate identity. Per identity, its
+    tracks sorted by first frame are swept once (a running last frame), union-find joins the overlapping runs:
+    O(P log P) for P candidate pairs, never a loop over pairs of tracks;
+  - a component of one track takes its heaviest pair;
+  - a component whose tracks all overlap pairwise (one moment) is a rectangular assignment problem: Hungarian
+    (scipy's linear_sum_assignment) on the gated weight matrix with one private "unknown" column per track;
+  - the other components go to one exact integer program (HiGHS through scipy.optimize.milp; they share no
+    variable or row, so solving them together is solving each, without one solver call per component) with sparse
+    rows: one per track, and per identity one per maximal clique of its overlapping tracks (in an interval graph
+    every overlapping pair lies inside a maximal clique, and the maximal cliques are the sets of tracks in view just
+    before one ends).
+``exact=True`` skips the decomposition and the fast paths (one integer program over everything): the reference
+the benchmark and the tests compare against.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+TIE = 1e-9  # added to every weight, relative to the largest: a pair exactly at the threshold still matches
+
+
+def _find(parent: np.ndarray, a: int) -> int:
+    root = a
+    while parent[root] != root:
+        root = parent[root]
+    while parent[a] != root:
+        parent[a], a = root, parent[a]
+    return root
+
+
+def components(rows: np.ndarray, cols: np.ndarray, spans: np.ndarray) -> list[np.ndarray]:
+    """Groups of pair indices whose tracks are linked by "overlap and share a candidate identity"."""
+    n = len(spans)
+    parent = np.arange(n)
+    order = np.lexsort((spans[rows, 0], cols))  # by identity, then first frame
+    prev_col, end, rep = -1, -1, -1
+    for p in order.tolist():
+        i, k = int(rows[p]), int(cols[p])
+        s, e = int(spans[i, 0]), int(spans[i, 1])
+        if k != prev_col or s > end:
+            prev_col, end, rep = k, e, i
+            continue
+        a, b = _find(parent, i), _find(parent, rep)
+        if a != b:
+            parent[a] = b
+        if e > end:
+            end, rep = e, i
+    roots = np.array([_find(parent, int(i)) for i in rows], dtype=np.int64)
+    order = np.argsort(roots, kind="stable")
+    cuts = np.flatnonzero(np.diff(roots[order])) + 1
+    return np.split(order, cuts)
+
+
+def _cliques(members: np.ndarray, spans: np.ndarray) -> list[list[int]]:
+    """Maximal cliques (size >= 2) of the interval graph of ``members`` (indices into spans; closed ranges)."""
+    events = sorted([(int(spans[i, 0]), 0, int(i)) for i in members] + [(int(spans[i, 1]), 1, int(i)) for i in members])
+    active: set[int] = set()
+    out = []
+    for j, (_, kind, i) in enumerate(events):
+        if kind == 0:
+            active.add(i)
+            if len(active) >= 2 and j + 1 < len(events) and events[j + 1][1] == 1:
+                out.append(sorted(active))
+        else:
+            active.discard(i)
+    return out
+
+
+def _hungarian(rows: np.ndarray, cols: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """0/1 per pair for tracks that are all in view together: a plain assignment with an 'unknown' per track."""
+    from scipy.optimize import linear_sum_assignment
+
+    tracks, r = np.unique(rows, return_inverse=True)
+    idents, c = np.unique(cols, return_inverse=True)
+    n, k = len(tracks), len(idents)
+    big = -1.0 - 2.0 * float(w.sum())  # worse than leaving every track unknown: never chosen
+    m = np.full((n, k + n), big)
+    m[r, c] = w
+    m[np.arange(n), k + np.arange(n)] = 0.0  # each track's own "unknown" column
+    ri, ci = linear_sum_assignment(m, maximize=True)
+    chosen = {(int(a), int(b)) for a, b in zip(ri, ci) if b < k}
+    return np.array([(int(a), int(b)) in chosen for a, b in zip(r, c)])
+
+
+def _milp(rows: np.ndarray, cols: np.ndarray, w: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    """0/1 per pair: the exact integer program with sparse constraints."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import coo_array
+
+    m = len(rows)
+    r_idx: list[int] = []
+    c_idx: list[int] = []
+    n_rows = 0
+    order = np.argsort(rows, kind="stable")
+    for grp in np.split(order, np.flatnonzero(np.diff(rows[order])) + 1):  # one identity per track
+        if len(grp) > 1:
+            r_idx.extend([n_rows] * len(grp))
+            c_idx.extend(grp.tolist())
+            n_rows += 1
+    order = np.argsort(cols, kind="stable")
+    for grp in np.split(order, np.flatnonzero(np.diff(cols[order])) + 1):  # one track per identity and moment
+        if len(grp) < 2:
+            continue
+        pair_of = {int(rows[p]): int(p) for p in grp}
+        for clique in _cliques(rows[grp], spans):
+            r_idx.extend([n_rows] * len(clique))
+            c_idx.extend(pair_of[i] for i in clique)
+            n_rows += 1
+    constraints = []
+    if n_rows:
+        a = coo_array((np.ones(len(r_idx)), (np.array(r_idx), np.array(c_idx))), shape=(n_rows, m)).tocsr()
+        constraints.append(LinearConstraint(a, -np.inf, 1.0))
+    res = milp(-w, constraints=constraints, integrality=np.ones(m), bounds=Bounds(0, 1),
+               options={"mip_rel_gap": 0.0})
+    if res.x is None:  # cannot happen: choosing nothing is always feasible
+        raise RuntimeError(f"identity assignment failed: {res.message}")
+    return np.round(res.x) > 0.5
+
+
+def assign_identities(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, spans, n_tracks: int | None = None,
+                      exact: bool = False) -> list[int | None]:
+    """Per track (0 … n_tracks-1) the identity column it takes, or None (the module's objective).
+
+    rows, cols, weight: the candidate pairs (track index, identity column, weight >= 0); spans: [n_tracks, 2]
+    (first, last) frames, closed."""
+    spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    n = len(spans) if n_tracks is None else n_tracks
+    out: list[int | None] = [None] * n
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
+    w = np.asarray(weight, dtype=np.float64)
+    if not len(rows):
+        return out
+    if np.any(w < 0) or not np.all(np.isfinite(w)):
+        raise ValueError("candidate weights must be finite and >= 0")
+    w = w + TIE * max(1.0, float(w.max()))
+    if exact:
+        chosen = _milp(rows, cols, w, spans)
+        for p in np.flatnonzero(chosen):
+            out[int(rows[p])] = int(cols[p])
+        return out
+    general = []  # components that need the integer program: solved together, one HiGHS call (they separate)
+    for grp in components(rows, cols, spans):
+        r, c, g = rows[grp], cols[grp], w[grp]
+        tracks = np.unique(r)
+        if len(tracks) == 1:
+            best = int(np.argmax(g))  # first of equal weights: the lowest column
+            out[int(r[best])] = int(c[best])
+            continue
+        s = spans[tracks]
+        if s[:, 0].max() <= s[:, 1].min():  # one moment: everyone in view together
+            for p in np.flatnonzero(_hungarian(r, c, g)):
+                out[int(r[p])] = int(c[p])
+        else:
+            general.append(grp)
+    if general:
+        grp = np.concatenate(general)
+        for p in np.flatnonzero(_milp(rows[grp], cols[grp], w[grp], spans)):
+            out[int(rows[grp][p])] = int(cols[grp][p])
+    return out
+
+
+__all__ = ["TIE", "assign_identities", "components"]
