@@ -91,11 +91,14 @@ def _subcommand(name: str, argv: list[str]) -> int:
     if name == "calibrate":
         from allinone.commands.evaluate import calibrate_command
         return calibrate_command(argv)
+    if name == "compare":
+        from allinone.commands.compare import compare_command
+        return compare_command(argv)
     raise AssertionError(name)  # only names from SUBCOMMANDS reach here
 
 
 SUBCOMMANDS = ("weights", "bench", "export-onnx", "rematch", "evaluate", "calibrate", "enroll", "gallery",
-               "extract")
+               "extract", "compare")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                      "rematch RUN_DIR --threshold T (decide again from a run's features); "
                      "evaluate --dataset ROOT --partition JSON --protocol NAME --gait-model CKPT (OpenGait benchmark "
                      "numbers and open-set error rates); calibrate --evaluation DIR (a threshold for a target "
-                     "false-match rate); export-onnx --gait-model CKPT --out FILE (the gait model as ONNX); "
+                     "false-match rate; --lr: a likelihood-ratio model); compare QUESTIONED REFERENCE --lr-model "
+                     "FILE (one walker each: LR and an examiner's report); export-onnx --gait-model CKPT --out FILE "
+                     "(the gait model as ONNX); "
                      "extract VIDEOS... --out DATASET [--engine local|ray] (an OpenGait-format dataset from many "
                      "videos); bench (speed on the sample videos); --version")
     args = parser.parse_args(argv)
