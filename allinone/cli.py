@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", default="", metavar="FILE",
                    help="a calibration file from python main.py calibrate (default: <checkpoint stem>.calibration"
                         ".json beside the gait checkpoint, when there is one); --threshold D overrides it")
+    p.add_argument("--lr-model", default="", metavar="FILE",
+                   help="an LR model from calibrate --lr: each decision's distance also gets its likelihood ratio "
+                        "and verbal equivalent (run.json matches[].lr, lr_verbal; the report)")
     p.add_argument("--identity", action="append", type=parse_identity, default=[], metavar="NAME=ID[,ID...]",
                    help="name a gallery person and give them one or more gallery track ids (repeat for several); "
                         "other gallery tracks are identities of their own, G<id>")

@@ -109,7 +109,8 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         gait=GaitConfig(model=str(a.gait_model) if a.gait_model else "", arch=a.gait_arch,
                         trust_checkpoint=a.trust_checkpoint),
         match=MatchConfig(metric=getattr(a, "metric", "auto"), threshold=getattr(a, "threshold", None),
-                          min_frames=a.min_frames, calibration=getattr(a, "calibration", "")),
+                          min_frames=a.min_frames, calibration=getattr(a, "calibration", ""),
+                          lr_model=str(getattr(a, "lr_model", None) or "")),
         identities=tuple(getattr(a, "identity", ())),
         live=LiveConfig(duration_s=getattr(a, "duration", 0.0), reconnect_s=getattr(a, "reconnect", 30.0)),
     )

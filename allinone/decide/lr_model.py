@@ -128,6 +128,20 @@ class LRModel:
             raise UserError(f"LR model made for {rec.get('embedding')}, not {embedding}", self.path)
 
 
+def add_lrs(rows: list[dict], model: LRModel) -> dict:
+    """Give each run.json match row with a distance its ``lr`` and ``lr_verbal``; returns run.json's "lr_model"."""
+    from allinone.io.run_folder import sha256_path
+    for r in rows:
+        if r.get("distance") is not None:
+            lr = model.lr(float(r["distance"]))
+            r["lr"], r["lr_verbal"] = float(f"{lr:.6g}"), verbal(lr)
+    b = model.record["fit"]["bounds"]
+    return {"file": str(model.path), "sha256": sha256_path(model.path), "method": model.fit.method,
+            "bounds": [b["lower_lr"], b["upper_lr"]], "fitted_on": model.record.get("data", {}).get("name"),
+            "verbal_scale": VERBAL_SOURCE,
+            "note": "the LR is of the distance to the identity in the row (the matched one, or the nearest)"}
+
+
 def _finite(x):
     """JSON-safe: inf written as the string "inf" (strict JSON has no Infinity), NaN refused."""
     if isinstance(x, float):
@@ -172,5 +186,5 @@ def read_lr_model(path: str | Path) -> LRModel:
     return LRModel(path, fit, rec)
 
 
-__all__ = ["KIND", "LRFit", "LRModel", "METHODS", "PROPOSITIONS", "VERBAL_SOURCE", "read_lr_model", "verbal",
+__all__ = ["add_lrs", "KIND", "LRFit", "LRModel", "METHODS", "PROPOSITIONS", "VERBAL_SOURCE", "read_lr_model", "verbal",
            "write_lr_model"]

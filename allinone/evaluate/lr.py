@@ -12,9 +12,12 @@ Fits (decide/lr_model.py applies them): logistic regression of mated on distance
 its L2 penalty made negligible) and PAV / isotonic regression (scikit-learn's IsotonicRegression, non-increasing in
 distance). Both are then bounded by the empirical lower and upper bounds (ELUB) of Vergeer et al. (2016): the
 widest LR range over which the fitted LRs, on the data they were fitted on plus one misleading pair added to each
-class, never do worse in expected cost than the uninformative LR = 1. The NFI's ``lir`` computes the same ELUB
-(``lir.bayeserror.elub``), but unweighted and with a pairs × thresholds matrix (gigabytes at 40,000 pairs); this is
-the same rule with weights and sorted counts, checked against lir's in the tests.
+class, never do worse in expected cost than the uninformative LR = 1. The NFI's ``lir`` has an ELUB too
+(``lir.bayeserror.elub``), but unweighted, with a pairs × thresholds matrix (gigabytes at 40,000 pairs), and its one
+release that installs on Python 3.10 (0.1.29) also installs a top-level ``tests`` package that shadows this repo's;
+so this is the rule written from the paper, with weights and sorted counts, tested against a hand derivation.
+The weights count as pairs (mean 1 per class), so the bounds treat the pairs as independent, which they are not:
+the bounds are, if anything, too wide.
 
 Validation (``cross_validated_lrs``): identities are split into k folds; the LR of every pair is computed by a model
 fitted on the pairs of the other folds only, without any sequence of either of its identities. With as many folds

@@ -22,8 +22,10 @@ def test_cllr_of_two_plus_two_lrs_by_hand():
     lrs = np.array([2.0, 8.0, 0.5, 0.25])
     mated = np.array([True, True, False, False])
     assert v.cllr(lrs, mated) == pytest.approx(0.4154445, abs=1e-6)
-    import lir.metrics
-    assert v.cllr(lrs, mated) == pytest.approx(lir.metrics.cllr(lrs, mated.astype(int)), rel=1e-12)
+    # the formula written out once more, with weights that repeat the first mated pair: (2, 2, 8) vs (0.5, 0.25)
+    w = np.array([2.0, 1.0, 1.0, 1.0])
+    by_hand = 0.5 * ((2 * math.log2(1.5) + math.log2(1.125)) / 3 + (math.log2(1.5) + math.log2(1.25)) / 2)
+    assert v.cllr(lrs, mated, w) == pytest.approx(by_hand, rel=1e-12)
 
 
 def test_uninformative_lrs_give_cllr_one_and_separated_scores_cllr_min_zero():
@@ -99,16 +101,21 @@ def test_pav_fit_is_monotone_and_elub_bounds_the_extremes():
     assert 0 < lo < 1 < hi < np.inf and bounded.max() == hi and bounded.min() == lo
 
 
-def test_elub_matches_lir_on_unweighted_pairs():
-    import lir.bayeserror
-    rng = np.random.default_rng(3)
-    for n1, n0, sep in ((50, 200, 2.0), (300, 300, 4.0), (40, 40, 0.5)):
-        llr = np.concatenate([rng.normal(sep, 1.5, n1), rng.normal(-sep, 1.5, n0)])
-        lrs = np.exp(llr)
-        y = np.arange(n1 + n0) < n1
-        ours = lrmod.elub_bounds(lrs, y)
-        ref = lir.bayeserror.elub(lrs.copy(), y.astype(int), add_misleading=1)
-        assert ours == pytest.approx(ref, rel=1e-9)
+def test_elub_of_perfectly_separated_pairs_by_hand():
+    # n mated pairs at LR L and n non-mated at 1/L (L huge), one misleading pair added to each class. For 1 <= t < L:
+    # P(miss) = 1/(n+1), P(false accept) = 1/(n+1), expected cost (1 + t)/(n+1), the neutral LR's is 1: the system
+    # is worse once t > n, so the upper bound is n. Below 1 the neutral cost is t and the system's (1 + t)/(n+1):
+    # worse once t < 1/n, so the lower bound is 1/n (both to the 0.01 natural-log grid step).
+    for n in (5, 50, 400):
+        lrs = np.concatenate([np.full(n, 1e6), np.full(n, 1e-6)])
+        y = np.arange(2 * n) < n
+        lo, hi = lrmod.elub_bounds(lrs, y)
+        assert hi == pytest.approx(n, rel=0.011) and lo == pytest.approx(1 / n, rel=0.011)
+        # weights count as pairs: 2n pairs of weight 1/2 support what n pairs do
+        lo2, hi2 = lrmod.elub_bounds(np.repeat(lrs, 2), np.repeat(y, 2), np.full(4 * n, 0.5))
+        assert (lo2, hi2) == pytest.approx((lo, hi), rel=1e-12)
+    # one pair each supports nothing: both bounds are 1
+    assert lrmod.elub_bounds(np.array([100.0, 0.01]), np.array([True, False])) == pytest.approx((1.0, 1.0))
 
 
 def test_identity_pair_weights_make_identities_count_equally():
