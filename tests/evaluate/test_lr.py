@@ -176,3 +176,10 @@ def test_model_file_is_strict_json_and_refuses_another_checkpoint(tmp_path):
                                        (2e6, "extremely strong support")])
 def test_verbal_scale_is_enfsi_2015(lr, words):
     assert words in verbal(lr)
+
+
+def test_calibrate_lr_refuses_a_folder_that_is_not_an_evaluation(tmp_path):
+    from tests.test_cli import _assert_user_error, run_main
+    res = run_main("calibrate", "--lr", "--evaluation", str(tmp_path), "--output", str(tmp_path / "o"))
+    _assert_user_error(res, str(tmp_path), "not an evaluate output folder")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
