@@ -122,6 +122,7 @@ def fit_from_evaluation(evaluation: Path, method: str, folds: int, out_dir: Path
         "data": {"name": evaluation.name, "evaluation": str(evaluation), "dataset": m.get("dataset", {}).get("root"),
                  "protocol": m.get("protocol"), "embeddings_sha256": sha256_path(efile),
                  "pairs": {"mated": n_mated, "non_mated": int(len(pairs) - n_mated)},
+                 "distance_range": [float(pairs.distance.min()), float(pairs.distance.max())],
                  "weighting": "each pair weighs 1 / (pairs of its identity pair): every identity counts once among "
                               "mated pairs, every identity pair once among non-mated pairs",
                  **cond, "identity_labels": list(pairs.identities)},

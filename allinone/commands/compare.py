@@ -137,6 +137,11 @@ def compare(args: argparse.Namespace) -> tuple[Path, dict]:
         d = float(distance_matrix(qe.feature[None], re_.feature[None], model.metric)[0, 0])
         lr = model.lr(d)
         raw = float(model.fit.raw_lr(np.array([d]))[0])
+        span = model.record.get("data", {}).get("distance_range")
+        inside = None if not span else bool(span[0] <= d <= span[1])
+        if inside is False:
+            log.warning("distance %.4g is outside the calibration data's range %.4g..%.4g: the LR is extrapolated "
+                        "(and held at its bounds)", d, span[0], span[1])
         curves = model.record.get("validation", {}).get("tippett")
         if curves:
             tippett_plot(curves, writer.path("tippett_case.png"), math.log10(lr),
@@ -149,6 +154,7 @@ def compare(args: argparse.Namespace) -> tuple[Path, dict]:
             "reference": _person(r_video, rt, shas["reference"]),
             "metric": model.metric, "distance": round(d, 6), "lr": lr, "log10_lr": round(math.log10(lr), 4),
             "lr_unbounded": raw if math.isfinite(raw) else None, "lr_at_bound": raw != lr,
+            "distance_in_calibration_range": inside, "calibration_distance_range": span,
             "lr_verbal": verbal(lr), "verbal_scale": "ENFSI Guideline for Evaluative Reporting in Forensic Science "
                                                      "(2015)",
             "propositions": model.record.get("propositions"),

@@ -133,7 +133,12 @@ def render_compare_report(folder: Path, rec: dict) -> str:
                f"<div class='muted'>Hp: {e(str(props.get('Hp', 'same person')))}; Hd: "
                f"{e(str(props.get('Hd', 'different people')))}. Gait distance {rec['distance']:.4g} "
                f"({e(rec['metric'])}); LR model {e(m['method'])}"
-               + (", at its bound" if rec.get("lr_at_bound") else "") + ".</div></div>")
+               + (", at its bound" if rec.get("lr_at_bound") else "") + ".</div>"
+               + ("<div class='warn' data-warning='outside-calibration-range'>The distance lies outside the range "
+                  "of distances in the calibration data "
+                  f"({rec['calibration_distance_range'][0]:.4g}–{rec['calibration_distance_range'][1]:.4g}): the LR "
+                  "is an extrapolation, held at the model's bounds.</div>"
+                  if rec.get("distance_in_calibration_range") is False else "") + "</div>")
     out.append("<h2>The two persons</h2><div class='persons'>" + _person(folder, "Questioned", q)
                + _person(folder, "Reference", r) + "</div>")
     if rec["files"].get("tippett"):

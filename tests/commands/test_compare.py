@@ -154,3 +154,23 @@ def test_compare_refuses_an_lr_model_of_another_checkpoint(fitted, shared, tmp_p
                    str(fitted / "logistic/lr_model.json"), "--output", str(tmp_path))
     _assert_user_error(res, "missing.mp4", "not found")
     assert not any(tmp_path.glob("compare-*"))
+
+
+def test_the_longest_usable_track_is_compared_unless_one_is_named():
+    from allinone.commands.compare import pick_track
+    from allinone.errors import UserError
+    from allinone.records import Embedding, TrackResult, VideoInfo
+    from allinone.stages.step import VideoResult
+    video = VideoResult(VideoInfo(path="v.mp4", name="v", role="gallery", frames=100, fps=25.0, width=64,
+                                  height=64))
+    for tid, n in ((1, 12), (2, 40), (3, 5)):
+        video.tracks[tid] = TrackResult(tid, 0, 50, 50, n, embedding=Embedding(
+            "v", tid, np.zeros((4, 2), np.float32), n))
+    video.tracks[4] = TrackResult(4, 0, 9, 10, 0)  # seen, never embedded
+    assert pick_track(video, None, 10, "--track") == 2
+    assert pick_track(video, 1, 10, "--track") == 1
+    for wanted in (3, 4, 9):  # too short, not embedded, absent
+        with pytest.raises(UserError, match=f"--track {wanted}: no such track"):
+            pick_track(video, wanted, 10, "--track")
+    with pytest.raises(UserError, match="no walking person with 50 usable silhouettes"):
+        pick_track(video, None, 50, "--track")
