@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", default="", metavar="FILE",
                    help="a calibration file from python main.py calibrate (default: <checkpoint stem>.calibration"
                         ".json beside the gait checkpoint, when there is one); --threshold D overrides it")
+    p.add_argument("--lr-model", default="", metavar="FILE",
+                   help="an LR model from calibrate --lr: each decision's distance also gets its likelihood ratio "
+                        "and verbal equivalent (run.json matches[].lr, lr_verbal; the report)")
     p.add_argument("--identity", action="append", type=parse_identity, default=[], metavar="NAME=ID[,ID...]",
                    help="name a gallery person and give them one or more gallery track ids (repeat for several); "
                         "other gallery tracks are identities of their own, G<id>")
@@ -94,11 +97,14 @@ def _subcommand(name: str, argv: list[str]) -> int:
     if name == "calibrate":
         from allinone.commands.evaluate import calibrate_command
         return calibrate_command(argv)
+    if name == "compare":
+        from allinone.commands.compare import compare_command
+        return compare_command(argv)
     raise AssertionError(name)  # only names from SUBCOMMANDS reach here
 
 
 SUBCOMMANDS = ("weights", "bench", "export-onnx", "rematch", "evaluate", "calibrate", "enroll", "gallery",
-               "extract")
+               "extract", "compare")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                      "rematch RUN_DIR --threshold T (decide again from a run's features); "
                      "evaluate --dataset ROOT --partition JSON --protocol NAME --gait-model CKPT (OpenGait benchmark "
                      "numbers and open-set error rates); calibrate --evaluation DIR (a threshold for a target "
-                     "false-match rate); export-onnx --gait-model CKPT --out FILE (the gait model as ONNX); "
+                     "false-match rate; --lr: a likelihood-ratio model); compare QUESTIONED REFERENCE --lr-model "
+                     "FILE (one walker each: LR and an examiner's report); export-onnx --gait-model CKPT --out FILE "
+                     "(the gait model as ONNX); "
                      "extract VIDEOS... --out DATASET [--engine local|ray] (an OpenGait-format dataset from many "
                      "videos); bench (speed on the sample videos); --version")
     args = parser.parse_args(argv)

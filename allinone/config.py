@@ -125,6 +125,8 @@ class MatchConfig:
     # A calibration file (python main.py calibrate) whose threshold is used when none is given. Empty: the one
     # beside the gait checkpoint (<stem>.calibration.json), if any.
     calibration: str = ""
+    # An LR model (python main.py calibrate --lr): each decision's distance also gets its likelihood ratio.
+    lr_model: str = ""
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
                                 description="Score a gait checkpoint on an OpenGait-format dataset: OpenGait's "
                                             "closed-set numbers, open-set error rates, plots.")
     _dataset_args(p, required=True)
+    p.add_argument("--lr-model", type=Path, default=None, metavar="FILE",
+                   help="an LR model from calibrate --lr: also write its Cllr, ECE and Tippett figures on this "
+                        "evaluation's pairs (lr_validation.json, lr_tippett.png, lr_ece.png)")
     return p
 
 
@@ -91,6 +94,9 @@ def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
     proto_name, proto_fn, spec = _protocol(args.protocol)
     sequences = list_sequences(args.dataset, partition)
     check_model_file(args.gait_model)
+    if getattr(args, "lr_model", None) is not None:
+        from allinone.decide.lr_model import read_lr_model
+        read_lr_model(args.lr_model)  # a missing or damaged file is refused before any embedding
     default_name = f"eval-{proto_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     with RunWriter(args.output, args.name, default=default_name) as writer:
         device = resolve_device(args.device)
@@ -148,6 +154,14 @@ def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
             plots.cmc_plot({k: v for k, v in cmc.items() if v}, writer.path("cmc.png"))
             plots.roc_plot(pairs, writer.path("roc.png"))
             plots.histogram_plot(pairs, chosen, writer.path("distances.png"))
+        if getattr(args, "lr_model", None) is not None:
+            from allinone.commands.calibrate_lr import embedding_of, evaluation_lr_outputs
+            lr_summary = evaluation_lr_outputs(writer.dir, args.lr_model, d.feature, d.label, metric, sha,
+                                               embedding_of(metrics), sha256_path(writer.path("embeddings.npz")))
+            writer.path("lr_validation.json").write_text(json.dumps(lr_summary, indent=2, allow_nan=False) + "\n",
+                                                         encoding="utf-8")
+            metrics["lr_validation"] = {k: lr_summary[k] for k in ("cllr", "cllr_min", "cllr_cal", "eer")} | {
+                "file": "lr_validation.json"}
         table = format_table(metrics, res.table)
         writer.path("table.txt").write_text(table + "\n", encoding="utf-8")
         out = writer.finalize_json("metrics.json", metrics)
@@ -253,6 +267,9 @@ def calibrate(evaluation: Path, target: float, condition: str | None, out: Path 
 
 
 def calibrate_command(argv: list[str]) -> int:
+    if "--lr" in argv:  # a likelihood-ratio model (issue 21): its own parser and module
+        from allinone.commands.calibrate_lr import calibrate_lr_command
+        return calibrate_lr_command(argv)
     p = calibrate_parser()
     args = p.parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)

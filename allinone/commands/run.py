@@ -16,6 +16,7 @@ from pathlib import Path
 from allinone.config import RunConfig
 from allinone.decide.calibration import find_calibration
 from allinone.decide.identities import gallery_identities
+from allinone.decide.lr_model import add_lrs, read_lr_model
 from allinone.decide.threshold import Threshold, check_threshold, resolve_threshold
 from allinone.errors import UserError
 from allinone.io.devices import resolve_device
@@ -150,6 +151,7 @@ def run(config: RunConfig) -> RunResult:
         check_threshold(config.match.threshold, config.match.metric)
     if config.match.calibration and not Path(config.match.calibration).is_file():
         raise UserError("calibration file not found", config.match.calibration)
+    lr_model = read_lr_model(config.match.lr_model) if config.match.lr_model and not config.track_only else None
     check_models_given(config)
     store = None
     if config.gallery_db is not None and not config.track_only:
@@ -170,6 +172,8 @@ def run(config: RunConfig) -> RunResult:
             if stages.matcher is not None and config.match.threshold is None:
                 calibrated = find_calibration(config.match.calibration, config.gait.model, gait_sha,
                                               config.match.metric)
+            if lr_model is not None and stages.embedder is not None:
+                lr_model.check_for(gait_sha, config.match.metric)  # before any video is processed
             results: list[VideoResult] = []
             for src, (path, role), name in zip(sources, inputs, names):
                 if is_stream(path):
@@ -225,6 +229,8 @@ def run(config: RunConfig) -> RunResult:
                             pictures.setdefault(("gallery", tid), {})[key] = rel
                 extra.update(mf.decisions_entries(identities, usable, threshold, decisions, writer, spans,
                                                   pictures))
+                if lr_model is not None:
+                    extra["lr_model"] = add_lrs(extra["matches"], lr_model)
                 extra["timings_s"] = {"match": round(match_s, 4)}
             manifest = mf.run_manifest(created, config, device, stages, videos, extra, gait_sha)
             if decision is not None:
