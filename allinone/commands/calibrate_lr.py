@@ -8,7 +8,6 @@ reuses ``write_validation`` to measure a model on another evaluation.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from datetime import datetime, timezone

@@ -53,7 +53,7 @@ def _run(dist, spans, exact: bool):
 
 def benchmark(n: int, identities: int = 500, exact_max: int = 3000, seed: int = 0) -> dict:
     import scipy.optimize  # noqa: F401  (loaded before the clock starts: a run loads it once)
-    import scipy.sparse  # noqa: F401
+    import scipy.sparse  # noqa: F401,F811
 
     dist, spans = synthetic_video(n, identities, seed=seed)
     rows, cols, _ = margin_pairs(dist, THRESHOLD)
