@@ -58,6 +58,17 @@ def threshold_arg(text: str) -> float | None:
     return nonnegative_float(text, "auto or a distance")
 
 
+def fpir_arg(text: str) -> float:
+    """argparse type for --target-fpir: a rate strictly between 0 and 1."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a rate between 0 and 1 (exclusive), got {text!r}")
+    return v
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The flags that choose and tune the models (shared by the main command and enroll)."""
     d, s, m = DetectConfig(), SegmentConfig(), MatchConfig()
@@ -109,7 +120,8 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         gait=GaitConfig(model=str(a.gait_model) if a.gait_model else "", arch=a.gait_arch,
                         trust_checkpoint=a.trust_checkpoint),
         match=MatchConfig(metric=getattr(a, "metric", "auto"), threshold=getattr(a, "threshold", None),
-                          min_frames=a.min_frames, calibration=getattr(a, "calibration", "")),
+                          min_frames=a.min_frames, calibration=getattr(a, "calibration", ""),
+                          target_fpir=getattr(a, "target_fpir", MatchConfig().target_fpir)),
         identities=tuple(getattr(a, "identity", ())),
         live=LiveConfig(duration_s=getattr(a, "duration", 0.0), reconnect_s=getattr(a, "reconnect", 30.0)),
     )
