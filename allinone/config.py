@@ -97,6 +97,9 @@ class GaitConfig:
     # Frames fed to one forward pass: the first max_frames silhouettes of a track, in order (OpenGait's test-time
     # frames_all_limit, 720). A cap bounds memory and time on long tracks.
     max_frames: int = 720
+    # Which embedding: embed_1 (the FCs output), embed_2 (the BNNeck output, DeepGaitV2 only, as OpenGait's
+    # use_emb2), or auto: what OpenGait's released config for that checkpoint sets (gait/checkpoint.py).
+    embedding: str = "auto"
     # Checkpoints are read with torch.load(weights_only=True), which runs no code from the file. A checkpoint that
     # pickles other objects too is refused unless this is set (full unpickling can run code: trusted files only).
     trust_checkpoint: bool = False

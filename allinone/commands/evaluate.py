@@ -32,6 +32,8 @@ def _dataset_args(p: argparse.ArgumentParser, required: bool) -> None:
                    help="OpenGait checkpoint (.pt) or exported .onnx")
     p.add_argument("--gait-arch", default="auto", choices=["auto", *ARCHS], metavar="NAME")
     p.add_argument("--trust-checkpoint", action="store_true")
+    p.add_argument("--embedding", choices=["auto", "embed_1", "embed_2"], default="auto",
+                   help="embed_1, embed_2 (DeepGaitV2's BNNeck output), or auto: as OpenGait's config sets use_emb2")
     p.add_argument("--metric", choices=["auto", "euc", "cos"], default="auto")
     p.add_argument("--frames-limit", type=int_in_range(1), default=DEFAULT_FRAMES_LIMIT, metavar="N",
                    help="frames per sequence, the first N in order (OpenGait's frames_all_limit, default 720)")
@@ -140,11 +142,15 @@ def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
         device = resolve_device(args.device)
         embedder = embedder_for(args.gait_model, GaitConfig(model=str(args.gait_model), arch=args.gait_arch,
                                                             max_frames=args.frames_limit,
-                                                            trust_checkpoint=args.trust_checkpoint), device)
+                                                            trust_checkpoint=args.trust_checkpoint,
+                                                            embedding=args.embedding), device)
+        embedding = getattr(embedder, "embedding", "embed_1")
         metric = embedder.metric if args.metric == "auto" else args.metric
         sha = sha256_path(args.gait_model)
         cache_dir = args.cache or (args.output / ".embed-cache")
-        cache = EmbeddingCache(cache_dir / f"{sha[:16]}-f{args.frames_limit}.sqlite")
+        # the cache key: checkpoint, frames limit and (when not embed_1) the embedding
+        cache = EmbeddingCache(cache_dir / f"{sha[:16]}-f{args.frames_limit}"
+                               f"{'' if embedding == 'embed_1' else '-' + embedding}.sqlite")
         try:
             batch = args.batch or (8 if device.startswith("cuda") else 1)
             emb = embed_dataset(args.dataset, sequences, embedder, cache, batch=batch, quiet=args.quiet)
@@ -177,7 +183,8 @@ def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
             "dataset": {"root": str(args.dataset), "partition": str(args.partition),
                         "sequences": len(sequences), "embedded": len(emb.sequences),
                         "skipped": [{"file": f, "why": w} for f, w in emb.skipped]},
-            "model": {"path": str(args.gait_model), "sha256": sha, "arch": embedder.arch, "metric": metric},
+            "model": {"path": str(args.gait_model), "sha256": sha, "arch": embedder.arch, "metric": metric,
+                      "embedding": embedding},
             "frames_limit": args.frames_limit, "device": device,
             "gallery_sequences": {c.name: int(np.count_nonzero(c.gallery)) for c in res.conditions},
             "closed_set": res.closed_set, "verification": verification, "open_set": open_set, "cmc": cmc,
@@ -210,7 +217,8 @@ def _frac(x) -> str:
 
 
 def format_table(m: dict, protocol_lines: list[str]) -> str:
-    lines = [f"protocol {m['protocol']}, {m['model']['arch']} ({m['model']['metric']}), "
+    lines = [f"protocol {m['protocol']}, {m['model']['arch']} ({m['model']['metric']}, "
+             f"{m['model'].get('embedding', 'embed_1')}), "
              f"{m['dataset']['embedded']} sequences"
              + (f", {len(m['dataset']['skipped'])} skipped" if m['dataset']['skipped'] else ""), ""]
     lines += protocol_lines

@@ -110,7 +110,8 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
                             "rename), not with --identity")
         gait = m["weights"]["gait"]
         with GalleryStore(m["gallery_db"]) as store:
-            store.check_model(ModelInfo(gait["sha256"], gait["path"], gait["arch"], metric))
+            store.check_model(ModelInfo(gait["sha256"], gait["path"], gait["arch"], metric,
+                                        gait.get("embedding", "embed_1")))
             identities = store.identities()
         gallery, named = Path(m["gallery_db"]).stem, ()
     else:

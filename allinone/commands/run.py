@@ -171,10 +171,11 @@ def run(config: RunConfig) -> RunResult:
                 gait_sha = sha256_path(config.gait.model)
             if store is not None:
                 from allinone.gallery.store import ModelInfo
-                store.check_model(ModelInfo(gait_sha, config.gait.model, stages.embedder.arch, config.match.metric))
+                store.check_model(ModelInfo(gait_sha, config.gait.model, stages.embedder.arch, config.match.metric,
+                                            getattr(stages.embedder, "embedding", "embed_1")))
             if stages.matcher is not None:  # evidence for the FPIR of a given threshold too
                 calibrated = find_calibration(config.match.calibration, config.gait.model, gait_sha,
-                                              config.match.metric)
+                                              config.match.metric, getattr(stages.embedder, "embedding", None))
             results: list[VideoResult] = []
             for src, (path, role), name in zip(sources, inputs, names):
                 if is_stream(path):
