@@ -94,7 +94,14 @@ def test_matches_json_csv_and_result_video(paddle_run, shared):
     assert {(r["probe_video"], r["probe_track"]) for r in m["matches"]} == probe_tracks
     gallery_ids = {t["id"] for t in m["videos"][0]["tracks"]}
     assert [i["name"] for i in m["identities"]] == [f"G{t}" for t in sorted(gallery_ids)]
-    assert m["threshold"] == {"value": 1e9, "basis": "user"}
+    t = m["threshold"]
+    assert (t["value"], t["basis"]) == (1e9, "user")
+    # the FPIR of a given threshold is stated from the run's impostor evidence (the gallery's identity pairs):
+    # every impostor pair lies within 1e9, so the estimated per-pair rate is 1 and FPIR 1
+    n = t["evidence"]["pairs"]
+    assert n >= 1 and t["fpir"]["per_pair_rate"] == 1.0 and t["fpir"]["estimate"] == 1.0
+    assert t["gallery_size"] == sum(1 for i in m["identities"] for x in i["tracks"] if x["usable"])
+    assert "estimated FPIR 1" in t["statement"] and f"{n} impostor pair(s)" in t["statement"]
     for r in m["matches"]:
         assert r["status"] == "match" and r["reason"] is None  # threshold 1e9: everyone within it
         assert r["identity"] in {f"G{t}" for t in gallery_ids}
@@ -260,7 +267,7 @@ def test_rematch_with_another_threshold_and_names(paddle_run, tmp_path):
                    "--quiet")
     assert res.returncode == 0, res.stderr
     z = json.loads((tmp_path / "zero/run.json").read_text())
-    assert z["threshold"] == {"value": 0.0, "basis": "user"}
+    assert (z["threshold"]["value"], z["threshold"]["basis"]) == (0.0, "user")
     assert all((r["status"], r["reason"]) == ("unknown", "no_candidate") for r in z["matches"])
     # distances are the stored features' own: the same numbers as the original run
     assert [r["ranking"] for r in z["matches"]] == [r["ranking"] for r in m["matches"]]
@@ -284,7 +291,9 @@ def test_rematch_with_another_threshold_and_names(paddle_run, tmp_path):
                    "--quiet")
     assert res.returncode == 0, res.stderr
     t = json.loads((tmp_path / "c/run.json").read_text())["threshold"]
+    # an old calibration file (a threshold only): its number, its FPIR for this gallery unknown to it
     assert (t["value"], t["basis"], t["file"]) == (0.5, "calibrated", str(cal))
+    assert "old calibration file" in t["statement"]
 
 
 # ---------------------------------------------------------------- frame rate and friendly failures
