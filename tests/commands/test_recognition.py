@@ -276,6 +276,17 @@ def test_rematch_with_another_threshold_and_names(paddle_run, tmp_path):
     a = json.loads((tmp_path / "ann/run.json").read_text())
     assert a["identities"][0]["name"] == "Ann" and a["identities"][0]["tracks"][0]["track"] == gid
     assert {r["identity"] for r in a["matches"]} <= {i["name"] for i in a["identities"]}
+    # auto with no impostor evidence (one gallery identity, nobody seen together): no threshold, nobody matched,
+    # and run.json and the report say why
+    res = run_main("rematch", str(paddle_run), "--threshold", "auto", "--output", str(tmp_path), "--name", "auto")
+    assert res.returncode == 0, res.stderr
+    assert "no_threshold_evidence" in res.stderr  # the console's warning
+    au = json.loads((tmp_path / "auto/run.json").read_text())
+    assert (au["threshold"]["basis"], au["threshold"]["value"], au["threshold"]["fpir"]) == ("none", None, None)
+    assert {(r["status"], r["reason"]) for r in au["matches"]} <= {("unknown", "no_threshold_evidence"),
+                                                                   ("too_short", "too_few_silhouettes")}
+    assert any(r["reason"] == "no_threshold_evidence" for r in au["matches"])
+    assert "no threshold: no impostor evidence" in (tmp_path / "auto/report.html").read_text()
     res = run_main("rematch", str(paddle_run), "--identity", "Ann=999", "--output", str(tmp_path), "--quiet")
     _assert_user_error(res, "999")
     res = run_main("rematch", str(tmp_path / "nope"), "--quiet")
