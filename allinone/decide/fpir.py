@@ -31,13 +31,15 @@ def clopper_pearson(k, n, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]
     lower = Beta(a/2; k, n-k+1) quantile (0 at k = 0), upper = Beta(1-a/2; k+1, n-k) quantile (1 at k = n)."""
     from scipy.stats import beta
 
-    k = np.asarray(k, np.float64)
-    n = np.asarray(n, np.float64)
+    k, n = np.broadcast_arrays(np.asarray(k, np.float64), np.asarray(n, np.float64))
     a = 1.0 - level
-    with np.errstate(invalid="ignore", divide="ignore"):
-        lo = np.where(k <= 0, 0.0, beta.ppf(a / 2, np.maximum(k, 1e-300), n - k + 1))
-        hi = np.where(k >= n, 1.0, beta.ppf(1 - a / 2, k + 1, np.maximum(n - k, 1e-300)))
-    return np.nan_to_num(lo, nan=0.0), np.nan_to_num(hi, nan=1.0)
+    lo, hi = np.zeros(k.shape), np.ones(k.shape)
+    inner_lo, inner_hi = k > 0, k < n  # the closed ends (0 and 1) need no quantile
+    lo[inner_lo] = beta.ppf(a / 2, k[inner_lo], n[inner_lo] - k[inner_lo] + 1)
+    hi[inner_hi] = beta.ppf(1 - a / 2, k[inner_hi] + 1, n[inner_hi] - k[inner_hi])
+    if lo.ndim == 0:
+        return lo[()], hi[()]
+    return lo, hi
 
 
 def fpir_from_rate(f, n_gallery: int):
@@ -115,14 +117,24 @@ class Evidence:
     def choose(self, target: float, n_gallery: int) -> tuple[Estimate, bool]:
         """The threshold for a target FPIR (module doc) and whether the evidence supports it."""
         c = self.candidates()
-        k = sum(s.within(c) for s in self.sources)
-        rate = k / self.n
-        _, hi = clopper_pearson(rate * self.n_eff, self.n_eff)
-        ok = fpir_from_rate(hi, n_gallery) <= target
-        if ok.any():
-            return self.estimate(c[np.flatnonzero(ok)[-1]], n_gallery)[0], True
-        fine = np.flatnonzero(fpir_from_rate(rate, n_gallery) <= target)
-        return self.estimate(c[fine[-1] if len(fine) else 0], n_gallery)[0], False
+        rate = sum(s.within(c) for s in self.sources) / self.n  # non-decreasing along c
+
+        def supported(i: int) -> bool:
+            hi = clopper_pearson(rate[i] * self.n_eff, self.n_eff)[1]
+            return bool(fpir_from_rate(hi, n_gallery) <= target)
+
+        # the upper bound grows with the rate, so the supported candidates are a prefix: bisect for its end
+        lo, hi = 0, len(c)  # supported(i) for i < lo; not for i >= hi
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if supported(mid):
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo > 0:
+            return self.estimate(c[lo - 1], n_gallery)[0], True
+        fine = int(np.count_nonzero(fpir_from_rate(rate, n_gallery) <= target))  # also a prefix
+        return self.estimate(c[max(fine - 1, 0)], n_gallery)[0], False
 
     def pairs_needed(self, target: float, n_gallery: int) -> int:
         """The fewest independent pairs, none within t, that would show FPIR <= target (Clopper-Pearson upper

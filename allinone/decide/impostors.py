@@ -41,12 +41,15 @@ class CoVisibility:
         area = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
         iou = inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-12)
         ids = [int(t) for t in track_id]
+        dup = (iou > DUPLICATE_IOU).tolist()
         for i in range(k):
             for j in range(i + 1, k):
                 key = (ids[i], ids[j]) if ids[i] < ids[j] else (ids[j], ids[i])
-                c = self.pairs.setdefault(key, [0, 0])
+                c = self.pairs.get(key)
+                if c is None:
+                    c = self.pairs[key] = [0, 0]
                 c[0] += 1
-                c[1] += int(iou[i, j] > DUPLICATE_IOU)
+                c[1] += dup[i][j]
 
     def rows(self, video: str) -> list[list]:
         """[video, a, b, frames together, duplicate frames] per pair (run.json keeps them for rematch)."""
