@@ -179,3 +179,18 @@ def test_gallery_identities_default_and_named(caplog):
         check_named((("Ann", (1,)), ("Ann", (2,))))
     with pytest.raises(UserError):
         check_named((("Ann", (1,)), ("Bob", (1,))))
+
+
+def test_target_fpir_flag_takes_rates_strictly_between_0_and_1():
+    from allinone.cli import build_parser
+    from allinone.commands.args import fpir_arg
+
+    assert fpir_arg("0.05") == 0.05
+    for bad in ("0", "1", "-0.1", "x", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            fpir_arg(bad)
+    a = build_parser().parse_args(["--gallery", "g.mp4", "--probe", "p.mp4", "--target-fpir", "0.001",
+                                   "--embedding", "embed_2"])
+    from allinone.commands.args import config_from_args
+    c = config_from_args(a)
+    assert (c.match.target_fpir, c.gait.embedding) == (0.001, "embed_2")
