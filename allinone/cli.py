@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from allinone.commands.args import add_model_args, config_from_args, nonnegative_float, threshold_arg
+from allinone.commands.args import add_model_args, config_from_args, fpir_arg, nonnegative_float, threshold_arg
 from allinone.config import LiveConfig, MatchConfig
 from allinone.decide.identities import check_named, parse_identity
 from allinone.errors import UserError
@@ -40,8 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gait distance (default: auto, the one OpenGait evaluates the model with: euc)")
     p.add_argument("--threshold", type=threshold_arg, default=m.threshold, metavar="auto|D",
                    help="a probe person may only be matched to a gallery identity within this distance; auto "
-                        "(default): from the distances of people seen together in the videos, else the metric's "
-                        "uncalibrated default (run.json records which)")
+                        "(default): the distance for --target-fpir from the impostor evidence (people seen "
+                        "together, different gallery identities, a calibration file); with none, nobody is "
+                        "matched (run.json states the estimated FPIR and its basis)")
+    p.add_argument("--target-fpir", type=fpir_arg, default=m.target_fpir, metavar="X",
+                   help=f"auto threshold: the false-positive identification rate to aim for over this gallery's "
+                        f"size (default {m.target_fpir})")
     p.add_argument("--calibration", default="", metavar="FILE",
                    help="a calibration file from python main.py calibrate (default: <checkpoint stem>.calibration"
                         ".json beside the gait checkpoint, when there is one); --threshold D overrides it")

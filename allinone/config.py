@@ -97,6 +97,9 @@ class GaitConfig:
     # Frames fed to one forward pass: the first max_frames silhouettes of a track, in order (OpenGait's test-time
     # frames_all_limit, 720). A cap bounds memory and time on long tracks.
     max_frames: int = 720
+    # Which embedding: embed_1 (the FCs output), embed_2 (the BNNeck output, DeepGaitV2 only, as OpenGait's
+    # use_emb2), or auto: what OpenGait's released config for that checkpoint sets (gait/checkpoint.py).
+    embedding: str = "auto"
     # Checkpoints are read with torch.load(weights_only=True), which runs no code from the file. A checkpoint that
     # pickles other objects too is refused unless this is set (full unpickling can run code: trusted files only).
     trust_checkpoint: bool = False
@@ -112,17 +115,18 @@ class MatchConfig:
     # "auto": the distance the gait model is evaluated with in OpenGait (euc for every model here), "euc" (mean
     # over parts of the per-part euclidean distance) or "cos". A run records the resolved one.
     metric: str = "auto"
-    # A probe track may only take an identity within this distance. None = auto: from the distances of people
-    # seen together in the videos (impostor pairs), else the metric's uncalibrated default (decide/threshold.py). A number
-    # depends on the model and metric: calibrate on your own footage (README).
+    # A probe track may only take an identity within this distance. None = auto: the threshold for target_fpir
+    # from the impostor evidence (people seen together, different gallery identities, a calibration file); with
+    # none, nothing is matched (decide/threshold.py, README "The threshold").
     threshold: float | None = None
     # Tracks with fewer usable (aligned) silhouettes than this are "too_short" and not matched.
     min_frames: int = 10
-    # auto threshold: the false-match rate it aims for over the impostor pairs, and how many frames two tracks
-    # must share to count as two people seen together (a few frames guard against a track handed between people).
-    auto_far: float = 0.01
+    # auto threshold: the false-positive identification rate it aims for over this gallery's size, and how many
+    # frames two tracks must share to count as two people seen together (a few frames guard against a track
+    # handed between people).
+    target_fpir: float = 0.01
     auto_min_overlap: int = 5
-    # A calibration file (python main.py calibrate) whose threshold is used when none is given. Empty: the one
+    # A calibration file (python main.py calibrate) whose impostor distances join the evidence. Empty: the one
     # beside the gait checkpoint (<stem>.calibration.json), if any.
     calibration: str = ""
     # An LR model (python main.py calibrate --lr): each decision's distance also gets its likelihood ratio.

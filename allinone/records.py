@@ -175,8 +175,9 @@ class Identity:
 
 STATUSES = ("match", "unknown", "too_short")
 # Why a probe track is not a match: no gallery identity to compare with; none within the threshold; every identity
-# within the threshold went to a probe track seen at the same time; too few usable silhouettes to embed.
-REASONS = ("no_gallery", "no_candidate", "taken", "too_few_silhouettes")
+# within the threshold went to a probe track seen at the same time; too few usable silhouettes to embed; no
+# impostor evidence to set a threshold by (and none given), so nothing is matched.
+REASONS = ("no_gallery", "no_candidate", "taken", "too_few_silhouettes", "no_threshold_evidence")
 
 
 @dataclass(frozen=True)

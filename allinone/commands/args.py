@@ -65,6 +65,17 @@ def threshold_arg(text: str) -> float | None:
     return nonnegative_float(text, "auto or a distance")
 
 
+def fpir_arg(text: str) -> float:
+    """argparse type for --target-fpir: a rate strictly between 0 and 1."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a rate between 0 and 1 (exclusive), got {text!r}")
+    return v
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The flags that choose and tune the models (shared by the main command and enroll)."""
     d, s, m = DetectConfig(), SegmentConfig(), MatchConfig()
@@ -80,6 +91,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gait-arch", default="auto", choices=["auto", *GAIT_ARCHS], metavar="NAME",
                    help="the gait model's OpenGait architecture: " + ", ".join(GAIT_ARCHS) + ", or auto "
                         "(default): recognised from the checkpoint's keys; naming one refuses any other")
+    p.add_argument("--embedding", choices=["auto", "embed_1", "embed_2"], default="auto",
+                   help="the gait embedding: embed_1 (FCs output), embed_2 (BNNeck output, DeepGaitV2), or auto "
+                        "(default): what OpenGait's released config for the checkpoint sets (use_emb2)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="also load gait checkpoints that pickle objects besides tensors (this can run code from "
                         "the file: only for files you trust)")
@@ -114,10 +128,11 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         track=TrackConfig(),
         segment=SegmentConfig(model=str(a.seg_model) if a.seg_model else "", frame_step=a.frame_step),
         gait=GaitConfig(model=str(a.gait_model) if a.gait_model else "", arch=a.gait_arch,
-                        trust_checkpoint=a.trust_checkpoint),
+                        trust_checkpoint=a.trust_checkpoint, embedding=getattr(a, "embedding", "auto")),
         match=MatchConfig(metric=getattr(a, "metric", "auto"), threshold=getattr(a, "threshold", None),
                           min_frames=a.min_frames, calibration=getattr(a, "calibration", ""),
-                          lr_model=str(getattr(a, "lr_model", None) or "")),
+                          lr_model=str(getattr(a, "lr_model", None) or ""),
+                          target_fpir=getattr(a, "target_fpir", MatchConfig().target_fpir)),
         identities=tuple(getattr(a, "identity", ())),
         live=LiveConfig(duration_s=getattr(a, "duration", 0.0), reconnect_s=getattr(a, "reconnect", 30.0),
                         segment_s=_segment(getattr(a, "segment", LiveConfig().segment_s))),

@@ -56,7 +56,8 @@ def enroll(args: argparse.Namespace) -> list[str]:
             store.check_model(ModelInfo(sha256_path(config.gait.model), config.gait.model, "", ""))
         result = run(config)
         gait = result.manifest["weights"]["gait"]
-        model = ModelInfo(gait["sha256"], gait["path"], gait["arch"], gait["metric"])
+        model = ModelInfo(gait["sha256"], gait["path"], gait["arch"], gait["metric"],
+                          gait.get("embedding", "embed_1"))
         tracks = result.videos[0].tracks
         usable = sorted((t for t in tracks.values() if t.embedding is not None
                          and t.n_silhouettes >= config.match.min_frames),

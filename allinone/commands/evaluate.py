@@ -32,6 +32,8 @@ def _dataset_args(p: argparse.ArgumentParser, required: bool) -> None:
                    help="OpenGait checkpoint (.pt) or exported .onnx")
     p.add_argument("--gait-arch", default="auto", choices=["auto", *ARCHS], metavar="NAME")
     p.add_argument("--trust-checkpoint", action="store_true")
+    p.add_argument("--embedding", choices=["auto", "embed_1", "embed_2"], default="auto",
+                   help="embed_1, embed_2 (DeepGaitV2's BNNeck output), or auto: as OpenGait's config sets use_emb2")
     p.add_argument("--metric", choices=["auto", "euc", "cos"], default="auto")
     p.add_argument("--frames-limit", type=int_in_range(1), default=DEFAULT_FRAMES_LIMIT, metavar="N",
                    help="frames per sequence, the first N in order (OpenGait's frames_all_limit, default 720)")
@@ -80,6 +82,50 @@ def _cmc(dist: np.ndarray, probe_y: np.ndarray, gallery_y: np.ndarray, max_rank:
     return [float((first < r).mean()) for r in range(1, k + 1)]
 
 
+def independent_impostors(probe: np.ndarray, gallery: np.ndarray, labels: np.ndarray, used: set[int]) -> int:
+    """Impostor pairs (probe, gallery sequence of another label) taken greedily so that each sequence is in at
+    most one of them (also across the calls sharing ``used``): probes in order, each with the first free gallery
+    sequence of another label."""
+    n = 0
+    free = [int(g) for g in gallery if int(g) not in used]
+    for p in (int(x) for x in probe):
+        if p in used:
+            continue
+        for i, g in enumerate(free):
+            if g != p and labels[g] != labels[p]:
+                used.update((p, g))
+                free.pop(i)
+                n += 1
+                break
+    return n
+
+
+def impostor_tables(conditions, feature: np.ndarray, labels: np.ndarray, metric: str) -> dict[str, np.ndarray]:
+    """impostors.npz: per condition and pooled (``all``), the impostor distribution a calibration file keeps
+    (decide/calibration.py impostor_record) as arrays: ``.lowest``, ``.count``, ``.independent``, ``.p``, ``.d``."""
+    from allinone.decide.calibration import impostor_record
+
+    out: dict[str, np.ndarray] = {}
+    pooled, used_all, n_all = [], set(), 0
+    for c in conditions:
+        pi, gi = np.flatnonzero(c.probe), np.flatnonzero(c.gallery)
+        dist = distance_matrix(feature[pi], feature[gi], metric)
+        different = (labels[pi][:, None] != labels[gi][None, :]) & (pi[:, None] != gi[None, :])
+        imp = dist[different].astype(np.float64)
+        pooled.append(imp)
+        n_all += independent_impostors(pi, gi, labels, used_all)
+        rec = impostor_record(imp, independent_impostors(pi, gi, labels, set()))
+        out.update(_table(c.name, rec))
+    out.update(_table("all", impostor_record(np.concatenate(pooled) if pooled else np.zeros(0), n_all)))
+    return out
+
+
+def _table(name: str, rec: dict) -> dict[str, np.ndarray]:
+    return {f"{name}.lowest": np.asarray(rec["lowest"]), f"{name}.count": np.asarray(rec["count"]),
+            f"{name}.independent": np.asarray(rec["independent"]), f"{name}.p": np.asarray(rec["quantiles"]["p"]),
+            f"{name}.d": np.asarray(rec["quantiles"]["d"])}
+
+
 def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
     from allinone.config import GaitConfig
     from allinone.gait.backends import check_model_file, embedder_for
@@ -102,11 +148,15 @@ def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
         device = resolve_device(args.device)
         embedder = embedder_for(args.gait_model, GaitConfig(model=str(args.gait_model), arch=args.gait_arch,
                                                             max_frames=args.frames_limit,
-                                                            trust_checkpoint=args.trust_checkpoint), device)
+                                                            trust_checkpoint=args.trust_checkpoint,
+                                                            embedding=args.embedding), device)
+        embedding = getattr(embedder, "embedding", "embed_1")
         metric = embedder.metric if args.metric == "auto" else args.metric
         sha = sha256_path(args.gait_model)
         cache_dir = args.cache or (args.output / ".embed-cache")
-        cache = EmbeddingCache(cache_dir / f"{sha[:16]}-f{args.frames_limit}.sqlite")
+        # the cache key: checkpoint, frames limit and (when not embed_1) the embedding
+        cache = EmbeddingCache(cache_dir / f"{sha[:16]}-f{args.frames_limit}"
+                               f"{'' if embedding == 'embed_1' else '-' + embedding}.sqlite")
         try:
             batch = args.batch or (8 if device.startswith("cuda") else 1)
             emb = embed_dataset(args.dataset, sequences, embedder, cache, batch=batch, quiet=args.quiet)
@@ -139,17 +189,21 @@ def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
             "dataset": {"root": str(args.dataset), "partition": str(args.partition),
                         "sequences": len(sequences), "embedded": len(emb.sequences),
                         "skipped": [{"file": f, "why": w} for f, w in emb.skipped]},
-            "model": {"path": str(args.gait_model), "sha256": sha, "arch": embedder.arch, "metric": metric},
+            "model": {"path": str(args.gait_model), "sha256": sha, "arch": embedder.arch, "metric": metric,
+                      "embedding": embedding},
             "frames_limit": args.frames_limit, "device": device,
+            "gallery_sequences": {c.name: int(np.count_nonzero(c.gallery)) for c in res.conditions},
             "closed_set": res.closed_set, "verification": verification, "open_set": open_set, "cmc": cmc,
             "empty_cells": res.empty_cells,
             "speed": {"computed": emb.computed, "cached": emb.cached, "seconds": round(emb.seconds, 2),
                       "sequences_per_s": None if speed is None else round(speed, 3)},
-            "files": {"embeddings": "embeddings.npz", "searches": "searches.npz", "cmc": "cmc.png",
+            "files": {"embeddings": "embeddings.npz", "searches": "searches.npz", "impostors": "impostors.npz",
+                      "cmc": "cmc.png",
                       "roc": "roc.png", "distances": "distances.png", "table": "table.txt", **res.files},
         }
         np.savez(writer.path("embeddings.npz"), embeddings=d.feature, labels=d.label, types=d.type, views=d.view)
         np.savez(writer.path("searches.npz"), **npz)
+        np.savez(writer.path("impostors.npz"), **impostor_tables(res.conditions, d.feature, d.label, metric))
         if cmc:
             plots.cmc_plot({k: v for k, v in cmc.items() if v}, writer.path("cmc.png"))
             plots.roc_plot(pairs, writer.path("roc.png"))
@@ -177,7 +231,8 @@ def _frac(x) -> str:
 
 
 def format_table(m: dict, protocol_lines: list[str]) -> str:
-    lines = [f"protocol {m['protocol']}, {m['model']['arch']} ({m['model']['metric']}), "
+    lines = [f"protocol {m['protocol']}, {m['model']['arch']} ({m['model']['metric']}, "
+             f"{m['model'].get('embedding', 'embed_1')}), "
              f"{m['dataset']['embedded']} sequences"
              + (f", {len(m['dataset']['skipped'])} skipped" if m['dataset']['skipped'] else ""), ""]
     lines += protocol_lines
@@ -232,15 +287,18 @@ def calibrate_parser() -> argparse.ArgumentParser:
 
 
 def calibrate(evaluation: Path, target: float, condition: str | None, out: Path | None) -> tuple[Path, dict]:
-    from allinone.decide.calibration import beside, write_calibration
-    from allinone.decide.threshold import threshold_at_far
+    from allinone.decide.calibration import beside, impostor_source, write_calibration
+    from allinone.decide.fpir import Evidence
     from allinone.evaluate.openset import fpir_fnir
 
     mfile = evaluation / "metrics.json"
     if not mfile.is_file():
         raise UserError("no metrics.json here: not an evaluate output folder", evaluation)
+    if not (evaluation / "impostors.npz").is_file():
+        raise UserError("no impostors.npz here (an evaluation from an older version): evaluate again", evaluation)
     m = json.loads(mfile.read_text(encoding="utf-8"))
     s = np.load(evaluation / "searches.npz")
+    imp = np.load(evaluation / "impostors.npz")
     conds = list(m["open_set"])
     if condition is not None:
         if condition not in conds:
@@ -249,19 +307,31 @@ def calibrate(evaluation: Path, target: float, condition: str | None, out: Path 
     non = np.concatenate([s[f"{c}.nonmated_nearest"] for c in conds])
     mated = np.concatenate([s[f"{c}.mated_nearest"] for c in conds])
     correct = np.concatenate([s[f"{c}.mated_correct"] for c in conds]).astype(bool)
-    if not len(non) or not len(mated):
+    key = condition or "all"
+    if not len(non) or not len(mated) or f"{key}.count" not in imp or not int(imp[f"{key}.count"]):
         raise UserError("this evaluation has no mated and non-mated searches to calibrate on", evaluation)
-    t = threshold_at_far(non, target)
-    fpir, fnir = fpir_fnir(non, mated, correct, t)
-    if len(non) * target < 1:
-        log.warning("%d non-mated searches cannot resolve an FPIR of %g (needs %d): the threshold accepts none of "
-                    "them", len(non), target, int(np.ceil(1 / target)))
+    impostor = {"count": int(imp[f"{key}.count"]), "independent": int(imp[f"{key}.independent"]),
+                "lowest": [float(x) for x in imp[f"{key}.lowest"]],
+                "quantiles": {"p": [float(x) for x in imp[f"{key}.p"]], "d": [float(x) for x in imp[f"{key}.d"]]},
+                "independence": "each sequence in at most one pair (a greedy matching of probes to gallery "
+                                "sequences of other people)"}
+    # the evaluation's own gallery size: its searches compare each probe with every gallery sequence
+    sizes = m.get("gallery_sequences") or {}
+    n_gallery = sizes.get(key) or max([v for c, v in sizes.items() if c in conds] or [0]) or None
     record = {"checkpoint": m["model"]["path"], "checkpoint_sha256": m["model"]["sha256"],
-              "arch": m["model"]["arch"], "metric": m["model"]["metric"], "threshold": t, "target_fpir": target,
-              "achieved_fpir": fpir, "fnir": fnir, "dataset": m["dataset"]["root"], "protocol": m["protocol"],
-              "condition": condition or "all", "frames_limit": m["frames_limit"],
-              "searches": {"mated": int(len(mated)), "non_mated": int(len(non))}, "evaluation": str(evaluation),
-              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+              "arch": m["model"]["arch"], "metric": m["model"]["metric"],
+              "embedding": m["model"].get("embedding", "embed_1"), "target_fpir": target,
+              "dataset": m["dataset"]["root"], "protocol": m["protocol"], "condition": key,
+              "frames_limit": m["frames_limit"], "searches": {"mated": int(len(mated)), "non_mated": int(len(non))},
+              "evaluation": str(evaluation), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "impostor": impostor}
+    ev = Evidence([impostor_source(record, mfile)])
+    if n_gallery:  # the threshold for the target at the evaluation's own gallery size, and what it achieves there
+        est, ok = ev.choose(target, n_gallery)
+        fpir, fnir = fpir_fnir(non, mated, correct, est.threshold)
+        record.update({"gallery_size": n_gallery, "threshold": est.threshold, "supported": ok,
+                       "estimated_fpir": {"estimate": est.fpir, "ci95": [est.low, est.high]},
+                       "achieved_fpir": fpir, "fnir": fnir})
     path = out or beside(m["model"]["path"])
     return write_calibration(path, record), record
 
@@ -289,8 +359,15 @@ def calibrate_command(argv: list[str]) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"threshold {rec['threshold']:.6g} ({rec['metric']}) for FPIR {rec['target_fpir']}: achieved FPIR "
-          f"{rec['achieved_fpir']:.4f}, FNIR {rec['fnir']:.4f} over {rec['searches']['non_mated']} non-mated and "
-          f"{rec['searches']['mated']} mated searches")
+    imp = rec["impostor"]
+    print(f"{imp['count']} impostor pairs ({imp['independent']} independent), {rec['metric']}, "
+          f"{rec['embedding']}")
+    if "threshold" in rec:
+        est = rec["estimated_fpir"]
+        print(f"for this evaluation's gallery of {rec['gallery_size']}: threshold {rec['threshold']:.6g} for FPIR "
+              f"{rec['target_fpir']}: estimated FPIR {est['estimate']:.4g} (95% CI {est['ci95'][0]:.4g}-"
+              f"{est['ci95'][1]:.4g}){'' if rec['supported'] else ', the evidence cannot show the target'}; "
+              f"achieved FPIR {rec['achieved_fpir']:.4f}, FNIR {rec['fnir']:.4f} over "
+              f"{rec['searches']['non_mated']} non-mated and {rec['searches']['mated']} mated searches")
     print(path)
     return 0

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from allinone.commands.args import threshold_arg
-from allinone.decide.calibration import calibrated_threshold
+from allinone.commands.args import fpir_arg, threshold_arg
+from allinone.decide.calibration import load_calibration
 from allinone.config import MatchConfig
 from allinone.errors import UserError, read_json
 from allinone.decide.identities import check_named, gallery_identities, parse_identity
@@ -28,7 +28,7 @@ from allinone.decide.match import Matcher
 from allinone.io.run_folder import MANIFEST, RunWriter
 from allinone.records import Decision, Embedding, VideoInfo
 from allinone.results.report import write_report
-from allinone.decide.threshold import Threshold, check_threshold, resolve_threshold
+from allinone.decide.threshold import BASES, NOTHING, Threshold, check_threshold, resolve_threshold, without_threshold
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=threshold_arg, default=argparse.SUPPRESS, metavar="auto|D",
                    help="the new threshold (default: the run's own)")
     p.add_argument("--calibration", default=None, metavar="FILE",
-                   help="take the threshold from a calibration file made for the run's checkpoint and metric")
+                   help="choose the threshold from a calibration file made for the run's checkpoint and metric "
+                        "(its impostor distances join the run's)")
+    p.add_argument("--target-fpir", type=fpir_arg, default=None, metavar="X",
+                   help="auto threshold: the FPIR to aim for (default: the run's)")
     p.add_argument("--identity", action="append", type=parse_identity, default=None, metavar="NAME=ID[,ID...]",
                    help="name gallery identities anew (default: the run's identities)")
     p.add_argument("--output", type=Path, default=None, metavar="DIR",
@@ -85,14 +88,16 @@ def _embeddings(run_dir: Path, m: dict) -> tuple[dict[str, list[Embedding]], dic
 
 
 def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, output: Path | None = None,
-            name: str | None = None, quiet: bool = True, calibration: str | None = None) -> Path:
+            name: str | None = None, quiet: bool = True, calibration: str | None = None,
+            target_fpir: float | None = None) -> Path:
     from allinone.results.render import render_video
 
     m = _load_manifest(run_dir)
     settings = m["settings"]["match"]
     metric = settings["metric"]
     cfg = MatchConfig(metric=metric, threshold=None, min_frames=settings["min_frames"],
-                      auto_far=settings.get("auto_far", 0.01), auto_min_overlap=settings.get("auto_min_overlap", 5))
+                      target_fpir=target_fpir or settings.get("target_fpir", 0.01),
+                      auto_min_overlap=settings.get("auto_min_overlap", 5))
     if isinstance(threshold, float):
         check_threshold(threshold, metric)
     embeddings, track_ids = _embeddings(run_dir, m)
@@ -105,7 +110,8 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
                             "rename), not with --identity")
         gait = m["weights"]["gait"]
         with GalleryStore(m["gallery_db"]) as store:
-            store.check_model(ModelInfo(gait["sha256"], gait["path"], gait["arch"], metric))
+            store.check_model(ModelInfo(gait["sha256"], gait["path"], gait["arch"], metric,
+                                        gait.get("embedding", "embed_1")))
             identities = store.identities()
         gallery, named = Path(m["gallery_db"]).stem, ()
     else:
@@ -117,22 +123,26 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
         identities = gallery_identities(embeddings[gallery], tuple(named), strict=True)
     matcher = Matcher(cfg)
     usable = matcher.usable(identities)
-    if calibration and isinstance(threshold, float):
-        raise UserError("give --threshold or --calibration, not both")
-    if calibration:
-        thr = calibrated_threshold(Path(calibration), (m["weights"].get("gait") or {}).get("sha256"), metric)
-    elif threshold == "keep":
-        t = m["threshold"]
-        thr = Threshold(t["value"], t["basis"], {k: v for k, v in t.items() if k not in ("value", "basis")})
+    t = m.get("threshold") or {}
+    if threshold == "keep" and (calibration or target_fpir is not None or t.get("basis") not in BASES):
+        threshold = None  # decide the threshold again (an old run's "default" basis no longer exists)
+    if threshold == "keep":
+        value = NOTHING if t["basis"] == "none" else t["value"]
+        thr = Threshold(value, t["basis"], {k: v for k, v in t.items() if k not in ("value", "basis")})
     else:
+        cal = load_calibration(Path(calibration), (m["weights"].get("gait") or {}).get("sha256"), metric,
+                               (m["weights"].get("gait") or {}).get("embedding")) if calibration else None
         every = [e for v in videos for e in embeddings[v["name"]]]
-        thr = resolve_threshold(threshold, metric, every, [x for i in usable for x in i.members],
-                                far=cfg.auto_far, min_overlap=cfg.auto_min_overlap, min_frames=cfg.min_frames)
+        together = (t.get("evidence") or {}).get("seen_together") or []
+        thr = resolve_threshold(threshold, metric, every, usable, together, target_fpir=cfg.target_fpir,
+                                min_overlap=cfg.auto_min_overlap, min_frames=cfg.min_frames, calibration=cal)
     probes = [e for v in probe_videos for e in embeddings[v["name"]]]
     decided = {(d.probe_video, d.probe_track): d for d in matcher(probes, identities, thr.value)}
     decisions = [decided.get((v["name"], tid)) or Decision(v["name"], tid, "too_short", None, None,
                                                             "too_few_silhouettes", [])
                  for v in probe_videos for tid in track_ids[v["name"]]]
+    if thr.basis == "none":
+        decisions = without_threshold(decisions)
 
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     root = output if output is not None else run_dir.parent
@@ -172,7 +182,8 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
         manifest = {**{k: x for k, x in m.items() if k not in ("videos", "matches", "identities", "threshold",
                                                                  "timings_s", "created", "report")},
                     "created": created, "source_run": str(run_dir.resolve()),
-                    "settings": {**m["settings"], "match": {**settings, "threshold": thr.value},
+                    "settings": {**m["settings"], "match": {**settings, "threshold": thr.to_json()["value"],
+                                                            "target_fpir": cfg.target_fpir},
                                  "identities": [list(x) for x in named]},
                     "videos": new_videos, **extra}
         manifest["report"] = write_report(writer.dir, manifest)
@@ -184,7 +195,7 @@ def rematch_command(argv: list[str]) -> int:
     t0 = time.perf_counter()
     try:
         out = rematch(args.run_dir, getattr(args, "threshold", "keep"), args.identity, args.output, args.name,
-                      args.quiet, args.calibration)
+                      args.quiet, args.calibration, args.target_fpir)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

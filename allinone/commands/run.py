@@ -16,8 +16,9 @@ from pathlib import Path
 from allinone.config import RunConfig
 from allinone.decide.calibration import find_calibration
 from allinone.decide.identities import gallery_identities
+from allinone.decide.calibration import Calibration
 from allinone.decide.lr_model import add_lrs, read_lr_model
-from allinone.decide.threshold import Threshold, check_threshold, resolve_threshold
+from allinone.decide.threshold import check_threshold, resolve_threshold, without_threshold
 from allinone.errors import UserError
 from allinone.io.devices import resolve_device
 from allinone.io.run_folder import RunWriter, sha256_path
@@ -75,7 +76,7 @@ def _warn_repeated_inputs(paths: list[Path]) -> None:
 
 
 def _gallery_and_threshold(results: list[VideoResult], config: RunConfig, stages: Stages,
-                           calibrated: Threshold | None, stored: list[Identity] | None):
+                           calibrated: Calibration | None, stored: list[Identity] | None):
     """The gallery's identities (from the gallery video, or ``stored`` from a gallery file), the usable ones, and
     the run's threshold (over every embedded track in ``results``)."""
     if stored is not None:
@@ -92,14 +93,14 @@ def _gallery_and_threshold(results: list[VideoResult], config: RunConfig, stages
     if not usable:
         log.warning("%s: the gallery has no usable identity (%s): every probe person will be unknown", where, why)
     every = [e for r in results for e in (r.embeddings[t] for t in sorted(r.embeddings))]
-    threshold = resolve_threshold(config.match.threshold, config.match.metric, every,
-                                  [m for i in usable for m in i.members], far=config.match.auto_far,
-                                  min_overlap=config.match.auto_min_overlap, min_frames=config.match.min_frames,
-                                  calibrated=calibrated)
+    together = [row for r in results for row in r.together.rows(r.info.name)]
+    threshold = resolve_threshold(config.match.threshold, config.match.metric, every, usable, together,
+                                  target_fpir=config.match.target_fpir, min_overlap=config.match.auto_min_overlap,
+                                  min_frames=config.match.min_frames, calibration=calibrated)
     return identities, usable, threshold
 
 
-def _decide(results: list[VideoResult], config: RunConfig, stages: Stages, calibrated: Threshold | None,
+def _decide(results: list[VideoResult], config: RunConfig, stages: Stages, calibrated: Calibration | None,
             stored: list[Identity] | None):
     """Identities, usable identities, the threshold and one Decision per probe track (every probe track, in
     order)."""
@@ -113,11 +114,13 @@ def _decide(results: list[VideoResult], config: RunConfig, stages: Stages, calib
             d = decided.get((r.info.name, tid))
             # a track without a single usable silhouette never got an embedding: too short to tell
             decisions.append(d or Decision(r.info.name, tid, "too_short", None, None, "too_few_silhouettes", []))
+    if threshold.basis == "none":
+        decisions = without_threshold(decisions)
     return identities, usable, threshold, decisions
 
 
 def _live(src, name: str, results: list[VideoResult], config: RunConfig, stages: Stages, writer: RunWriter,
-          calibrated: Threshold | None, stored: list[Identity] | None, gallery_name: str):
+          calibrated: Calibration | None, stored: list[Identity] | None, gallery_name: str):
     """The stream after the gallery: identities and threshold fixed first (from the gallery alone), then decided as
     it plays. Returns the run's (identities, usable, threshold, decisions) and the stream's outputs and stats."""
     from allinone.stages.stream_pass import run_stream  # the live path loads only for streams
@@ -127,6 +130,8 @@ def _live(src, name: str, results: list[VideoResult], config: RunConfig, stages:
     result, decisions, stats, outputs = run_stream(src, info, config, stages, writer, identities, threshold,
                                                    gallery_name)
     results.append(result)
+    if threshold.basis == "none":
+        decisions = without_threshold(decisions)
     return (identities, usable, threshold, decisions), {name: {"outputs": outputs, "stats": stats}}
 
 
@@ -168,10 +173,11 @@ def run(config: RunConfig) -> RunResult:
                 gait_sha = sha256_path(config.gait.model)
             if store is not None:
                 from allinone.gallery.store import ModelInfo
-                store.check_model(ModelInfo(gait_sha, config.gait.model, stages.embedder.arch, config.match.metric))
-            if stages.matcher is not None and config.match.threshold is None:
+                store.check_model(ModelInfo(gait_sha, config.gait.model, stages.embedder.arch, config.match.metric,
+                                            getattr(stages.embedder, "embedding", "embed_1")))
+            if stages.matcher is not None:  # evidence for the FPIR of a given threshold too
                 calibrated = find_calibration(config.match.calibration, config.gait.model, gait_sha,
-                                              config.match.metric)
+                                              config.match.metric, getattr(stages.embedder, "embedding", None))
             if lr_model is not None and stages.embedder is not None:
                 lr_model.check_for(gait_sha, config.match.metric)  # before any video is processed
             results: list[VideoResult] = []

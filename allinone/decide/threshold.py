@@ -1,14 +1,11 @@
-"""The match threshold and its basis: given by the user, derived from the videos (auto), or the metric's default.
+"""The match threshold and what backs it: given by the user, chosen from impostor evidence for a target
+false-positive identification rate (auto), an old calibration file's number, or none at all.
 
-auto: two tracks of one video that are seen in the same frames are certainly two different people, so their
-distance is a known impostor distance. With the impostor distances sorted d1 <= d2 <= ... (n of them) and a
-target false-match rate x, k = floor(x * n); the threshold is d_k, or just below d1 when k = 0 (no impostor
-accepted). It rests on n pairs, which run.json records; with none, the metric's default is used and a warning says
-that nothing supports it.
-
-default (uncalibrated, geometric): for cos, 0.3 (a mean per-part angle of about 45 degrees); for euc, the same
-angle for vectors of the gallery's own scale: 2 sin(22.5 deg) = 0.765 times the median per-part norm of the gallery
-embeddings. Neither is measured on a released checkpoint; calibrate on footage of your own (README).
+auto: the impostor evidence of the run (decide/impostors.py: tracks seen together, pairs of different gallery
+identities) pooled with a calibration file's impostor distances, and the threshold for ``target_fpir`` over the
+gallery's N embeddings (decide/fpir.py). Every basis states the estimated FPIR at the threshold used with its 95%
+interval and the pairs it rests on, or that there is no evidence. With no evidence and no threshold given, there is
+no threshold (basis ``none``): nothing is matched and every probe is unknown with reason ``no_threshold_evidence``.
 """
 from __future__ import annotations
 
@@ -18,15 +15,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from allinone.decide.fpir import LEVEL, Evidence, Source, greedy_independent
 from allinone.errors import UserError
-from allinone.records import Embedding
+from allinone.records import Decision, Embedding, Identity
 
 log = logging.getLogger(__name__)
 
 METRIC_RANGE = {"euc": (0.0, math.inf), "cos": (0.0, 2.0)}
-DEFAULT_COS = 0.3
-EUC_ANGLE_FACTOR = 2 * math.sin(math.radians(22.5))  # chord of a 45-degree angle on the unit sphere
-BASES = ("user", "calibrated", "auto", "default")
+BASES = ("user", "auto", "calibrated", "none")
+NOTHING = -1.0  # the value of basis none: no distance is within it
+INDEPENDENCE = ("each track in at most one pair (a greedy matching over the pairs); a calibration file's own count "
+                "the same way")
+ASSUMPTION = ("FPIR = 1 - (1 - F)^N: a non-mated probe's N comparisons taken as independent, F the per-pair "
+              "impostor rate")
 
 
 @dataclass(frozen=True)
@@ -34,17 +35,24 @@ class Threshold:
     """A threshold, where it came from, and what backs it (recorded in run.json)."""
 
     value: float
-    basis: str  # user | calibrated | auto | default
+    basis: str  # user | auto | calibrated (an old file's number) | none
     detail: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.basis not in BASES:
             raise ValueError(f"threshold basis must be one of {BASES}, got {self.basis!r}")
-        if not math.isfinite(self.value) or self.value < 0:
+        if self.basis == "none":
+            if self.value != NOTHING:
+                raise ValueError("basis none has no threshold")
+        elif not math.isfinite(self.value) or self.value < 0:
             raise ValueError(f"threshold must be finite and >= 0, got {self.value!r}")
 
     def to_json(self) -> dict:
-        return {"value": float(self.value), "basis": self.basis, **self.detail}
+        return {"value": None if self.basis == "none" else float(self.value), "basis": self.basis, **self.detail}
+
+    @property
+    def statement(self) -> str:
+        return str(self.detail.get("statement", ""))
 
 
 def check_threshold(value: float, metric: str) -> None:
@@ -56,24 +64,6 @@ def check_threshold(value: float, metric: str) -> None:
     lo, hi = METRIC_RANGE.get(metric, (0.0, math.inf))
     if value > hi:
         raise UserError(f"--threshold {value} is outside the {metric} distance range [{lo:g}, {hi:g}]")
-
-
-def impostor_pairs(embeddings: list[Embedding], min_overlap: int, min_frames: int) -> list[tuple[int, int]]:
-    """Index pairs (a, b), a < b, of tracks of one video seen together for at least ``min_overlap`` frames (their
-    frame ranges share that many frames), each with at least ``min_frames`` silhouettes."""
-    out = []
-    for a in range(len(embeddings)):
-        ea = embeddings[a]
-        if ea.n_frames < min_frames:
-            continue
-        for b in range(a + 1, len(embeddings)):
-            eb = embeddings[b]
-            if eb.n_frames < min_frames or ea.video != eb.video:
-                continue
-            shared = min(ea.last_frame, eb.last_frame) - max(ea.first_frame, eb.first_frame) + 1
-            if shared >= min_overlap:
-                out.append((a, b))
-    return out
 
 
 def threshold_at_far(impostor: np.ndarray, far: float) -> float:
@@ -88,42 +78,102 @@ def threshold_at_far(impostor: np.ndarray, far: float) -> float:
     return float(d[k - 1])
 
 
-def default_threshold(metric: str, gallery: list[Embedding]) -> tuple[float, dict]:
-    """The metric's uncalibrated default (module doc) and how it was made."""
-    if metric == "cos":
-        return DEFAULT_COS, {"rule": "cos 0.3 (mean per-part angle ~45 deg)"}
-    norms = [float(np.linalg.norm(g.feature, axis=0).mean()) for g in gallery]
-    if not norms:
-        return 0.0, {"rule": "no gallery embeddings: nothing can match"}
-    scale = float(np.median(norms))
-    return EUC_ANGLE_FACTOR * scale, {"rule": "0.765 x median per-part norm of the gallery embeddings",
-                                      "gallery_scale": round(scale, 6)}
+
+def _g(x: float) -> str:
+    return f"{x:.3g}"
 
 
-def resolve_threshold(value: float | None, metric: str, embeddings: list[Embedding], gallery: list[Embedding],
-                      *, far: float, min_overlap: int, min_frames: int,
-                      calibrated: Threshold | None = None) -> Threshold:
-    """The run's threshold: ``value`` as given (basis user), else a calibration's, else the auto rule over all
-    tracks of the run, falling back to the default when no impostor pair exists."""
-    from allinone.decide.match import distance_matrix
+def gather_evidence(embeddings: list[Embedding], together: list[list], identities: list[Identity], metric: str,
+                    min_overlap: int, min_frames: int, calibration=None) -> tuple[Evidence, dict]:
+    """The pooled impostor evidence of a run (its pairs and a calibration file's distribution) and its account
+    for run.json."""
+    from allinone.decide.impostors import run_pairs
 
+    rp = run_pairs(embeddings, together, identities, metric, min_overlap, min_frames)
+    sources = []
+    account: dict = {"sources": {}, "near_duplicates_excluded": rp.duplicates, "independence": INDEPENDENCE,
+                     "seen_together": together}
+    if len(rp.distances):
+        n_eff = greedy_independent(rp.keys)
+        sources.append(Source("run", np.sort(rp.distances), len(rp.distances), n_eff))
+        account["sources"]["seen_together"] = rp.seen_together
+        account["sources"]["gallery_identities"] = rp.gallery
+        account["sources"]["run_independent"] = n_eff
+    cal = getattr(calibration, "source", None)
+    if cal is not None:
+        sources.append(cal)
+        account["sources"]["calibration"] = {"file": calibration.detail.get("file"), "pairs": cal.count,
+                                             "independent": cal.independent}
+    ev = Evidence(sources)
+    account["pairs"], account["independent_pairs"] = ev.n, ev.n_eff
+    return ev, account
+
+
+def resolve_threshold(value: float | None, metric: str, embeddings: list[Embedding], identities: list[Identity],
+                      together: list[list], *, target_fpir: float, min_overlap: int, min_frames: int,
+                      calibration=None) -> Threshold:
+    """The run's threshold (module doc). ``identities``: the usable gallery identities (N = their tracks);
+    ``together``: CoVisibility rows of the run's videos; ``calibration``: a decide.calibration.Calibration."""
     if value is not None:
         check_threshold(value, metric)
-        return Threshold(float(value), "user")
-    if calibrated is not None:
-        return calibrated
-    pairs = impostor_pairs(embeddings, min_overlap, min_frames)
-    if pairs:
-        d = np.array([float(distance_matrix(embeddings[a].feature[None], embeddings[b].feature[None], metric)[0, 0])
-                      for a, b in pairs])
-        t = threshold_at_far(d, far)
-        detail = {"impostor_pairs": len(pairs), "far": far, "nearest_impostor": round(float(d.min()), 6)}
-        if len(pairs) * far < 1:
-            log.warning("threshold %.4g (auto) rests on %d impostor pair(s) (people seen together); a false-match "
-                        "rate of %g needs at least %d: treat it as rough, or calibrate", t, len(pairs), far,
-                        math.ceil(1 / far))
-        return Threshold(t, "auto", detail)
-    t, detail = default_threshold(metric, gallery)
-    log.warning("no two people were seen together in these videos, so nothing supports a threshold: using the "
-                "uncalibrated %s default %.4g (%s); pass --threshold after calibrating", metric, t, detail["rule"])
-    return Threshold(t, "default", detail)
+    n_gallery = sum(len(i.members) for i in identities)
+    ev, account = gather_evidence(embeddings, together, identities, metric, min_overlap, min_frames, calibration)
+    detail: dict = {"target_fpir": target_fpir, "gallery_size": n_gallery, "assumption": ASSUMPTION,
+                    "evidence": account}
+    legacy = getattr(calibration, "threshold", None) if getattr(calibration, "source", None) is None else None
+    rests = f"{ev.n} impostor pair(s), {ev.n_eff} independent"
+
+    def fpir_entry(est, supported=None) -> dict:
+        e = {"estimate": est.fpir, "ci95": [est.low, est.high], "per_pair_rate": est.per_pair, "level": LEVEL}
+        if supported is not None:
+            e["supported"] = supported
+        return e
+
+    def said(t: float, est) -> str:
+        return (f"estimated FPIR {_g(est.fpir)} (95% CI {_g(est.low)}-{_g(est.high)}) over {n_gallery} gallery "
+                f"track(s) at {_g(t)}, from {rests}")
+
+    if value is not None or legacy is not None:
+        t = float(value if value is not None else legacy)
+        basis = "user" if value is not None else "calibrated"
+        if legacy is not None and value is None:
+            detail["file"] = calibration.detail.get("file")
+        if ev and n_gallery:
+            est = ev.estimate(t, n_gallery)[0]
+            detail["fpir"] = fpir_entry(est)
+            detail["statement"] = f"{_g(t)} ({'given' if basis == 'user' else 'old calibration file'}): " + said(t, est)
+        else:
+            detail["fpir"] = None
+            detail["statement"] = (f"{_g(t)} ({'given' if basis == 'user' else 'old calibration file'}): no impostor "
+                                   "evidence, so its FPIR is unknown")
+        log.info("threshold %s", detail["statement"])
+        return Threshold(t, basis, detail)
+    if not ev or not n_gallery:
+        detail["fpir"] = None
+        detail["statement"] = ("no threshold: no impostor evidence (no two people seen together, fewer than two "
+                               "gallery identities, no calibration file), so nothing is matched and every probe "
+                               "is unknown (no_threshold_evidence); give --threshold D or --calibration FILE"
+                               if n_gallery else "no threshold: the gallery has no usable identity")
+        log.warning("%s", detail["statement"])
+        return Threshold(NOTHING, "none", detail)
+    est, ok = ev.choose(target_fpir, n_gallery)
+    detail["fpir"] = fpir_entry(est, ok)
+    if ok:
+        detail["statement"] = f"{_g(est.threshold)} for FPIR <= {_g(target_fpir)}: " + said(est.threshold, est)
+        log.info("threshold %s", detail["statement"])
+    else:
+        need = ev.pairs_needed(target_fpir, n_gallery)
+        detail["pairs_needed"] = need
+        detail["statement"] = (f"{_g(est.threshold)}, but the evidence cannot show FPIR <= {_g(target_fpir)}: "
+                               + said(est.threshold, est) + f"; about {need} independent pairs would be needed")
+        log.warning("threshold %s", detail["statement"])
+    return Threshold(est.threshold, "auto", detail)
+
+
+def without_threshold(decisions: list[Decision]) -> list[Decision]:
+    """Decisions made under basis none: the unknowns (nothing was within the threshold) get the reason
+    ``no_threshold_evidence``."""
+    from dataclasses import replace
+
+    return [replace(d, reason="no_threshold_evidence") if d.status == "unknown" and d.reason == "no_candidate"
+            else d for d in decisions]

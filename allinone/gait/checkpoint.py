@@ -162,6 +162,30 @@ def save_gaitbase_checkpoint(model: "GaitBase", path: str | Path, iteration: int
     return path
 
 
+EMBEDDINGS = ("auto", "embed_1", "embed_2")
+EMB2_ARCHS = ("deepgaitv2",)  # the OpenGait classes here that read use_emb2 (opengait/modeling/models/deepgaitv2.py:30)
+# The released configs that set use_emb2 (OpenGait at 0efafd4, configs/**): only skeletongait/skeletongait_CCPG.yaml,
+# model DeepGaitV2 with Backbone in_channels 2 and SeparateBNNecks class_num 100 (CCPG's training ids).
+USE_EMB2_CONFIGS = ({"arch": "deepgaitv2", "in_channels": 2, "class_num": 100},)
+
+
+def resolve_embedding(requested: str, spec: ArchSpec, kwargs: Mapping, path: Path | str = "") -> str:
+    """embed_1 or embed_2 for a checkpoint: as asked (embed_2 only where OpenGait's class can return it), or for
+    auto what OpenGait's released config with this architecture and shapes sets (USE_EMB2_CONFIGS), else
+    embed_1 (use_emb2 defaults to False where it is read)."""
+    if requested not in EMBEDDINGS:
+        raise UserError(f"unknown embedding {requested!r} (expected {', '.join(EMBEDDINGS)})")
+    if requested == "embed_2" and spec.name not in EMB2_ARCHS:
+        raise UserError(f"OpenGait's {spec.title} has no embed_2 option (use_emb2 is read by DeepGaitV2 only): use "
+                        "embed_1 or auto", path or None)
+    if requested != "auto":
+        return requested
+    for cfg in USE_EMB2_CONFIGS:
+        if cfg["arch"] == spec.name and all(kwargs.get(k) == v for k, v in cfg.items() if k != "arch"):
+            return "embed_2"
+    return "embed_1"
+
+
 class GaitEmbedder:
     """The gait stage: aligned silhouette sequences → OpenGait embeddings, one forward per sequence.
 
@@ -170,6 +194,8 @@ class GaitEmbedder:
     """
 
     def __init__(self, config: GaitConfig, device: str = "cpu") -> None:
+        import torch
+
         if not config.model:
             raise UserError("no gait checkpoint given (an OpenGait .pt file is needed for the gait stage)")
         if config.max_frames < 1:
@@ -180,6 +206,15 @@ class GaitEmbedder:
                                                 trust_pickle=config.trust_checkpoint)
         self.arch = self.spec.name
         self.metric = self.spec.metric
+        kwargs = {}
+        if hasattr(self.model, "BNNecks"):
+            kwargs["class_num"] = int(self.model.BNNecks.fc_bin.shape[-1])
+        first = next((m for m in self.model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+        kwargs["in_channels"] = first.in_channels if first is not None else None
+        self.embedding = resolve_embedding(config.embedding, self.spec, kwargs, config.model)
+        if self.embedding != "embed_1":
+            log.info("%s: the %s embedding (%s)", config.model, self.embedding,
+                     "as asked" if config.embedding != "auto" else "as OpenGait's released config sets use_emb2")
         self.embedding_shape: tuple[int, int] = self.model.embedding_shape
         if device.startswith("cuda") and hasattr(self.model, "frame_chunk"):
             self.model.frame_chunk = 512  # GPUs want big batches; 512 frames of activations fit easily
@@ -210,7 +245,9 @@ class GaitEmbedder:
                     x = torch.from_numpy(np.stack([inputs[i] for i in part])).to(self.device)  # [n, s, 64, 44]
                     half = torch.autocast("cuda", dtype=torch.float16) if self.autocast else contextlib.nullcontext()
                     with half:
-                        emb = self.model.embed(x)  # [n, c, p]
+                        emb = self.model.embed(x)  # [n, c, p]: embed_1, the FCs output
+                        if self.embedding == "embed_2":  # the BNNeck feature (deepgaitv2.py:117-120)
+                            emb = self.model.BNNecks(emb)[0]
                     emb = emb.float().cpu().numpy().astype(np.float32, copy=False)
                     for j, i in enumerate(part):
                         out[i] = np.ascontiguousarray(emb[j])

@@ -198,6 +198,11 @@ class OnnxGaitEmbedder:
         elif wanted != "auto" and self.arch != wanted:
             raise UserError(f"exported from a {self.arch} model, not {wanted} (architecture {wanted!r} was asked "
                             "for)", path)
+        # export_onnx exports the model's embed (embed_1, the FCs output); an embed_2 run needs the .pt checkpoint
+        self.embedding = "embed_1"
+        if getattr(config, "embedding", "auto") == "embed_2":
+            raise UserError("an exported graph gives embed_1 (the FCs output); for embed_2 use the .pt checkpoint",
+                            path)
         c, p = self.session.get_outputs()[0].shape[1:]
         self.embedding_shape: tuple[int, int] | None = (c, p) if _is_fixed(c) and _is_fixed(p) else None
         if device == "cuda" and config.fp16:

@@ -48,6 +48,7 @@ class ModelInfo:
     path: str
     arch: str
     metric: str
+    embedding: str = "embed_1"  # embed_1 | embed_2 (gait/checkpoint.py); "" when not known yet (no check)
 
 
 @dataclass
@@ -113,7 +114,7 @@ class GalleryStore:
         if "checkpoint_sha256" not in meta:
             return None
         return ModelInfo(meta["checkpoint_sha256"], meta.get("checkpoint", ""), meta.get("arch", ""),
-                         meta.get("metric", ""))
+                         meta.get("metric", ""), meta.get("embedding", "embed_1"))
 
     def check_model(self, model: ModelInfo) -> None:
         """UserError (naming both) unless the store is empty or holds features of this very checkpoint."""
@@ -124,6 +125,9 @@ class GalleryStore:
             raise UserError(f"its features come from another gait checkpoint ({mine.arch}, {Path(mine.path).name}, "
                             f"sha256 {mine.sha256[:12]}…) than {model.path} (sha256 {model.sha256[:12]}…): use "
                             "that checkpoint or another gallery file", self.path)
+        if model.embedding and mine.embedding != model.embedding:
+            raise UserError(f"its features are the checkpoint's {mine.embedding}, not {model.embedding}: use "
+                            f"--embedding {mine.embedding} or another gallery file", self.path)
 
     # -- reading -----------------------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -238,7 +242,8 @@ class GalleryStore:
             if self.model() is None:
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                [("checkpoint_sha256", model.sha256), ("checkpoint", model.path),
-                                ("arch", model.arch), ("metric", model.metric), ("schema", "1")])
+                                ("arch", model.arch), ("metric", model.metric),
+                                ("embedding", model.embedding or "embed_1"), ("schema", "1")])
             for e in enrolments:
                 row = db.execute("SELECT id FROM identities WHERE name = ?", (e.name,)).fetchone()
                 iid = row[0] if row else db.execute("INSERT INTO identities (name, created) VALUES (?, ?)",

@@ -145,14 +145,17 @@ def render_report(run: Path, manifest: dict) -> str:
     e = html.escape
     thr = manifest.get("threshold", {})
     t = thr.get("value")
-    basis = ", ".join(f"{k} {v}" for k, v in thr.items() if k not in ("value",) and v is not None)
+    # the threshold module's one-line statement: the estimated FPIR with its 95% interval and the pairs it rests
+    # on, or that the evidence cannot support the target, or that there is no threshold
+    basis = thr.get("statement") or ", ".join(f"{k} {v}" for k, v in thr.items()
+                                              if k != "value" and v is not None and not isinstance(v, (dict, list)))
     weights = manifest.get("weights", {})
     gait = weights.get("gait", {})
     idents = {i["name"]: i for i in manifest.get("identities", [])}
     facts = [("run", run.name.split(".partial")[0].lstrip(".")), ("created", manifest.get("created", "")),
              ("device", manifest.get("device", "")),
              ("gait model", f"{gait.get('arch', '?')} ({Path(str(gait.get('path', ''))).name}), {gait.get('metric', '')}"),
-             ("threshold", f"{t:.4g} — {basis}" if t is not None else "—"),
+             ("threshold", f"{thr.get('basis', '')} — {basis}" if thr else "—"),
              ("gallery", manifest.get("gallery_db") or next((v["path"] for v in manifest["videos"]
                                                              if v["role"] == "gallery"), "")),
              ("identities", str(len(idents)))]

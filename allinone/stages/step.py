@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from allinone.config import RunConfig
+from allinone.decide.impostors import CoVisibility
 from allinone.io.run_folder import RunWriter
 from allinone.records import Detections, Embedding, Silhouettes, TrackResult, VideoInfo
 from allinone.stages.build import Stages
@@ -21,6 +22,7 @@ class VideoResult:
     tracks: dict[int, TrackResult] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     silhouette_stride: int = 1
+    together: CoVisibility = field(default_factory=CoVisibility)  # tracks seen in one frame (impostor evidence)
 
     @property
     def embeddings(self) -> dict[int, Embedding]:
@@ -76,9 +78,11 @@ class FrameStep:
     """Detect and track one frame, time both, write its MOT rows and extend the tracks' spans (first, last, count);
     shared by the file and the live loops."""
 
-    def __init__(self, stages: Stages, tracker, mot, timings: dict[str, float]) -> None:
+    def __init__(self, stages: Stages, tracker, mot, timings: dict[str, float],
+                 together: CoVisibility | None = None) -> None:
         self.stages, self.tracker, self.mot, self.tm = stages, tracker, mot, timings
         self.spans: dict[int, list[int]] = {}
+        self.together = together
 
     def __call__(self, frame: np.ndarray, index: int, dets: Detections | None = None):
         """Track one frame; ``dets`` when the frame was already detected in a batch."""
@@ -90,6 +94,8 @@ class FrameStep:
         self.tm["detect"] += t2 - t1
         self.tm["track"] += time.perf_counter() - t2
         self.mot.write(index, tracked.xyxy, tracked.confidence, tracked.track_id)
+        if self.together is not None:
+            self.together.add(tracked.xyxy, tracked.track_id)
         for tid in tracked.track_id.tolist():
             span = self.spans.setdefault(tid, [index, index, 0])
             span[1], span[2] = index, span[2] + 1

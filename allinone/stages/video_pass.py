@@ -29,7 +29,7 @@ def process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages: 
     result = VideoResult(info=info)
     tm = result.timings
     mot = writer.mot_writer(f"tracks/{info.name}.txt")
-    step = FrameStep(stages, tracker, mot, tm)
+    step = FrameStep(stages, tracker, mot, tm, result.together)
     spans = step.spans  # first, last, count per track
     png_dirs: dict[int, str] = {}
     close = TrackCloser(config, stages, writer, result)

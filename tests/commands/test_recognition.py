@@ -94,7 +94,12 @@ def test_matches_json_csv_and_result_video(paddle_run, shared):
     assert {(r["probe_video"], r["probe_track"]) for r in m["matches"]} == probe_tracks
     gallery_ids = {t["id"] for t in m["videos"][0]["tracks"]}
     assert [i["name"] for i in m["identities"]] == [f"G{t}" for t in sorted(gallery_ids)]
-    assert m["threshold"] == {"value": 1e9, "basis": "user"}
+    t = m["threshold"]
+    assert (t["value"], t["basis"]) == (1e9, "user")
+    # one gallery identity and nobody seen together with anyone: no impostor evidence, so the given threshold's
+    # FPIR is stated as unknown rather than guessed
+    assert len(m["identities"]) == 1 and t["gallery_size"] == 1
+    assert t["evidence"]["pairs"] == 0 and t["fpir"] is None and "FPIR is unknown" in t["statement"]
     for r in m["matches"]:
         assert r["status"] == "match" and r["reason"] is None  # threshold 1e9: everyone within it
         assert r["identity"] in {f"G{t}" for t in gallery_ids}
@@ -260,7 +265,7 @@ def test_rematch_with_another_threshold_and_names(paddle_run, tmp_path):
                    "--quiet")
     assert res.returncode == 0, res.stderr
     z = json.loads((tmp_path / "zero/run.json").read_text())
-    assert z["threshold"] == {"value": 0.0, "basis": "user"}
+    assert (z["threshold"]["value"], z["threshold"]["basis"]) == (0.0, "user")
     assert all((r["status"], r["reason"]) == ("unknown", "no_candidate") for r in z["matches"])
     # distances are the stored features' own: the same numbers as the original run
     assert [r["ranking"] for r in z["matches"]] == [r["ranking"] for r in m["matches"]]
@@ -271,6 +276,17 @@ def test_rematch_with_another_threshold_and_names(paddle_run, tmp_path):
     a = json.loads((tmp_path / "ann/run.json").read_text())
     assert a["identities"][0]["name"] == "Ann" and a["identities"][0]["tracks"][0]["track"] == gid
     assert {r["identity"] for r in a["matches"]} <= {i["name"] for i in a["identities"]}
+    # auto with no impostor evidence (one gallery identity, nobody seen together): no threshold, nobody matched,
+    # and run.json and the report say why
+    res = run_main("rematch", str(paddle_run), "--threshold", "auto", "--output", str(tmp_path), "--name", "auto")
+    assert res.returncode == 0, res.stderr
+    assert "no_threshold_evidence" in res.stderr  # the console's warning
+    au = json.loads((tmp_path / "auto/run.json").read_text())
+    assert (au["threshold"]["basis"], au["threshold"]["value"], au["threshold"]["fpir"]) == ("none", None, None)
+    assert {(r["status"], r["reason"]) for r in au["matches"]} <= {("unknown", "no_threshold_evidence"),
+                                                                   ("too_short", "too_few_silhouettes")}
+    assert any(r["reason"] == "no_threshold_evidence" for r in au["matches"])
+    assert "no threshold: no impostor evidence" in (tmp_path / "auto/report.html").read_text()
     res = run_main("rematch", str(paddle_run), "--identity", "Ann=999", "--output", str(tmp_path), "--quiet")
     _assert_user_error(res, "999")
     res = run_main("rematch", str(tmp_path / "nope"), "--quiet")
@@ -284,7 +300,9 @@ def test_rematch_with_another_threshold_and_names(paddle_run, tmp_path):
                    "--quiet")
     assert res.returncode == 0, res.stderr
     t = json.loads((tmp_path / "c/run.json").read_text())["threshold"]
+    # an old calibration file (a threshold only): its number, its FPIR for this gallery unknown to it
     assert (t["value"], t["basis"], t["file"]) == (0.5, "calibrated", str(cal))
+    assert "old calibration file" in t["statement"]
 
 
 # ---------------------------------------------------------------- frame rate and friendly failures

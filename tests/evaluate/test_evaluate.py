@@ -270,7 +270,7 @@ def test_interrupted_embedding_resumes(dataset, tmp_path):
     assert done.cached == calls[0] + calls[1] > 0 and done.computed == 20 - done.cached
 
 
-def test_calibrate_then_run_uses_the_calibrated_threshold(evaluation, dataset, tmp_path, shared):
+def test_calibrate_stores_the_impostor_distribution_and_a_run_uses_it(evaluation, dataset, tmp_path, shared):
     out, _ = evaluation
     root, part, ckpt, _ = dataset
     cal = tmp_path / "cal.json"
@@ -282,16 +282,30 @@ def test_calibrate_then_run_uses_the_calibrated_threshold(evaluation, dataset, t
     z = np.load(out / "e/embeddings.npz")
     feats, lab, typ = z["embeddings"].astype(np.float64), z["labels"], z["types"]
     gal = [i for i, t in enumerate(typ) if t in ("nm-01", "nm-02", "nm-03", "nm-04")]
-    non = []
+    non, pairs = [], []
     for i, t in enumerate(typ):
         if t in ("nm-05", "nm-06", "bg-01", "bg-02", "cl-01", "cl-02"):
             d = [np.mean(np.sqrt(((feats[i] - feats[j]) ** 2).sum(0))) for j in gal if lab[j] != lab[i]]
             non.append(min(d))
-    non = np.sort(non)
-    k = int(np.floor(0.1 * len(non)))  # 48 non-mated searches → k = 4 → the 4th smallest
+            pairs += d
+    pairs = np.sort(pairs)
     assert len(non) == 48 and rec["searches"]["non_mated"] == 48
-    assert rec["threshold"] == pytest.approx(non[k - 1], rel=1e-5)
+    # every impostor pair: 48 probes x 24 gallery sequences of the 3 other ids (4 ids x 4 nm types x 2 views)
+    imp = rec["impostor"]
+    assert imp["count"] == len(pairs) == 48 * 24
+    np.testing.assert_allclose(imp["lowest"], pairs, rtol=1e-5)
+    assert imp["quantiles"]["d"][0] == pytest.approx(pairs[0], rel=1e-5)
+    assert imp["quantiles"]["d"][-1] == pytest.approx(pairs[-1], rel=1e-5)
+    # each sequence in at most one pair: 48 probes can each take one of the 32 gallery sequences
+    assert imp["independent"] == len(gal) == 32
+    # at the evaluation's own gallery size N = 32, FPIR 0.1 needs a per-pair rate f* = 1 - 0.9^(1/32); 32
+    # independent pairs cannot show it, so the threshold is the point estimate's: d_k, k = floor(f* n)
+    f_star = 1 - 0.9 ** (1 / 32)
+    k = int(np.floor(f_star * len(pairs)))  # 0.00329 x 1152 → 3
+    assert rec["gallery_size"] == 32 and rec["supported"] is False and k == 3
+    assert rec["threshold"] == pytest.approx(pairs[k - 1], rel=1e-5)
     assert rec["metric"] == "euc" and rec["arch"] == "gaitbase" and rec["target_fpir"] == 0.1
+    assert rec["embedding"] == "embed_1" and rec["version"] == 2
     # a run with this checkpoint takes it (here: a GaitBase of the same file on the shared videos)
     v = shared / "fixtures/videos"
     args = ["--gallery", str(v / "demo1.mp4"), "--probe", str(v / "demo2.mp4"),
@@ -301,7 +315,10 @@ def test_calibrate_then_run_uses_the_calibrated_threshold(evaluation, dataset, t
     res = run_main(*args, "--name", "cal", "--calibration", str(cal))
     assert res.returncode == 0, res.stderr
     t = json.loads((tmp_path / "runs/cal/run.json").read_text())["threshold"]
-    assert t["basis"] == "calibrated" and t["value"] == rec["threshold"] and t["file"] == str(cal)
+    # the calibration's 1152 pairs join the run's own impostor evidence; the threshold is chosen for this gallery
+    assert t["basis"] == "auto" and t["evidence"]["sources"]["calibration"] == {
+        "file": str(cal), "pairs": 1152, "independent": 32}
+    assert t["evidence"]["pairs"] >= 1152 and t["fpir"]["supported"] is False and "cannot show" in t["statement"]
     # refused by name for another checkpoint
     torch.manual_seed(2)
     other = tmp_path / "other.pt"
@@ -344,7 +361,7 @@ def test_calibration_beside_the_checkpoint_is_found_and_a_stale_one_ignored(eval
     assert res.returncode == 0, res.stderr
     sha = sha256_path(local)
     t = find_calibration(None, str(local), sha, "euc")
-    assert t is not None and t.basis == "calibrated" and t.detail["file"] == str(beside(local))
+    assert t is not None and t.source.count == 1152 and t.detail["file"] == str(beside(local))
     with caplog.at_level(logging.WARNING):
         assert find_calibration(None, str(local), "0" * 64, "euc") is None  # the checkpoint changed since
     assert "another checkpoint" in caplog.text and "ignored" in caplog.text
