@@ -103,13 +103,17 @@ def bench_command(argv: list[str] | None = None) -> int:
                    help="instead: peak memory of a run on the plaza video and on it played N times over (with "
                         "gaps, so its walkers come back as new tracks), each in its own process")
     p.add_argument("--search", type=int, default=0, metavar="N",
-                   help="instead: gallery search over N synthetic identities (FAISS shortlist + exact rerank vs "
-                        "brute force)")
+                   help="instead: gallery search over N synthetic identities (bound index + exact measure vs "
+                        "brute force: recall within the threshold, query time, memory)")
+    p.add_argument("--hard", action="store_true", help="with --search: add occluded, scaled and near-duplicate "
+                                                       "queries")
+    p.add_argument("--metric", choices=["euc", "cos"], default="euc", help="with --search: the distance")
+    p.add_argument("--queries", type=int, default=100, help="with --search: noisy queries (plus the hard ones)")
     args = p.parse_args(argv)
     if args.search:
-        from allinone.gallery.search import benchmark
+        from allinone.gallery.search_bench import benchmark
         with tempfile.TemporaryDirectory(prefix="allinone-search-") as tmp:
-            report = benchmark(args.search, tmp)
+            report = benchmark(args.search, tmp, queries=args.queries, hard=args.hard, metric=args.metric)
         print(json.dumps(report, indent=2))
         if args.json:
             args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -74,9 +74,11 @@ def _warn_repeated_inputs(paths: list[Path]) -> None:
 
 
 def _gallery_and_threshold(results: list[VideoResult], config: RunConfig, stages: Stages,
-                           calibrated: Threshold | None, stored: list[Identity] | None):
+                           calibrated: Threshold | None, stored: list[Identity] | None,
+                           fixed: Threshold | None = None):
     """The gallery's identities (from the gallery video, or ``stored`` from a gallery file), the usable ones, and
-    the run's threshold (over every embedded track in ``results``)."""
+    the run's threshold (over every embedded track in ``results``; ``fixed`` when a large gallery file's search
+    fixed it first)."""
     if stored is not None:
         identities, where = stored, str(config.gallery_db)
         why = "the gallery file has no identity with enough silhouettes"
@@ -91,7 +93,7 @@ def _gallery_and_threshold(results: list[VideoResult], config: RunConfig, stages
     if not usable:
         log.warning("%s: the gallery has no usable identity (%s): every probe person will be unknown", where, why)
     every = [e for r in results for e in (r.embeddings[t] for t in sorted(r.embeddings))]
-    threshold = resolve_threshold(config.match.threshold, config.match.metric, every,
+    threshold = fixed or resolve_threshold(config.match.threshold, config.match.metric, every,
                                   [m for i in usable for m in i.members], far=config.match.auto_far,
                                   min_overlap=config.match.auto_min_overlap, min_frames=config.match.min_frames,
                                   calibrated=calibrated)
@@ -99,10 +101,10 @@ def _gallery_and_threshold(results: list[VideoResult], config: RunConfig, stages
 
 
 def _decide(results: list[VideoResult], config: RunConfig, stages: Stages, calibrated: Threshold | None,
-            stored: list[Identity] | None):
+            stored: list[Identity] | None, fixed: Threshold | None = None):
     """Identities, usable identities, the threshold and one Decision per probe track (every probe track, in
     order)."""
-    identities, usable, threshold = _gallery_and_threshold(results, config, stages, calibrated, stored)
+    identities, usable, threshold = _gallery_and_threshold(results, config, stages, calibrated, stored, fixed)
     probe_results = [r for r in results if r.info.role == "probe"]
     probes = [r.embeddings[t] for r in probe_results for t in sorted(r.embeddings)]
     decided = {(d.probe_video, d.probe_track): d for d in stages.matcher(probes, identities, threshold.value)}
@@ -116,16 +118,24 @@ def _decide(results: list[VideoResult], config: RunConfig, stages: Stages, calib
 
 
 def _live(src, name: str, results: list[VideoResult], config: RunConfig, stages: Stages, writer: RunWriter,
-          calibrated: Threshold | None, stored: list[Identity] | None, gallery_name: str):
+          calibrated: Threshold | None, stored: list[Identity] | None, gallery_name: str,
+          fixed: Threshold | None = None, store=None):
     """The stream after the gallery: identities and threshold fixed first (from the gallery alone), then decided as
     it plays. Returns the run's (identities, usable, threshold, decisions) and the stream's outputs and stats."""
     from allinone.stages.stream_pass import run_stream  # the live path loads only for streams
-    identities, usable, threshold = _gallery_and_threshold(results, config, stages, calibrated, stored)
+    identities, usable, threshold = _gallery_and_threshold(results, config, stages, calibrated, stored, fixed)
+    lookup = None
+    if fixed is not None:  # a large gallery file: each decision's identities come from its index
+        from allinone.commands.gallery_db import Lookup
+        lookup = Lookup(store, config, threshold.value)
     info = VideoInfo(path=src.spec, name=name, role="probe", frames=0, fps=src.fps, width=src.width,
                      height=src.height)
     result, decisions, stats, outputs = run_stream(src, info, config, stages, writer, identities, threshold,
-                                                   gallery_name)
+                                                   gallery_name, lookup)
     results.append(result)
+    if lookup is not None:
+        identities = sorted(lookup.seen.values(), key=lambda i: i.key)
+        usable = stages.matcher.usable(identities)
     return (identities, usable, threshold, decisions), {name: {"outputs": outputs, "stats": stats}}
 
 
@@ -153,8 +163,8 @@ def run(config: RunConfig) -> RunResult:
     check_models_given(config)
     store = None
     if config.gallery_db is not None and not config.track_only:
-        from allinone.gallery.store import GalleryStore
-        store = GalleryStore(config.gallery_db)
+        from allinone.commands.gallery_db import open_store
+        store = open_store(config.gallery_db)
     device = resolve_device(config.device)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     try:
@@ -165,8 +175,8 @@ def run(config: RunConfig) -> RunResult:
             if stages.embedder is not None:
                 gait_sha = sha256_path(config.gait.model)
             if store is not None:
-                from allinone.gallery.store import ModelInfo
-                store.check_model(ModelInfo(gait_sha, config.gait.model, stages.embedder.arch, config.match.metric))
+                from allinone.commands.gallery_db import check_store
+                check_store(store, gait_sha, config, stages.embedder.arch)
             if stages.matcher is not None and config.match.threshold is None:
                 calibrated = find_calibration(config.match.calibration, config.gait.model, gait_sha,
                                               config.match.metric)
@@ -181,18 +191,17 @@ def run(config: RunConfig) -> RunResult:
                                  rotation_basis=basis)
                 results.append(process_video(src, info, config, stages, writer))
 
-            decision, live, stored = None, {}, None
-            if store is not None:  # all identities of a small gallery; an index shortlist's of a large one
-                probes = [e for r in results for e in r.embeddings.values()]
-                stored, search_info = store.candidates(probes, config.search)
-                stored_pictures = store.pictures([m.track_id for i in stored for m in i.members[:1]])
+            decision, live, stored, fixed = None, {}, None, None
+            if store is not None:  # all identities of a small gallery; a large one's within the threshold and near
+                from allinone.commands.gallery_db import stored_gallery
+                stored, search_info, fixed = stored_gallery(store, results, config, calibrated)
             if streams:
                 decision, live = _live(sources[-1], names[-1], results, config, stages, writer, calibrated, stored,
-                                       gallery_name)
+                                       gallery_name, fixed, store)
                 match_s = 0.0
             elif stages.matcher is not None:
                 t0 = time.perf_counter()
-                decision = _decide(results, config, stages, calibrated, stored)
+                decision = _decide(results, config, stages, calibrated, stored, fixed)
                 match_s = time.perf_counter() - t0
 
             outputs: dict[str, dict[str, str]] = {}
@@ -211,6 +220,11 @@ def run(config: RunConfig) -> RunResult:
                 if config.gallery_db is not None else {}
             if live:
                 extra["live"] = {name: x["stats"] for name, x in live.items()}
+            if decision is not None and store is not None:  # the gallery the run used, kept: rematch needs no file
+                from allinone.commands.gallery_db import FEATURES, save_features
+                save_features(writer.path(FEATURES), decision[0])
+                extra["gallery_features"] = FEATURES
+                stored_pictures = store.pictures([m.track_id for i in decision[0] for m in i.members[:1]])
             if decision is not None:
                 identities, usable, threshold, decisions = decision
                 spans = {(r.info.name, t): (tr.first_frame + 1, tr.last_frame + 1) for r in results

@@ -41,8 +41,10 @@ def _percentiles(x: list[float]) -> dict:
 
 
 def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identities: list[Identity],
-               threshold: Threshold, gallery_name: str):
-    """Process the stream until it ends; returns (VideoResult, final decisions, live stats, outputs)."""
+               threshold: Threshold, gallery_name: str, lookup=None):
+    """Process the stream until it ends; returns (VideoResult, final decisions, live stats, outputs).
+    ``lookup``: for a large gallery file, embeddings → the identities to compare them with (its index), asked at
+    each decision in place of ``identities``."""
     lc = config.live
     result = VideoResult(info=info)
     tm = result.timings
@@ -109,7 +111,9 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
                         redone.add(tid)
                 if redone:  # the rule over the tracks in view (they overlap in time: never one identity twice)
                     live = [latest[t] for t in sorted(latest)]
-                    for d in stages.matcher(live, identities, threshold.value):
+                    found = identities if lookup is None else lookup(live)
+                    colors.update({i.name: i.key for i in found})
+                    for d in stages.matcher(live, found, threshold.value):
                         old = current.get(d.probe_track)
                         moved = old is None or (old.status, old.identity, old.reason) != (d.status, d.identity,
                                                                                            d.reason)
@@ -142,7 +146,8 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
     result.info = VideoInfo(**{**info.__dict__, "frames": src.count})
     # final decisions: the rule over every track's last embedding, over the whole stream
     final_emb = [result.tracks[t].embedding for t in result.tracks if result.tracks[t].embedding is not None]
-    decided = {d.probe_track: d for d in stages.matcher(final_emb, identities, threshold.value)}
+    found = identities if lookup is None or not final_emb else lookup(final_emb)
+    decided = {d.probe_track: d for d in stages.matcher(final_emb, found, threshold.value)}
     decisions = [decided.get(t) or Decision(info.name, t, "too_short", None, None, "too_few_silhouettes", [])
                  for t in result.tracks]
     stats = {"source": src.spec, "frames": src.count, "frames_dropped": src.dropped, "reconnects": src.reconnects,
