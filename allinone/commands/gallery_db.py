@@ -4,7 +4,7 @@ is later.
 
 For a gallery file above SearchConfig.exact_limit tracks the threshold is fixed before the search (the search
 finds every identity within it): a user's or calibrated threshold as it is, the auto rule over the run's own tracks,
-and the euc default's gallery scale over a seeded random sample of the file (SearchConfig.exact_limit tracks).
+and the euc default's gallery scale over a seeded random sample of the file (SCALE_SAMPLE tracks).
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from allinone.records import Embedding, Identity
 log = logging.getLogger(__name__)
 
 FEATURES = "gallery_features.npz"
+SCALE_SAMPLE = 5_000  # tracks the euc default's gallery scale (a median of part norms) is taken over
 
 
 def open_store(path: Path) -> GalleryStore:
@@ -36,7 +37,7 @@ def _threshold(store: GalleryStore, results, config, calibrated: Threshold | Non
     m = config.match
     every = [e for r in results for e in (r.embeddings[t] for t in sorted(r.embeddings))]
     gallery = [] if (m.threshold is not None or calibrated is not None) else \
-        store.embedding_sample(config.search.exact_limit, m.min_frames, config.search.seed)
+        store.embedding_sample(SCALE_SAMPLE, m.min_frames, config.search.seed)
     return resolve_threshold(m.threshold, m.metric, every, gallery, far=m.auto_far, min_overlap=m.auto_min_overlap,
                              min_frames=m.min_frames, calibrated=calibrated)
 
