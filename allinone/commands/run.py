@@ -90,7 +90,7 @@ def _gallery_and_threshold(results: list[VideoResult], config: RunConfig, stages
         why = "nobody was found" if not gallery.tracks else \
             f"no track has {config.match.min_frames} usable silhouettes (--min-frames)"
     usable = stages.matcher.usable(identities)
-    if not usable:
+    if not usable and fixed is None:  # (a large gallery file streamed: its identities come decision by decision)
         log.warning("%s: the gallery has no usable identity (%s): every probe person will be unknown", where, why)
     every = [e for r in results for e in (r.embeddings[t] for t in sorted(r.embeddings))]
     threshold = fixed or resolve_threshold(config.match.threshold, config.match.metric, every,

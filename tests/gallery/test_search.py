@@ -126,3 +126,28 @@ def test_the_live_lookup_answers_batches_through_the_index(tmp_path):
         for q in probes[:2]:
             assert {f"P{i:04d}" for i in np.flatnonzero(brute(q, g, "euc") <= t)} <= names
         assert len(names) < len(g)
+
+
+def _build(db: str, barrier, out) -> None:
+    barrier.wait()
+    with GalleryStore(db, readonly=True) as store:
+        index = store.search_index(SearchConfig(exact_limit=10, bound_dims=3, sample=100), "euc")
+        out.put(len(index))
+
+
+def test_two_processes_building_one_index_at_once_both_get_a_whole_one(tmp_path):
+    import multiprocessing as mp
+    with _store(tmp_path, _gallery(300), "euc"):
+        pass
+    db = str(tmp_path / "big-euc.sqlite")
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_build, args=(db, barrier, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert sorted(out.get(timeout=5) for _ in procs) == [300, 300]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    loaded = BoundIndex.load(tmp_path / "big-euc.sqlite.euc.index.npz")
+    assert loaded is not None and len(loaded) == 300 and loaded.stamp["tracks"] == "300"
