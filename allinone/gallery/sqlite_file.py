@@ -1,8 +1,8 @@
 """The gallery file as an SQLite file: recognised before anything is written, created atomically, errors told apart.
 
 A gallery file carries a marker, SQLite's ``application_id`` (APPLICATION_ID), set when the file is created. Before
-any write or pragma that writes, the file is inspected read-only (its first 16 bytes, then an ``?mode=ro``
-connection): a file that is not SQLite, or another application's SQLite database, is refused and left exactly as it
+any write or pragma that writes, the file is inspected read-only (its 100-byte header, where the marker is; for an
+unmarked file its table names through an ``?mode=ro`` connection, ``immutable`` for a WAL file): a file that is not SQLite, or another application's SQLite database, is refused and left exactly as it
 was. Files made before the marker existed (application_id 0 with exactly allinone's tables) are accepted and get the
 marker at their next change.
 
@@ -53,25 +53,29 @@ def inspect(path: Path) -> str:
         raise UserError(f"cannot read the gallery file ({exc.strerror or exc})", path) from None
     if not head:
         return "empty"
-    if not head.startswith(SQLITE_HEADER):
+    if not head.startswith(SQLITE_HEADER) or len(head) < 100:
         raise UserError("not a gallery file (not an SQLite database at all); it is left unchanged", path)
-    try:
-        con = sqlite3.connect(ro_uri(path), uri=True, timeout=30)
+    app = int.from_bytes(head[68:72], "big", signed=True)  # the header's application_id: no SQLite call needed
+    tables: set[str] = set()
+    if app == 0:  # unmarked: an allinone gallery from before the marker, or another application's database
+        # immutable=1 for a WAL file: a read-only open of one could otherwise create -wal and -shm files beside it
+        uri = ro_uri(path) + ("&immutable=1" if head[18] == 2 else "")
         try:
-            app = int(con.execute("PRAGMA application_id").fetchone()[0])
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            con.close()
-    except sqlite3.Error as exc:
-        raise sqlite_error(exc, path) from None
+            con = sqlite3.connect(uri, uri=True, timeout=30)
+            try:
+                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                con.close()
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc, path) from None
     if app == APPLICATION_ID:
         return "gallery"
     if app == 0 and tables - {"sqlite_sequence"} == TABLES:
         return "legacy"
-    what = f"application_id {app:#x}" if app else "no application_id"
-    names = ", ".join(sorted(tables)[:5]) or "no tables"
-    raise UserError(f"not an allinone gallery file (an SQLite database of another application: {what}, tables "
-                    f"{names}); it is left unchanged", path)
+    what = f"application_id {app:#x}" if app else \
+        f"no application_id, tables {', '.join(sorted(tables)[:5]) or 'none'}"
+    raise UserError(f"not an allinone gallery file (an SQLite database of another application: {what}); it is left "
+                    "unchanged", path)
 
 
 def create_atomically(path: Path, schema: str, meta: dict[str, str]) -> None:

@@ -28,27 +28,30 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
-def _foreign(path: Path) -> None:
+def _foreign(path: Path, journal: str = "delete", app: int = 0) -> None:
     con = sqlite3.connect(path)
+    con.execute(f"PRAGMA journal_mode={journal}")
+    con.execute(f"PRAGMA application_id={app}")
     con.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT)")
     con.execute("INSERT INTO orders (item) VALUES ('tea')")
     con.commit()
     con.close()
 
 
+@pytest.mark.parametrize("journal,app", [("delete", 0), ("wal", 0), ("wal", 12345)])
 @pytest.mark.parametrize("action", [["list"], ["export", "out"], ["remove", "x"], ["rename", "a", "b"],
                                     ["backup", "copy.sqlite"], ["check"]])
-def test_another_applications_sqlite_file_is_refused_and_left_unchanged(tmp_path, action):
+def test_another_applications_sqlite_file_is_refused_and_left_unchanged(tmp_path, action, journal, app):
     folder = tmp_path / "f"
     folder.mkdir()
     db = folder / "shop.sqlite"
-    _foreign(db)
+    _foreign(db, journal, app)
     before = _snapshot(folder)
     args = [a if a not in ("out", "copy.sqlite") else str(tmp_path / a) for a in action]
     res = run_main("gallery", "--gallery-db", str(db), *args)
     _assert_user_error(res, "shop.sqlite", "not an allinone gallery file", "left unchanged")
     assert _snapshot(folder) == before  # same bytes, and no -wal / -shm / index files beside it
-    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == journal
 
 
 def test_enrolling_into_a_foreign_or_non_sqlite_file_changes_nothing(tmp_path):
