@@ -139,10 +139,15 @@ class SearchConfig:
 
     # Galleries with at most this many tracks are searched exactly (every identity measured): fast enough below it.
     exact_limit: int = 20_000
-    # Candidate tracks the index proposes per probe (more: closer agreement with exact search, slower).
+    # Above it, a bound index finds every identity within the threshold; beyond the threshold (the ranking, the
+    # nearest of an unknown person) the `shortlist` tracks of smallest lower bound per probe are measured too.
     shortlist: int = 200
-    # Inverted lists visited per query (more: better recall, slower).
-    nprobe: int = 32
+    # Dimensions per part the bound keeps (plus one): more make the bound tighter (fewer tracks measured) and the
+    # index larger, (bound_dims + 1) * parts * 4 bytes a track.
+    bound_dims: int = 15
+    # The index's projections are trained on this many tracks drawn at random with this seed.
+    sample: int = 50_000
+    seed: int = 0
 
 
 @dataclass(frozen=True)

@@ -70,3 +70,20 @@ def write_opengait_dataset(root: Path, sequences: dict[tuple[str, str, str], np.
     part = root.parent / f"{root.name}_partition.json"
     part.write_text(json.dumps({"TRAIN_SET": [], "TEST_SET": test_ids or ids, **(extra or {})}))
     return part
+
+
+def wait_listening(port: int, timeout: float = 15.0) -> None:
+    """Wait until something listens on 127.0.0.1:``port`` (read from /proc/net/tcp, so a one-client server such as
+    ``ffmpeg -listen 1`` is not used up by the check). A busy machine can take seconds to start ffmpeg."""
+    import time
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                rows = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            if any(r.split()[1].upper().endswith(f":{port:04X}") and r.split()[3] == "0A" for r in rows):
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")

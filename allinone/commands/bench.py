@@ -103,8 +103,8 @@ def bench_command(argv: list[str] | None = None) -> int:
                    help="instead: peak memory of a run on the plaza video and on it played N times over (with "
                         "gaps, so its walkers come back as new tracks), each in its own process")
     p.add_argument("--search", type=int, default=0, metavar="N",
-                   help="instead: gallery search over N synthetic identities (FAISS shortlist + exact rerank vs "
-                        "brute force)")
+                   help="instead: gallery search over N synthetic identities (bound index + exact measure vs "
+                        "brute force: recall within the threshold, query time, memory)")
     p.add_argument("--decisions", type=int, default=0, metavar="N",
                    help="instead: the decision rule on N synthetic probe tracks over a long video (time, memory, "
                         "and the same decisions as the one-program exact solver up to 3000 tracks)")
@@ -112,6 +112,10 @@ def bench_command(argv: list[str] | None = None) -> int:
     p.add_argument("--live-soak", type=float, default=0.0, metavar="MINUTES",
                    help="instead: a live run on a looped loopback stream for MINUTES, its RSS over time")
     p.add_argument("--soak-segment", type=float, default=60.0, metavar="S", help="with --live-soak: segment length")
+    p.add_argument("--hard", action="store_true", help="with --search: add occluded, scaled and near-duplicate "
+                                                       "queries")
+    p.add_argument("--metric", choices=["euc", "cos"], default="euc", help="with --search: the distance")
+    p.add_argument("--queries", type=int, default=100, help="with --search: noisy queries (plus the hard ones)")
     args = p.parse_args(argv)
     if args.decisions or args.live_soak:
         report = _decisions_or_soak(args)
@@ -120,9 +124,9 @@ def bench_command(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(report, indent=2) + "\n")
         return 0
     if args.search:
-        from allinone.gallery.search import benchmark
+        from allinone.gallery.search_bench import benchmark
         with tempfile.TemporaryDirectory(prefix="allinone-search-") as tmp:
-            report = benchmark(args.search, tmp)
+            report = benchmark(args.search, tmp, queries=args.queries, hard=args.hard, metric=args.metric)
         print(json.dumps(report, indent=2))
         if args.json:
             args.json.write_text(json.dumps(report, indent=2) + "\n")

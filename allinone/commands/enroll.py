@@ -48,12 +48,11 @@ def enroll(args: argparse.Namespace) -> list[str]:
         raise UserError("--name is empty")
     with GalleryStore(args.gallery_db, create=True) as store, \
             tempfile.TemporaryDirectory(prefix="allinone-enrol-") as tmp:
-        existing = set(store.names())
         ns = argparse.Namespace(**{**vars(args), "gallery": args.video, "probe": [], "output": Path(tmp),
                                    "name": "enrol", "gallery_db": None, "threshold": 0.0})
         config = replace(config_from_args(ns), render=False, save_silhouettes="none")
         if config.gait.model and Path(config.gait.model).is_file():  # refuse a foreign model before running any
-            store.check_model(ModelInfo(sha256_path(config.gait.model), config.gait.model, "", ""))
+            store.check_model(ModelInfo(sha256_path(config.gait.model), config.gait.model, "", "", ""))
         result = run(config)
         gait = result.manifest["weights"]["gait"]
         model = ModelInfo(gait["sha256"], gait["path"], gait["arch"], gait["metric"],
@@ -76,11 +75,8 @@ def enroll(args: argparse.Namespace) -> list[str]:
         else:
             chosen = [Enrolment(f"{stem}-G{t.track_id}", str(args.video), [t])
                       for t in sorted(usable, key=lambda t: t.track_id)]
-            clash = [e.name for e in chosen if e.name in existing]
-            if clash:
-                raise UserError(f"identities named {', '.join(clash)} exist already in the gallery file (enrol the "
-                                "video under --name, or rename or remove them first)", args.gallery_db)
-        return store.add(chosen, model)
+        # unnamed identities must be new: checked inside the enrol's transaction (two enrols at once cannot both pass)
+        return store.add(chosen, model, new_names=not args.name)
 
 
 def enroll_command(argv: list[str]) -> int:
@@ -111,14 +107,23 @@ def gallery_command(argv: list[str]) -> int:
     d.add_argument("name")
     e = sub.add_parser("export", help="write a folder: gallery.json, features (.npy), crops and GEIs (.png)")
     e.add_argument("out", type=Path)
+    b = sub.add_parser("backup", help="copy the file by SQLite's online backup (runs and enrols may go on)")
+    b.add_argument("target", type=Path, metavar="FILE")
+    sub.add_parser("check", help="SQLite's integrity check of the file, one line (exit code 1 when damaged)")
     args = p.parse_args(argv)
     try:
-        with GalleryStore(args.gallery_db) as store:
+        if args.action == "check":  # also on a file too damaged to open as a store
+            from allinone.gallery.sqlite_file import check
+            line = check(args.gallery_db)
+            print(f"{args.gallery_db}: {line}")
+            return 0 if line.startswith("ok") else 1
+        with GalleryStore(args.gallery_db, readonly=args.action in ("list", "export", "backup")) as store:
             if args.action == "list":
                 model = store.model()
                 rows = store.listing()
                 print(f"{args.gallery_db}: {len(rows)} identities"
-                      + (f", features of {model.arch} ({Path(model.path).name}, {model.metric})" if model else ""))
+                      + (f", features of {model.arch} ({Path(model.path).name}, {model.metric}, "
+                         f"{model.embedding})" if model else ""))
                 for row in rows:
                     print(f"  {row['name']}\t{row['tracks']} track(s), {row['silhouettes']} silhouettes, from "
                           f"{row['sources']}, enrolled {row['enrolled']}")
@@ -128,6 +133,8 @@ def gallery_command(argv: list[str]) -> int:
             elif args.action == "remove":
                 store.remove(args.name)
                 print(f"removed {args.name}")
+            elif args.action == "backup":
+                print(f"backed up {args.gallery_db} to {store.backup(args.target)}")
             else:
                 print(store.export(args.out))
     except UserError as exc:

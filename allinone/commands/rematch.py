@@ -87,6 +87,28 @@ def _embeddings(run_dir: Path, m: dict) -> tuple[dict[str, list[Embedding]], dic
     return out, ids
 
 
+def _stored_identities(run_dir: Path, m: dict, metric: str, threshold) -> list:
+    """The gallery a --gallery-db run used: the features it kept in its folder (so later changes of the file do
+    not change the rematch); a run from before they were kept reads the file as it is now, with a warning."""
+    from allinone.commands.gallery_db import FEATURES, load_features
+    if m.get("gallery_features"):
+        search = m.get("search") or {}
+        if search.get("mode") == "index" and (threshold == "auto" or (isinstance(threshold, float)
+                                                                      and threshold > search["threshold"])):
+            log.warning("%s: the run searched a large gallery file for identities within %.4g; its kept features "
+                        "hold those and the nearest others, so identities within a larger threshold may be missing",
+                        run_dir, search["threshold"])
+        return load_features(run_dir / m["gallery_features"])
+    from allinone.gallery.store import GalleryStore, ModelInfo
+    log.warning("%s: the run kept no %s (made by an older allinone): deciding from %s as it is now", run_dir,
+                FEATURES, m["gallery_db"])
+    gait = m["weights"]["gait"]
+    with GalleryStore(m["gallery_db"], readonly=True) as store:
+        store.check_model(ModelInfo(gait["sha256"], gait["path"], gait["arch"], metric,
+                                    gait.get("embedding", "embed_1")))
+        return store.identities()
+
+
 def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, output: Path | None = None,
             name: str | None = None, quiet: bool = True, calibration: str | None = None,
             target_fpir: float | None = None) -> Path:
@@ -104,15 +126,10 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
     videos = m["videos"]
     probe_videos = [v for v in videos if v["role"] == "probe"]
     if m.get("gallery_db"):
-        from allinone.gallery.store import GalleryStore, ModelInfo
         if named is not None:
             raise UserError("this run's gallery is a gallery file: rename people there (python main.py gallery "
                             "rename), not with --identity")
-        gait = m["weights"]["gait"]
-        with GalleryStore(m["gallery_db"]) as store:
-            store.check_model(ModelInfo(gait["sha256"], gait["path"], gait["arch"], metric,
-                                        gait.get("embedding", "embed_1")))
-            identities = store.identities()
+        identities = _stored_identities(run_dir, m, metric, threshold)
         gallery, named = Path(m["gallery_db"]).stem, ()
     else:
         if named is not None:
@@ -177,6 +194,8 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
                     log.warning("%s: the probe video is gone, so no result video is drawn for it", src)
                     entry["result_video"] = None
             new_videos.append(entry)
+        if m.get("gallery_features"):
+            shutil.copyfile(run_dir / m["gallery_features"], writer.path(m["gallery_features"]))
         if (run_dir / "pictures").is_dir():
             shutil.copytree(run_dir / "pictures", writer.path("pictures"))
         manifest = {**{k: x for k, x in m.items() if k not in ("videos", "matches", "identities", "threshold",

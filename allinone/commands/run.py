@@ -18,7 +18,7 @@ from allinone.decide.calibration import find_calibration
 from allinone.decide.identities import gallery_identities
 from allinone.decide.calibration import Calibration
 from allinone.decide.lr_model import add_lrs, read_lr_model
-from allinone.decide.threshold import check_threshold, resolve_threshold, without_threshold
+from allinone.decide.threshold import Threshold, check_threshold, resolve_threshold, without_threshold
 from allinone.errors import UserError
 from allinone.io.devices import resolve_device
 from allinone.io.run_folder import RunWriter, sha256_path
@@ -76,9 +76,11 @@ def _warn_repeated_inputs(paths: list[Path]) -> None:
 
 
 def _gallery_and_threshold(results: list[VideoResult], config: RunConfig, stages: Stages,
-                           calibrated: Calibration | None, stored: list[Identity] | None):
+                           calibrated: Calibration | None, stored: list[Identity] | None,
+                           fixed: Threshold | None = None):
     """The gallery's identities (from the gallery video, or ``stored`` from a gallery file), the usable ones, and
-    the run's threshold (over every embedded track in ``results``)."""
+    the run's threshold (over every embedded track in ``results``; ``fixed`` when a large gallery file's search
+    fixed it first)."""
     if stored is not None:
         identities, where = stored, str(config.gallery_db)
         why = "the gallery file has no identity with enough silhouettes"
@@ -90,21 +92,21 @@ def _gallery_and_threshold(results: list[VideoResult], config: RunConfig, stages
         why = "nobody was found" if not gallery.tracks else \
             f"no track has {config.match.min_frames} usable silhouettes (--min-frames)"
     usable = stages.matcher.usable(identities)
-    if not usable:
+    if not usable and fixed is None:  # (a large gallery file streamed: its identities come decision by decision)
         log.warning("%s: the gallery has no usable identity (%s): every probe person will be unknown", where, why)
     every = [e for r in results for e in (r.embeddings[t] for t in sorted(r.embeddings))]
     together = [row for r in results for row in r.together.rows(r.info.name)]
-    threshold = resolve_threshold(config.match.threshold, config.match.metric, every, usable, together,
+    threshold = fixed or resolve_threshold(config.match.threshold, config.match.metric, every, usable, together,
                                   target_fpir=config.match.target_fpir, min_overlap=config.match.auto_min_overlap,
                                   min_frames=config.match.min_frames, calibration=calibrated)
     return identities, usable, threshold
 
 
 def _decide(results: list[VideoResult], config: RunConfig, stages: Stages, calibrated: Calibration | None,
-            stored: list[Identity] | None):
+            stored: list[Identity] | None, fixed: Threshold | None = None):
     """Identities, usable identities, the threshold and one Decision per probe track (every probe track, in
     order)."""
-    identities, usable, threshold = _gallery_and_threshold(results, config, stages, calibrated, stored)
+    identities, usable, threshold = _gallery_and_threshold(results, config, stages, calibrated, stored, fixed)
     probe_results = [r for r in results if r.info.role == "probe"]
     probes = [r.embeddings[t] for r in probe_results for t in sorted(r.embeddings)]
     decided = {(d.probe_video, d.probe_track): d for d in stages.matcher(probes, identities, threshold.value)}
@@ -120,18 +122,26 @@ def _decide(results: list[VideoResult], config: RunConfig, stages: Stages, calib
 
 
 def _live(src, name: str, results: list[VideoResult], config: RunConfig, stages: Stages, writer: RunWriter,
-          calibrated: Calibration | None, stored: list[Identity] | None, gallery_name: str):
+          calibrated: Calibration | None, stored: list[Identity] | None, gallery_name: str,
+          fixed: Threshold | None = None, store=None):
     """The stream after the gallery: identities and threshold fixed first (from the gallery alone), then decided as
     it plays. Returns the run's (identities, usable, threshold, decisions) and the stream's outputs and stats."""
     from allinone.stages.stream_pass import run_stream  # the live path loads only for streams
-    identities, usable, threshold = _gallery_and_threshold(results, config, stages, calibrated, stored)
+    identities, usable, threshold = _gallery_and_threshold(results, config, stages, calibrated, stored, fixed)
+    lookup = None
+    if fixed is not None:  # a large gallery file: each decision's identities come from its index
+        from allinone.commands.gallery_db import Lookup
+        lookup = Lookup(store, config, threshold.value)
     info = VideoInfo(path=src.spec, name=name, role="probe", frames=0, fps=src.fps, width=src.width,
                      height=src.height)
     result, decisions, stats, outputs = run_stream(src, info, config, stages, writer, identities, threshold,
-                                                   gallery_name)
+                                                   gallery_name, lookup)
     results.append(result)
     if threshold.basis == "none":
         decisions = without_threshold(decisions)
+    if lookup is not None:
+        identities = sorted(lookup.seen.values(), key=lambda i: i.key)
+        usable = stages.matcher.usable(identities)
     return (identities, usable, threshold, decisions), {name: {"outputs": outputs, "stats": stats}}
 
 
@@ -160,8 +170,8 @@ def run(config: RunConfig) -> RunResult:
     check_models_given(config)
     store = None
     if config.gallery_db is not None and not config.track_only:
-        from allinone.gallery.store import GalleryStore
-        store = GalleryStore(config.gallery_db)
+        from allinone.commands.gallery_db import open_store
+        store = open_store(config.gallery_db)
     device = resolve_device(config.device)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     try:
@@ -172,9 +182,8 @@ def run(config: RunConfig) -> RunResult:
             if stages.embedder is not None:
                 gait_sha = sha256_path(config.gait.model)
             if store is not None:
-                from allinone.gallery.store import ModelInfo
-                store.check_model(ModelInfo(gait_sha, config.gait.model, stages.embedder.arch, config.match.metric,
-                                            getattr(stages.embedder, "embedding", "embed_1")))
+                from allinone.commands.gallery_db import check_store
+                check_store(store, gait_sha, config, stages.embedder)
             if stages.matcher is not None:  # evidence for the FPIR of a given threshold too
                 calibrated = find_calibration(config.match.calibration, config.gait.model, gait_sha,
                                               config.match.metric, getattr(stages.embedder, "embedding", None))
@@ -191,18 +200,17 @@ def run(config: RunConfig) -> RunResult:
                                  rotation_basis=basis)
                 results.append(process_video(src, info, config, stages, writer))
 
-            decision, live, stored = None, {}, None
-            if store is not None:  # all identities of a small gallery; an index shortlist's of a large one
-                probes = [e for r in results for e in r.embeddings.values()]
-                stored, search_info = store.candidates(probes, config.search)
-                stored_pictures = store.pictures([m.track_id for i in stored for m in i.members[:1]])
+            decision, live, stored, fixed = None, {}, None, None
+            if store is not None:  # all identities of a small gallery; a large one's within the threshold and near
+                from allinone.commands.gallery_db import stored_gallery
+                stored, search_info, fixed = stored_gallery(store, results, config, calibrated)
             if streams:
                 decision, live = _live(sources[-1], names[-1], results, config, stages, writer, calibrated, stored,
-                                       gallery_name)
+                                       gallery_name, fixed, store)
                 match_s = 0.0
             elif stages.matcher is not None:
                 t0 = time.perf_counter()
-                decision = _decide(results, config, stages, calibrated, stored)
+                decision = _decide(results, config, stages, calibrated, stored, fixed)
                 match_s = time.perf_counter() - t0
 
             outputs: dict[str, dict[str, str]] = {}
@@ -221,6 +229,11 @@ def run(config: RunConfig) -> RunResult:
                 if config.gallery_db is not None else {}
             if live:
                 extra["live"] = {name: x["stats"] for name, x in live.items()}
+            if decision is not None and store is not None:  # the gallery the run used, kept: rematch needs no file
+                from allinone.commands.gallery_db import FEATURES, save_features
+                save_features(writer.path(FEATURES), decision[0])
+                extra["gallery_features"] = FEATURES
+                stored_pictures = store.pictures([m.track_id for i in decision[0] for m in i.members[:1]])
             if decision is not None:
                 identities, usable, threshold, decisions = decision
                 spans = {(r.info.name, t): (tr.first_frame + 1, tr.last_frame + 1) for r in results

@@ -111,12 +111,13 @@ def gather_evidence(embeddings: list[Embedding], together: list[list], identitie
 
 def resolve_threshold(value: float | None, metric: str, embeddings: list[Embedding], identities: list[Identity],
                       together: list[list], *, target_fpir: float, min_overlap: int, min_frames: int,
-                      calibration=None) -> Threshold:
-    """The run's threshold (module doc). ``identities``: the usable gallery identities (N = their tracks);
+                      calibration=None, gallery_size: int | None = None) -> Threshold:
+    """The run's threshold (module doc). ``identities``: the usable gallery identities (N = their tracks, unless
+    ``gallery_size`` says N: a gallery file too large to load, whose identities are not all given);
     ``together``: CoVisibility rows of the run's videos; ``calibration``: a decide.calibration.Calibration."""
     if value is not None:
         check_threshold(value, metric)
-    n_gallery = sum(len(i.members) for i in identities)
+    n_gallery = sum(len(i.members) for i in identities) if gallery_size is None else gallery_size
     ev, account = gather_evidence(embeddings, together, identities, metric, min_overlap, min_frames, calibration)
     detail: dict = {"target_fpir": target_fpir, "gallery_size": n_gallery, "assumption": ASSUMPTION,
                     "evidence": account}

@@ -1,169 +1,199 @@
-"""Gallery search for large galleries: a FAISS index gives a shortlist, OpenGait's exact distance decides.
+"""Gallery search for large galleries that is exact within the threshold: a lower bound on OpenGait's distance
+rules tracks out, and only the tracks it cannot rule out are measured exactly.
 
-OpenGait's distance (the mean over parts of per-part euclidean distances) is not the plain L2 distance a vector index
-computes, so the index only proposes candidates: the `shortlist` nearest gallery tracks by L2 over the flattened
-feature (the part-averaged distance is at most L2 / sqrt(parts), so near in one is near in the other), and every
-candidate identity is then measured exactly over all its tracks. Small galleries (up to `exact_limit` tracks) are
-searched exactly, without an index.
+OpenGait's distances are part-averaged (decide/match.py distance_matrix): for features a, b of shape [c, p],
 
-Index layout by gallery size n (tracks): under 100,000, "IVF{n/40},Flat"; from 100,000, "PCAR256,IVF1024,PQ32" (a
-PCA to 256 dimensions, then 32 bytes a track; the exact features stay in the gallery file).
+    euc(a, b) = 1/p * sum_k |a_k - b_k|          cos(a, b) = 1 - 1/p * sum_k u_k . v_k   (u_k = a_k / |a_k|)
+
+Neither is the L2 distance of the flattened vectors that a vector index measures. For euc,
+|a - b|_2 <= sum_k |a_k - b_k| = p * euc(a, b), so an L2 ball of radius p * t holds every track within t — but on
+gait-like features (distance spread evenly over the parts, |a - b|_2 ~ sqrt(p) * euc) that ball holds about every
+track within sqrt(p) * t = 4 t, in practice the whole gallery. So the bound is taken part by part instead:
+
+    for each part k, an orthonormal projection P_k (PCA of that part, trained on a seeded random sample of the
+    gallery) to r dimensions, and R_k = I - P_k^T P_k the rest. Then
+        |a_k - b_k|^2 = |P_k(a_k - b_k)|^2 + |R_k(a_k - b_k)|^2 >= |P_k a_k - P_k b_k|^2 + (|R_k a_k| - |R_k b_k|)^2
+    (the last step is the triangle inequality). With z_k(x) = (P_k x_k, |R_k x_k|) in r + 1 dimensions, the bound
+    on part k is |z_k(a) - z_k(b)|, and
+        euc(a, b) >= 1/p * sum_k |z_k(a) - z_k(b)|
+        cos(a, b) >= 1/(2p) * sum_k |z_k(u) - z_k(v)|^2       (on per-part unit vectors, 1 - u.v = |u - v|^2 / 2;
+                                                                 a zero part makes the left side larger still)
+
+A track whose bound exceeds the threshold cannot be within it; every other one is measured exactly. So every
+identity within the threshold is found, by construction, whatever the data; how many tracks the bound lets through
+(the cost) depends on how much of the features' variance the r dimensions hold. Beyond the threshold the ranking is
+approximate: the ``shortlist`` tracks of smallest bound are measured too, and the nearest identity is known to be
+exact when its distance is at most the smallest bound of every track not measured (``nearest_exact``).
+
+The bound table is r + 1 float32 per part and track (16 x 16 x 4 = 1 KB a track at r = 15) plus 16 bytes of ids,
+held in memory; the scan is one matrix product per part over all tracks, chunked.
 """
 from __future__ import annotations
 
 import logging
-import time
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from allinone.config import SearchConfig
-
 log = logging.getLogger(__name__)
 
-PCA_DIM = 256
+FORMAT = 1
+CHUNK = 65_536
 
 
-def index_factory(n: int, dim: int) -> str:
-    """Below 100,000 tracks an inverted file over the full features (cheap to train); above, a PCA to 256
-    dimensions and product quantisation, 32 bytes a track."""
-    if n < 100_000:
-        return f"IVF{max(1, min(4096, n // 40))},Flat"
-    return f"PCAR{min(PCA_DIM, dim)},IVF1024,PQ32"
+def unit_parts(x: np.ndarray) -> np.ndarray:
+    """[n, c, p] with each part scaled to unit length over the channels, as OpenGait's F.normalize (eps 1e-12)."""
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-class TrackIndex:
-    """A FAISS index over flattened gallery features ([n, c, p] → [n, c*p]), ids = row numbers given at add."""
+def _transform(x: np.ndarray, metric: str) -> np.ndarray:
+    return unit_parts(x) if metric == "cos" else np.asarray(x, np.float32)
 
-    def __init__(self, index, factory: str) -> None:
-        self.index = index
-        self.factory = factory
+
+def part_projections(sample: np.ndarray, dims: int) -> np.ndarray:
+    """[p, r, c] orthonormal rows: the top ``dims`` principal directions of each part of ``sample`` [m, c, p]."""
+    m, c, p = sample.shape
+    r = min(dims, c)
+    out = np.empty((p, r, c), np.float32)
+    for k in range(p):
+        x = sample[:, :, k].astype(np.float64)
+        x = x - x.mean(0)
+        _, vecs = np.linalg.eigh(x.T @ x)  # ascending eigenvalues; eigenvectors orthonormal
+        out[k] = vecs[:, ::-1][:, :r].T
+    return out
+
+
+def bound_coordinates(feats: np.ndarray, proj: np.ndarray) -> np.ndarray:
+    """z [p, n, r + 1]: per part the projected coordinates and the norm of what the projection leaves out."""
+    x = feats.astype(np.float64)  # [n, c, p]
+    pr = proj.astype(np.float64)
+    y = np.einsum("krc,nck->knr", pr, x)  # [p, n, r]
+    total = np.einsum("nck,nck->kn", x, x)
+    rest = np.sqrt(np.maximum(total - (y * y).sum(2), 0.0))
+    return np.concatenate([y, rest[:, :, None]], axis=2).astype(np.float32)
+
+
+def lower_bounds(zq: np.ndarray, z: np.ndarray, metric: str) -> np.ndarray:
+    """[q, n] lower bounds on the metric's distance, from bound coordinates zq [p, q, r+1] and z [p, n, r+1].
+
+    Each squared part bound |z_k(a) - z_k(b)|^2 is computed as |za|^2 + |zb|^2 - 2 za.zb in float32 and lowered by
+    1e-5 (|za|^2 + |zb|^2), more than the rounding of that sum can add, so the result stays a lower bound."""
+    import torch
+    q = torch.from_numpy(np.ascontiguousarray(zq, np.float32))
+    g = torch.from_numpy(np.ascontiguousarray(z, np.float32))
+    parts = q.shape[0]
+    nq = (q * q).sum(2)  # [p, q]
+    ng = (g * g).sum(2)  # [p, n]
+    acc = torch.zeros((q.shape[1], g.shape[1]), dtype=torch.float32)
+    for k in range(parts):
+        both = nq[k][:, None] + ng[k][None, :]
+        sq = both - 2 * (q[k] @ g[k].T) - 1e-5 * both
+        sq.clamp_(min=0)
+        acc += sq.sqrt_() if metric == "euc" else sq
+    return (acc / parts if metric == "euc" else acc / (2 * parts)).numpy()
+
+
+@dataclass
+class Hits:
+    """One probe's scan: the rows whose bound is within the threshold (all of them), the rows of the
+    ``shortlist`` smallest bounds, and the smallest bound of the rows in neither."""
+
+    within: np.ndarray
+    nearest: np.ndarray
+    rest_bound: float
+
+
+class BoundIndex:
+    """The bound table of a gallery's tracks for one metric (module doc), with the track and identity ids of its
+    rows and the stamp of what it was built from (gallery uuid and generation)."""
+
+    def __init__(self, metric: str, proj: np.ndarray, z: np.ndarray, track_ids: np.ndarray,
+                 identity_ids: np.ndarray, n_frames: np.ndarray, stamp: dict) -> None:
+        self.metric, self.proj, self.z = metric, proj, z
+        self.track_ids, self.identity_ids, self.n_frames = track_ids, identity_ids, n_frames
+        self.stamp = stamp
 
     @classmethod
-    def build(cls, chunks, n_total: int, dim: int, train: np.ndarray, nprobe: int = 32) -> "TrackIndex":
-        """chunks: iterable of (ids [k] int64, features [k, dim] float32); train: a sample [m, dim] float32."""
-        import faiss
-        factory = index_factory(n_total, dim)
-        index = faiss.index_factory(dim, factory)
-        index.train(np.ascontiguousarray(train, np.float32))
-        idmap = faiss.IndexIDMap(index)
-        for ids, feats in chunks:
-            idmap.add_with_ids(np.ascontiguousarray(feats, np.float32), np.asarray(ids, np.int64))
-        faiss.extract_index_ivf(index).nprobe = nprobe
-        return cls(idmap, factory)
+    def build(cls, metric: str, sample: np.ndarray, chunks, dims: int, stamp: dict) -> "BoundIndex":
+        """sample: [m, c, p] features (a random sample of the gallery); chunks: iterable of (track ids,
+        identity ids, n_frames, features [k, c, p]) covering the gallery."""
+        proj = part_projections(_transform(sample, metric), dims)
+        zs, tids, iids, nfs = [], [], [], []
+        for tid, iid, nf, feats in chunks:
+            zs.append(bound_coordinates(_transform(feats, metric), proj))
+            tids.append(tid), iids.append(iid), nfs.append(nf)
+        p, r = proj.shape[0], proj.shape[1]
+        z = np.concatenate(zs, axis=1) if zs else np.zeros((p, 0, r + 1), np.float32)
+        cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64))
+        return cls(metric, proj, np.ascontiguousarray(z), cat(tids), cat(iids), cat(nfs), dict(stamp))
 
-    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
-        """[q, dim] → candidate ids [q, k] (-1 where fewer exist)."""
-        _, ids = self.index.search(np.ascontiguousarray(queries, np.float32), k)
-        return ids
+    def __len__(self) -> int:
+        return len(self.track_ids)
 
     def nbytes(self) -> int:
-        import faiss
-        return int(faiss.serialize_index(self.index).nbytes)
+        return int(self.z.nbytes + self.proj.nbytes + self.track_ids.nbytes + self.identity_ids.nbytes
+                   + self.n_frames.nbytes)
 
-    def save(self, path) -> None:
-        import faiss
-        faiss.write_index(self.index, str(path))
+    def query(self, probes: np.ndarray, threshold: float, shortlist: int, min_frames: int = 0) -> list[Hits]:
+        """Per probe [q, c, p]: every row (with at least ``min_frames`` silhouettes) whose bound is within the
+        threshold, and the ``shortlist`` of smallest bound."""
+        zq = bound_coordinates(_transform(probes, self.metric), self.proj)
+        # a slack of 1e-4 relative on the threshold covers the float32 rounding of the exact distance itself
+        limit = float(threshold) * (1 + 1e-4) + 1e-6
+        usable = self.n_frames >= min_frames
+        k = shortlist + 1
+        within: list[list[np.ndarray]] = [[] for _ in range(len(probes))]
+        best_v = np.full((len(probes), 0), np.inf, np.float32)
+        best_i = np.zeros((len(probes), 0), np.int64)
+        for s in range(0, len(self), CHUNK):
+            lb = lower_bounds(zq, self.z[:, s:s + CHUNK], self.metric)
+            lb[:, ~usable[s:s + CHUNK]] = np.inf
+            for i in range(len(probes)):
+                within[i].append(np.flatnonzero(lb[i] <= limit) + s)
+            m = min(k, lb.shape[1])
+            part = np.argpartition(lb, m - 1, axis=1)[:, :m]
+            best_v = np.concatenate([best_v, np.take_along_axis(lb, part, 1)], 1)
+            best_i = np.concatenate([best_i, part + s], 1)
+            if best_v.shape[1] > k:
+                keep = np.argpartition(best_v, k - 1, axis=1)[:, :k]
+                best_v, best_i = np.take_along_axis(best_v, keep, 1), np.take_along_axis(best_i, keep, 1)
+        out = []
+        for i in range(len(probes)):
+            order = np.argsort(best_v[i], kind="stable")
+            v, rows = best_v[i][order], best_i[i][order]
+            finite = np.isfinite(v)
+            v, rows = v[finite], rows[finite]
+            rest = float(v[shortlist]) if len(v) > shortlist else float("inf")
+            out.append(Hits(np.concatenate(within[i]) if within[i] else np.zeros(0, np.int64),
+                            rows[:shortlist], rest))
+        return out
+
+    # -- on disk: one .npz, written under a unique temporary name and moved into place (os.replace) ------------
+    def save(self, path: Path) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, proj=self.proj, z=self.z, track_ids=self.track_ids, identity_ids=self.identity_ids,
+                         n_frames=self.n_frames, format=np.int64(FORMAT), metric=np.str_(self.metric),
+                         **{f"stamp_{k}": np.str_(str(v)) for k, v in self.stamp.items()})
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     @classmethod
-    def load(cls, path, nprobe: int = 32) -> "TrackIndex":
-        import faiss
-        index = faiss.read_index(str(path))
-        faiss.extract_index_ivf(index).nprobe = nprobe
-        return cls(index, "loaded")
-
-
-def part_distances(probe: np.ndarray, gallery: np.ndarray) -> np.ndarray:
-    """OpenGait's euc distance [q, n] between probe [q, c, p] and gallery [n, c, p], float32, computed per part
-    with one matrix product each (same formula as match.distance_matrix, for arrays of any size)."""
-    q = probe.astype(np.float32)
-    g = gallery.astype(np.float32)
-    out = np.zeros((len(q), len(g)), np.float32)
-    for part in range(q.shape[2]):
-        x, y = q[:, :, part], g[:, :, part]
-        sq = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2 * (x @ y.T)
-        out += np.sqrt(np.maximum(sq, 0))
-    return out / q.shape[2]
-
-
-def exact_top1(probes: np.ndarray, features, chunk: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
-    """Brute force: the nearest gallery row (and its distance) for each probe, the gallery read in chunks
-    (``features`` may be a memory-mapped array)."""
-    best = np.full(len(probes), np.inf, np.float32)
-    arg = np.full(len(probes), -1, np.int64)
-    for s in range(0, len(features), chunk):
-        d = part_distances(probes, np.asarray(features[s:s + chunk]))
-        j = d.argmin(1)
-        v = d[np.arange(len(probes)), j]
-        better = v < best
-        best[better], arg[better] = v[better], j[better] + s
-    return arg, best
-
-
-def rerank(probes: np.ndarray, candidates: np.ndarray, features) -> tuple[np.ndarray, np.ndarray]:
-    """The exact nearest among each probe's candidate rows: (row [q], distance [q])."""
-    rows = np.full(len(probes), -1, np.int64)
-    dist = np.full(len(probes), np.inf, np.float32)
-    for i, cand in enumerate(candidates):
-        cand = np.unique(cand[cand >= 0])
-        if not len(cand):
-            continue
-        d = part_distances(probes[i:i + 1], np.asarray(features[cand]))[0]
-        j = int(d.argmin())
-        rows[i], dist[i] = cand[j], d[j]
-    return rows, dist
-
-
-def benchmark(n: int, folder, queries: int = 200, clusters: int = 2000, seed: int = 0,
-              config: SearchConfig = SearchConfig(), shape: tuple[int, int] = (256, 16)) -> dict:
-    """Synthetic clustered gallery of ``n`` identities of OpenGait's shape [256, 16] (float16 on disk), queries that
-    are noisy views of random identities; the index's build time, bytes per identity, query latency and rank-1
-    agreement with brute force."""
-    from pathlib import Path
-    rng = np.random.default_rng(seed)
-    c, p = shape
-    dim = c * p
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    feats = np.lib.format.open_memmap(folder / "gallery_f16.npy", mode="w+", dtype=np.float16, shape=(n, c, p))
-    centers = rng.normal(0, 1.0, (clusters, c, p)).astype(np.float32)
-    t0 = time.perf_counter()
-    step = 50_000
-    for s in range(0, n, step):
-        k = min(step, n - s)
-        owner = rng.integers(0, clusters, k)
-        feats[s:s + k] = (centers[owner] + rng.normal(0, 0.6, (k, c, p)).astype(np.float32)).astype(np.float16)
-    feats.flush()
-    gen_s = time.perf_counter() - t0
-    picked = rng.choice(n, queries, replace=False)
-    probes = np.asarray(feats[picked], np.float32) + rng.normal(0, 0.25, (queries, c, p)).astype(np.float32)
-
-    t0 = time.perf_counter()
-    exact_rows, _ = exact_top1(probes, feats)
-    exact_s = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    sample = np.asarray(feats[rng.choice(n, min(n, 50_000), replace=False)], np.float32).reshape(-1, dim)
-
-    def chunks():
-        for s in range(0, n, step):
-            yield np.arange(s, min(n, s + step)), np.asarray(feats[s:s + step], np.float32).reshape(-1, dim)
-    index = TrackIndex.build(chunks(), n, dim, sample, config.nprobe)
-    build_s = time.perf_counter() - t0
-    lat = []
-    ann_rows = np.empty(queries, np.int64)
-    for i in range(queries):
-        t1 = time.perf_counter()
-        cand = index.search(probes[i:i + 1].reshape(1, dim), config.shortlist)
-        ann_rows[i] = rerank(probes[i:i + 1], cand, feats)[0][0]
-        lat.append(time.perf_counter() - t1)
-    index_bytes = index.nbytes()
-    return {"identities": n, "shape": [c, p], "factory": index.factory, "queries": queries,
-            "shortlist": config.shortlist, "nprobe": config.nprobe,
-            "rank1_agreement": float((ann_rows == exact_rows).mean()),
-            "query_truth": float((exact_rows == picked).mean()),
-            "build_s": round(build_s, 1), "generate_s": round(gen_s, 1),
-            "index_bytes_per_identity": round(index_bytes / n, 1),
-            "features_bytes_per_identity": c * p * 2,
-            "query_latency_ms": {"median": round(1000 * float(np.median(lat)), 2),
-                                 "p95": round(1000 * float(np.percentile(lat, 95)), 2)},
-            "exact_ms_per_query": round(1000 * exact_s / queries, 1)}
+    def load(cls, path: Path) -> "BoundIndex | None":
+        """The index in ``path``, or None when it is missing or unreadable (then it is built again)."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if int(f["format"]) != FORMAT:
+                    return None
+                stamp = {k[len("stamp_"):]: str(f[k]) for k in f.files if k.startswith("stamp_")}
+                return cls(str(f["metric"]), f["proj"], f["z"], f["track_ids"], f["identity_ids"], f["n_frames"],
+                           stamp)
+        except (OSError, ValueError, KeyError, EOFError):
+            return None

@@ -1,19 +1,27 @@
 """The enrolled gallery: one SQLite file of known people, their gait features and pictures, kept between runs.
 
     python main.py enroll VIDEO [--name NAME] [--gallery-db PATH]
-    python main.py gallery list|rename OLD NEW|remove NAME|export DIR [--gallery-db PATH]
+    python main.py gallery list|rename OLD NEW|remove NAME|export DIR|backup FILE|check [--gallery-db PATH]
     python main.py --gallery-db PATH --probe VIDEO ...
 
-Every feature in a store comes from one checkpoint (its sha256, architecture and metric are the store's own); a
-model that differs is refused by name. Changes are single transactions (an enrol that fails or is interrupted leaves
-the store exactly as it was), and the file is in WAL mode: readers see the state before or after an enrol, never a
-half of one. Features are float32 blobs; pictures are PNG blobs.
+Every feature in a store comes from one checkpoint, compared by one metric and taken from one embedding output (the
+checkpoint's sha256, architecture, metric and embedding are the store's own); a model that differs in any of them
+is refused by name (ModelInfo.mismatch, the one place that compares them). Changes are single transactions
+(BEGIN IMMEDIATE: an enrol that fails or is interrupted leaves the store exactly as it was, and the name checks run
+inside it), and the file is in WAL mode: readers see the state before or after an enrol, never a half of one.
+A file that is not an allinone gallery is refused before anything is written to it (gallery/sqlite_file.py).
+Features are float32 blobs; pictures are PNG blobs.
+
+Large galleries (more than SearchConfig.exact_limit tracks) are searched through a bound index kept beside the file
+(gallery/search.py): every identity within the threshold is found; the ranking beyond it is approximate.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sqlite3
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,6 +31,7 @@ import cv2
 import numpy as np
 
 from allinone.errors import UserError
+from allinone.gallery import sqlite_file
 from allinone.records import Embedding, Identity
 
 log = logging.getLogger(__name__)
@@ -42,13 +51,39 @@ GALLERY_VIDEO = "gallery"  # the video name gallery-store embeddings carry (neve
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """The checkpoint features come from."""
+    """Where features come from and how they are compared: the checkpoint (sha256, path, architecture), the metric
+    and the embedding output. An empty arch, metric or embedding means "not known yet" and is not compared."""
 
     sha256: str
     path: str
     arch: str
     metric: str
-    embedding: str = "embed_1"  # embed_1 | embed_2 (gait/checkpoint.py); "" when not known yet (no check)
+    embedding: str = "embed_1"
+
+    def mismatch(self, other: "ModelInfo") -> str | None:
+        """Why features of ``other`` cannot go with (or be compared with) this store's, or None when they can."""
+        if self.sha256 != other.sha256 or (other.arch and self.arch and self.arch != other.arch):
+            return (f"its features come from another gait checkpoint ({self.arch}, {Path(self.path).name}, "
+                    f"sha256 {self.sha256[:12]}…) than {other.path} (sha256 {other.sha256[:12]}…): use that "
+                    "checkpoint or another gallery file")
+        if other.metric and self.metric and self.metric != other.metric:
+            return (f"its features are compared by the {self.metric} metric, this run uses {other.metric}: give "
+                    f"--metric {self.metric} or use another gallery file")
+        if other.embedding and self.embedding and self.embedding != other.embedding:
+            return (f"its features are the checkpoint's {self.embedding} output, this run uses {other.embedding}: "
+                    f"give --embedding {self.embedding} or use another gallery file")
+        return None
+
+
+def _mapped(method):
+    """sqlite3 errors of a store method become the user's one-line account (gallery/sqlite_file.py)."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise sqlite_file.sqlite_error(exc, self.path) from None
+    return call
 
 
 @dataclass
@@ -68,25 +103,36 @@ def _png(img: np.ndarray | None) -> bytes | None:
 
 
 class GalleryStore:
-    """A gallery file. ``create`` makes a new one where none exists; otherwise a missing file is a UserError."""
+    """A gallery file. ``create`` makes a new one where none exists; otherwise a missing file is a UserError.
+    ``readonly`` opens it with SQLite's ``mode=ro`` (list, check, backup, export, runs): nothing can be written."""
 
-    def __init__(self, path: str | Path, create: bool = False) -> None:
+    def __init__(self, path: str | Path, create: bool = False, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
         if self.path.is_dir():
             raise UserError("is a directory, not a gallery file", self.path)
-        if not self.path.exists() and not create:
-            raise UserError("gallery file not found (enrol people first: python main.py enroll VIDEO "
-                            "--gallery-db FILE)", self.path)
-        if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            if not create:
+                raise UserError("gallery file not found (enrol people first: python main.py enroll VIDEO "
+                                "--gallery-db FILE)", self.path)
+            sqlite_file.create_atomically(self.path, SCHEMA, {"uuid": uuid.uuid4().hex, "schema": "1"})
+        kind = sqlite_file.inspect(self.path)  # read-only: a foreign file is refused before any write
+        if kind == "empty":
+            if not create or readonly:
+                raise UserError("an empty file, not a gallery file", self.path)
+            self.path.unlink()
+            sqlite_file.create_atomically(self.path, SCHEMA, {"uuid": uuid.uuid4().hex, "schema": "1"})
+        self.legacy = kind == "legacy"
         try:
-            self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
-            self.db.execute("PRAGMA foreign_keys=ON")
-            if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise UserError(f"not a gallery file ({exc})", self.path) from None
+            if readonly:
+                self.db = sqlite3.connect(sqlite_file.ro_uri(self.path), uri=True, timeout=30,
+                                          isolation_level=None)
+            else:
+                self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+                self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("SELECT COUNT(*) FROM tracks").fetchone()
+        except sqlite3.Error as exc:
+            raise sqlite_file.sqlite_error(exc, self.path) from None
 
     def close(self) -> None:
         self.db.close()
@@ -100,53 +146,75 @@ class GalleryStore:
     @contextmanager
     def transaction(self):
         """One write transaction: all of it or nothing (BEGIN IMMEDIATE: one writer at a time)."""
-        self.db.execute("BEGIN IMMEDIATE")
+        if self.readonly:
+            raise RuntimeError("a read-only GalleryStore cannot write")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise sqlite_file.sqlite_error(exc, self.path) from None
         try:
             yield self.db
-        except BaseException:
+        except BaseException as exc:
             self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise sqlite_file.sqlite_error(exc, self.path) from None
             raise
         self.db.execute("COMMIT")
+        self.legacy = False
+
+    @contextmanager
+    def snapshot(self):
+        """A read transaction: everything read inside sees one state of the file (WAL snapshot)."""
+        self.db.execute("BEGIN")
+        try:
+            yield self.db
+        finally:
+            self.db.execute("COMMIT")
 
     # -- the model ---------------------------------------------------------------------------------------------
+    @_mapped
     def model(self) -> ModelInfo | None:
-        meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        meta = self.meta()
         if "checkpoint_sha256" not in meta:
             return None
         return ModelInfo(meta["checkpoint_sha256"], meta.get("checkpoint", ""), meta.get("arch", ""),
                          meta.get("metric", ""), meta.get("embedding", "embed_1"))
 
+    def meta(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+
     def check_model(self, model: ModelInfo) -> None:
-        """UserError (naming both) unless the store is empty or holds features of this very checkpoint."""
+        """UserError (naming both) unless the store is empty or holds features of this very model."""
         mine = self.model()
-        if mine is None:
-            return
-        if mine.sha256 != model.sha256 or (model.arch and mine.arch != model.arch):
-            raise UserError(f"its features come from another gait checkpoint ({mine.arch}, {Path(mine.path).name}, "
-                            f"sha256 {mine.sha256[:12]}…) than {model.path} (sha256 {model.sha256[:12]}…): use "
-                            "that checkpoint or another gallery file", self.path)
-        if model.embedding and mine.embedding != model.embedding:
-            raise UserError(f"its features are the checkpoint's {mine.embedding}, not {model.embedding}: use "
-                            f"--embedding {mine.embedding} or another gallery file", self.path)
+        why = None if mine is None else mine.mismatch(model)
+        if why:
+            raise UserError(why, self.path)
 
     # -- reading -----------------------------------------------------------------------------------------------
+    @_mapped
     def names(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT name FROM identities ORDER BY id")]
 
-    def identities(self) -> list[Identity]:
-        """Every identity with its tracks' embeddings (video GALLERY_VIDEO, track id = the stored track's id)."""
+    def _identities(self, where: str = "", args: list | tuple = ()) -> list[Identity]:
         rows = self.db.execute(
             "SELECT i.id, i.name, t.id, t.first_frame, t.last_frame, t.n_silhouettes, t.c, t.p, t.feature "
-            "FROM identities i JOIN tracks t ON t.identity_id = i.id ORDER BY i.id, t.id").fetchall()
+            f"FROM identities i JOIN tracks t ON t.identity_id = i.id {where} ORDER BY i.id, t.id", args).fetchall()
         by: dict[int, tuple[str, list[Embedding]]] = {}
         for iid, name, tid, first, last, n, c, p, blob in rows:
             feat = np.frombuffer(blob, np.float32).reshape(c, p).copy()
             by.setdefault(iid, (name, []))[1].append(Embedding(GALLERY_VIDEO, tid, feat, n, first, last))
         return [Identity(name, tuple(members), key=iid) for iid, (name, members) in by.items()]
 
+    @_mapped
+    def identities(self) -> list[Identity]:
+        """Every identity with its tracks' embeddings (video GALLERY_VIDEO, track id = the stored track's id)."""
+        return self._identities()
+
+    @_mapped
     def count_tracks(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM tracks").fetchone()[0])
 
+    @_mapped
     def generation(self) -> int:
         """Bumped by every change of the stored features (an index built for another generation is stale)."""
         row = self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
@@ -155,68 +223,90 @@ class GalleryStore:
     def _bump(self, db) -> None:
         db.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(self.generation() + 1),))
 
+    @_mapped
     def identities_by_id(self, ids: list[int]) -> list[Identity]:
         """The identities with these ids, each with all its tracks (in id order)."""
-        if not ids:
-            return []
-        marks = ",".join("?" * len(ids))
-        wanted = set(ids)
-        rows = self.db.execute(
-            "SELECT i.id, i.name, t.id, t.first_frame, t.last_frame, t.n_silhouettes, t.c, t.p, t.feature "
-            f"FROM identities i JOIN tracks t ON t.identity_id = i.id WHERE i.id IN ({marks}) ORDER BY i.id, t.id",
-            list(wanted)).fetchall()
-        by: dict[int, tuple[str, list[Embedding]]] = {}
-        for iid, name, tid, first, last, n, c, p, blob in rows:
-            feat = np.frombuffer(blob, np.float32).reshape(c, p).copy()
-            by.setdefault(iid, (name, []))[1].append(Embedding(GALLERY_VIDEO, tid, feat, n, first, last))
-        return [Identity(name, tuple(m), key=iid) for iid, (name, m) in by.items()]
+        out: list[Identity] = []
+        ids = sorted(set(int(i) for i in ids))
+        for s in range(0, len(ids), 500):
+            part = ids[s:s + 500]
+            out += self._identities(f"WHERE i.id IN ({','.join('?' * len(part))})", part)
+        return out
 
-    def _features(self, chunk: int = 20_000):
-        """(track ids, flattened features) in chunks, in track id order."""
+    def rows(self, chunk: int = 20_000):
+        """(track ids, identity ids, n_silhouettes, features [k, c, p]) in chunks, in track id order."""
         last = -1
         while True:
-            rows = self.db.execute("SELECT id, feature FROM tracks WHERE id > ? ORDER BY id LIMIT ?",
-                                   (last, chunk)).fetchall()
+            rows = self.db.execute("SELECT id, identity_id, n_silhouettes, c, p, feature FROM tracks WHERE id > ? "
+                                   "ORDER BY id LIMIT ?", (last, chunk)).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
-            yield (np.array([r[0] for r in rows], np.int64),
-                   np.stack([np.frombuffer(r[1], np.float32) for r in rows]))
+            yield (np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64),
+                   np.array([r[2] for r in rows], np.int64),
+                   np.stack([np.frombuffer(r[5], np.float32).reshape(r[3], r[4]) for r in rows]))
 
-    def index(self, config):
-        """The FAISS index of this file's tracks, built (and kept beside it, ``<file>.faiss``) when missing or stale."""
-        from allinone.gallery.search import TrackIndex
-        path = self.path.with_name(self.path.name + ".faiss")
-        stamp = path.with_name(path.name + ".json")
-        gen, n = self.generation(), self.count_tracks()
-        if path.is_file() and stamp.is_file() and json.loads(stamp.read_text()).get("generation") == gen:
-            return TrackIndex.load(path, config.nprobe)
-        log.info("%s: building the search index over %d tracks", self.path, n)
-        sample = np.concatenate([f for _, f in self._features()])[:50_000] if n <= 50_000 else \
-            np.concatenate([f for _, (_, f) in zip(range(3), self._features())])
-        index = TrackIndex.build(self._features(), n, sample.shape[1], sample, config.nprobe)
-        tmp = path.with_name(f".{path.name}.tmp")
-        index.save(tmp)
-        tmp.replace(path)
-        stamp.write_text(json.dumps({"generation": gen, "tracks": n, "factory": index.factory}))
-        return index
+    def tracks_of(self, track_ids: list[int]) -> dict[int, tuple]:
+        """Track id → (n_silhouettes, first_frame, last_frame, feature [c, p]) for these tracks."""
+        out = {}
+        for s in range(0, len(track_ids), 500):
+            part = [int(t) for t in track_ids[s:s + 500]]
+            for tid, n, first, last, c, p, blob in self.db.execute(
+                    "SELECT id, n_silhouettes, first_frame, last_frame, c, p, feature FROM tracks WHERE id IN "
+                    f"({','.join('?' * len(part))})", part):
+                out[tid] = (n, first, last, np.frombuffer(blob, np.float32).reshape(c, p))
+        return out
 
-    def candidates(self, probes: list[Embedding], config) -> tuple[list[Identity], dict]:
-        """The identities to compare the probes with: all of them for a gallery of at most config.exact_limit
-        tracks; else the owners of each probe's index shortlist (every track of them, measured exactly later)."""
-        n = self.count_tracks()
-        if n <= config.exact_limit or not probes:
-            return self.identities(), {"mode": "exact", "tracks": n}
-        index = self.index(config)
-        q = np.stack([p.feature.reshape(-1) for p in probes]).astype(np.float32)
-        tracks = sorted({int(t) for t in index.search(q, config.shortlist).reshape(-1) if t >= 0})
-        marks = ",".join("?" * len(tracks))
-        owners = [r[0] for r in self.db.execute(
-            f"SELECT DISTINCT identity_id FROM tracks WHERE id IN ({marks})", tracks)] if tracks else []
-        found = self.identities_by_id(sorted(owners))
-        return found, {"mode": "index", "tracks": n, "shortlist": config.shortlist, "nprobe": config.nprobe,
-                       "identities_compared": len(found)}
+    def sample_ids(self, k: int, seed: int, min_frames: int = 0) -> list[int]:
+        ids = [r[0] for r in self.db.execute("SELECT id FROM tracks WHERE n_silhouettes >= ? ORDER BY id",
+                                             (min_frames,))]
+        rng = np.random.default_rng(seed)
+        return sorted(rng.choice(ids, min(k, len(ids)), replace=False).tolist()) if ids else []
 
+    def owners(self, track_ids: list[int]) -> dict[int, int]:
+        """Track id → its identity's id."""
+        out = {}
+        for s in range(0, len(track_ids), 500):
+            part = [int(t) for t in track_ids[s:s + 500]]
+            out.update(self.db.execute(f"SELECT id, identity_id FROM tracks WHERE id IN ({','.join('?' * len(part))})",
+                                       part).fetchall())
+        return out
+
+    @_mapped
+    def embedding_sample(self, k: int, min_frames: int, seed: int = 0) -> list[Embedding]:
+        """Up to ``k`` usable tracks (at least ``min_frames`` silhouettes) drawn at random (seeded): what a threshold
+        rule that needs the gallery (the euc default's scale) sees of a gallery too large to load."""
+        rows = self.tracks_of(self.sample_ids(k, seed, min_frames))
+        return [Embedding(GALLERY_VIDEO, t, f.copy(), n, first, last) for t, (n, first, last, f) in rows.items()]
+
+    @_mapped
+    def search_index(self, config, metric: str):
+        """The bound index of this file for ``metric``, kept beside it (gallery/file_search.py)."""
+        from allinone.gallery.file_search import search_index
+        return search_index(self, config, metric)
+
+    @_mapped
+    def candidates(self, probes: list[Embedding], config, metric: str, threshold: float,
+                   min_frames: int = 0) -> tuple[list[Identity], dict]:
+        """The identities to compare the probes with, and how they were found (run.json ``search``): all of them
+        up to config.exact_limit tracks, else every identity within ``threshold`` and the nearest others
+        (gallery/file_search.py)."""
+        if self.count_tracks() <= config.exact_limit:
+            return self.identities(), {"mode": "exact", "tracks": self.count_tracks()}
+        from allinone.gallery.file_search import candidates
+        return candidates(self, probes, config, metric, threshold, min_frames)
+
+    def lookup(self, config, metric: str, threshold: float, min_frames: int = 0):
+        """A callable for probes that come one batch at a time (a live stream): embeddings → the identities to
+        compare them with (candidates' rule); the index is built or loaded once."""
+        if self.count_tracks() > config.exact_limit:
+            self.search_index(config, metric)
+
+        def find(probes: list[Embedding]) -> list[Identity]:
+            return self.candidates(probes, config, metric, threshold, min_frames)[0]
+        return find
+
+    @_mapped
     def pictures(self, track_ids: list[int]) -> dict[int, tuple[bytes | None, bytes | None]]:
         """Stored track id → (crop PNG, GEI PNG), for these tracks."""
         if not track_ids:
@@ -225,6 +315,7 @@ class GalleryStore:
         return {tid: (crop, gei) for tid, crop, gei in self.db.execute(
             f"SELECT id, crop_png, gei_png FROM tracks WHERE id IN ({marks})", list(track_ids))}
 
+    @_mapped
     def listing(self) -> list[dict]:
         rows = self.db.execute(
             "SELECT i.name, i.created, COUNT(t.id), GROUP_CONCAT(DISTINCT t.source), SUM(t.n_silhouettes) "
@@ -233,17 +324,29 @@ class GalleryStore:
                 for n, c, k, s, sil in rows]
 
     # -- writing -----------------------------------------------------------------------------------------------
-    def add(self, enrolments: list[Enrolment], model: ModelInfo) -> list[str]:
-        """Add identities (a name that exists gains the new tracks) in one transaction; returns the names."""
+    @_mapped
+    def add(self, enrolments: list[Enrolment], model: ModelInfo, new_names: bool = False) -> list[str]:
+        """Add identities in one transaction; returns the names. A name that exists gains the new tracks, unless
+        ``new_names``: then an existing name refuses the whole enrol. The check runs inside the transaction, so two
+        enrols of one name at once cannot both pass it."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with self.transaction() as db:
             self.check_model(model)  # inside the transaction: no other writer can change the store meanwhile
+            if new_names:
+                clash = [e.name for e in enrolments
+                         if db.execute("SELECT 1 FROM identities WHERE name = ?", (e.name,)).fetchone()]
+                if clash:
+                    raise UserError(f"identities named {', '.join(clash)} exist already in the gallery file (enrol "
+                                    "the video under --name, or rename or remove them first)", self.path)
             self._bump(db)
+            if self.legacy:
+                db.execute(f"PRAGMA application_id = {sqlite_file.APPLICATION_ID}")
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('uuid', ?)", (uuid.uuid4().hex,))
             if self.model() is None:
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                [("checkpoint_sha256", model.sha256), ("checkpoint", model.path),
-                                ("arch", model.arch), ("metric", model.metric),
-                                ("embedding", model.embedding or "embed_1"), ("schema", "1")])
+                                ("arch", model.arch), ("metric", model.metric), ("embedding", model.embedding or "embed_1"),
+                                ("schema", "1")])
             for e in enrolments:
                 row = db.execute("SELECT id FROM identities WHERE name = ?", (e.name,)).fetchone()
                 iid = row[0] if row else db.execute("INSERT INTO identities (name, created) VALUES (?, ?)",
@@ -258,6 +361,7 @@ class GalleryStore:
                                 _png(t.crop), _png(t.gei), model.sha256, now))
         return [e.name for e in enrolments]
 
+    @_mapped
     def rename(self, old: str, new: str) -> None:
         new = new.strip()
         if not new:
@@ -268,12 +372,20 @@ class GalleryStore:
             if db.execute("UPDATE identities SET name = ? WHERE name = ?", (new, old)).rowcount == 0:
                 raise UserError(f"no identity named {old!r}", self.path)
 
+    @_mapped
     def remove(self, name: str) -> None:
         with self.transaction() as db:
             if db.execute("DELETE FROM identities WHERE name = ?", (name,)).rowcount == 0:
                 raise UserError(f"no identity named {name!r}", self.path)
             self._bump(db)
 
+    @_mapped
+    def backup(self, target: Path) -> Path:
+        """A copy of the file at ``target`` by SQLite's online backup (runs and enrols may go on meanwhile)."""
+        sqlite_file.backup(self.db, Path(target), self.path)
+        return Path(target)
+
+    @_mapped
     def export(self, out: Path) -> Path:
         """A folder anyone can read: gallery.json, and per identity its features (.npy), crops and GEIs (.png)."""
         if out.exists() and any(out.iterdir()):

@@ -19,8 +19,12 @@ from allinone.records import Decision, Embedding, Identity
 
 
 class LiveDecisions:
-    def __init__(self, matcher, identities: list[Identity], threshold: float, video: str) -> None:
+    def __init__(self, matcher, identities: list[Identity], threshold: float, video: str, lookup=None) -> None:
+        """``lookup``: for a large gallery file, embeddings → the identities to compare them with (its index),
+        asked at each decision in place of ``identities``."""
         self.matcher, self.identities, self.threshold, self.video = matcher, identities, threshold, video
+        self.lookup = lookup
+        self.colors = {i.name: i.key for i in identities}  # every identity a decision has been compared with
         self.latest: dict[int, Embedding] = {}  # open tracks with an embedding
         self.current: dict[int, Decision] = {}  # their current decisions
         self.closed: list[tuple[int, int, str]] = []  # (first, last, identity) of closed matches still relevant
@@ -64,7 +68,9 @@ class LiveDecisions:
                 probes.append(e)
         blocked = [self._blocked(p.first_frame, p.last_frame) for p in probes]
         out, finals = [], {}
-        for d in self.matcher(probes, self.identities, self.threshold, blocked) if probes else []:
+        found = self.identities if self.lookup is None or not probes else self.lookup(probes)
+        self.colors.update({i.name: i.key for i in found})
+        for d in self.matcher(probes, found, self.threshold, blocked) if probes else []:
             tid = d.probe_track
             if tid in closing:
                 finals[tid] = d

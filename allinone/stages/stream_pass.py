@@ -69,8 +69,10 @@ class LatencyHistogram:
 
 
 def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identities: list[Identity],
-               threshold: Threshold, gallery_name: str):
-    """Process the stream until it ends; returns (VideoResult, final decisions, live stats, outputs)."""
+               threshold: Threshold, gallery_name: str, lookup=None):
+    """Process the stream until it ends; returns (VideoResult, final decisions, live stats, outputs).
+    ``lookup``: for a large gallery file, embeddings → the identities to compare them with (its index), asked at
+    each decision in place of ``identities``."""
     lc = config.live
     result = VideoResult(info=info)
     tm = result.timings
@@ -84,9 +86,9 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
     writer.keep_if_interrupted(partial)  # from here on a failure finalizes the folder as incomplete, never deletes
     step = FrameStep(stages, tracker, MotProxy(segments), tm)
     close = TrackCloser(config, stages, writer, result)
-    colors = {i.name: i.key for i in identities}
     spans = step.spans
-    book = LiveDecisions(stages.matcher, identities, threshold.value, info.name)
+    book = LiveDecisions(stages.matcher, identities, threshold.value, info.name, lookup)
+    colors = book.colors
     decided_at: dict[int, int] = {}  # silhouettes an open track had at its last embedding
     finals: dict[int, Decision] = {}
     latencies = LatencyHistogram()

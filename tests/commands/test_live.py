@@ -18,6 +18,7 @@ import pytest
 
 from allinone.io.video import read_frame_count
 from tests.conftest import REPO
+from tests.helpers import wait_listening
 from tests.test_cli import _assert_user_error, run_main
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -100,7 +101,7 @@ def test_http_mpegts_stream_from_ffmpeg(tmp_path, shared, random_gaitbase):
                                str(shared / "fixtures/videos/demo4.mp4"), "-c", "copy", "-f", "mpegts",
                                "-listen", "1", f"http://127.0.0.1:{port}/walk.ts"], stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.5)
+        wait_listening(port)
         res = run_main("--gallery", str(shared / "fixtures/videos/demo1.mp4"), "--probe",
                        f"http://127.0.0.1:{port}/walk.ts", "--threshold", "1e9", "--reconnect", "2", "--duration", "12",
                        "--segment", "4", "--output", str(tmp_path), "--name", "h", "--quiet", *_models(shared, random_gaitbase))
@@ -186,7 +187,7 @@ def test_a_failure_at_the_end_leaves_the_live_run_incomplete_not_deleted(tmp_pat
                                str(shared / "fixtures/videos/demo4.mp4"), "-c", "copy", "-f", "mpegts",
                                "-listen", "1", f"http://127.0.0.1:{port}/walk.ts"], stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.5)
+        wait_listening(port)
         client = subprocess.Popen([sys.executable, str(REPO / "main.py"), "--gallery",
                                    str(shared / "fixtures/videos/demo1.mp4"), "--probe",
                                    f"http://127.0.0.1:{port}/walk.ts", "--threshold", "1e9", "--reconnect", "2",

@@ -13,6 +13,7 @@ from allinone.gallery.store import Enrolment, GalleryStore, ModelInfo
 from allinone.gait.checkpoint import save_gaitbase_checkpoint
 from allinone.gait.gaitbase import GaitBase
 from allinone.records import Embedding, TrackResult
+from tests.helpers import wait_listening
 from tests.test_cli import _assert_user_error, run_main
 
 
@@ -151,3 +152,75 @@ def test_gallery_list_rename_remove_export(enrolled, tmp_path):
     assert np.load(tmp_path / "exp" / first["feature"]).shape == (256, 16)
     assert (tmp_path / "exp" / first["crop"]).read_bytes()[:4] == b"\x89PNG"
     _assert_user_error(run_main("gallery", "--gallery-db", str(tmp_path / "none.sqlite"), "list"), "none.sqlite")
+
+
+def test_rematch_of_a_gallery_file_run_reproduces_it_after_the_file_changes(enrolled, shared, ckpt, tmp_path):
+    db = tmp_path / "people.sqlite"
+    with sqlite3.connect(enrolled) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    v = shared / "fixtures/videos"
+    res = run_main("--gallery-db", str(db), "--probe", str(v / "demo2.mp4"), "--threshold", "1e9",
+                   "--output", str(tmp_path), "--name", "r", *_models(shared, ckpt))
+    assert res.returncode == 0, res.stderr
+    m = json.loads((tmp_path / "r/run.json").read_text())
+    assert m["gallery_features"] == "gallery_features.npz" and (tmp_path / "r/gallery_features.npz").is_file()
+    assert m["search"]["mode"] == "exact"
+    taken = {r["identity"] for r in m["matches"] if r["status"] == "match"}
+    with GalleryStore(db) as store:  # the file changes: the matched people leave, a nearer stranger arrives
+        model = store.model()
+        probe = np.load(tmp_path / "r" / m["videos"][0]["tracks"][0]["feature"])
+        store.add([Enrolment("Stranger", "x.mp4", [TrackResult(1, 0, 99, 100, 100, {},
+                                                               Embedding("x", 1, probe.copy(), 100, 0, 99))])],
+                  model)
+        for name in taken:
+            store.remove(name)
+    res = run_main("rematch", str(tmp_path / "r"), "--output", str(tmp_path), "--name", "again")
+    assert res.returncode == 0, res.stderr
+    again = json.loads((tmp_path / "again/run.json").read_text())
+    assert again["matches"] == m["matches"] and again["identities"] == m["identities"]
+    assert (tmp_path / "again/gallery_features.npz").is_file()  # so it can be rematched in turn
+
+
+def test_a_live_stream_decides_through_a_large_gallery_files_index(shared, ckpt, tmp_path):
+    import shutil
+    import socket
+    import subprocess
+    from dataclasses import replace
+
+    from allinone.cli import build_parser
+    from allinone.commands.args import config_from_args
+    from allinone.commands.run import run
+    from allinone.config import SearchConfig
+    from allinone.io.run_folder import sha256_path
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is missing here (.ci/run installs it)")
+    db = tmp_path / "big.sqlite"
+    rng = np.random.default_rng(0)
+    with GalleryStore(db, create=True) as store:  # 300 people: more tracks than the (lowered) limit
+        store.add([Enrolment(f"S{i:03d}", "x.mp4", [TrackResult(1, 0, 99, 100, 100, {}, Embedding(
+            "x", 1, rng.normal(size=(256, 16)).astype(np.float32), 100, 0, 99))]) for i in range(300)],
+                  ModelInfo(sha256_path(ckpt), str(ckpt), "gaitbase", "euc"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "3", "-i",
+                               str(shared / "fixtures/videos/demo4.mp4"), "-c", "copy", "-f", "mpegts", "-listen", "1",
+                               f"http://127.0.0.1:{port}/walk.ts"], stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port)
+        args = build_parser().parse_args(["--gallery-db", str(db), "--probe", f"http://127.0.0.1:{port}/walk.ts",
+                                          "--threshold", "1e9", "--reconnect", "2", "--duration", "12",
+                                          "--output", str(tmp_path), "--name", "live", *_models(shared, ckpt)])
+        config = config_from_args(args)
+        config = replace(config, search=SearchConfig(exact_limit=100, shortlist=3, sample=100),
+                         live=replace(config.live, window_min=10, step=10))  # decisions soon, even on a slow machine
+        result = run(config)
+    finally:
+        server.kill()
+        server.wait()
+    m = result.manifest
+    assert m["search"]["mode"] == "index" and m["search"]["tracks"] == 300
+    assert (tmp_path / "big.sqlite.euc.index.npz").is_file()  # the live decisions went through the index
+    assert m["live"]["walk"]["events"] > 0, m["live"]
+    assert any(r["status"] == "match" for r in m["matches"])
+    assert m["gallery_features"] == "gallery_features.npz" and m["identities"]
