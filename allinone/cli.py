@@ -98,8 +98,36 @@ SUBCOMMANDS = ("weights", "bench", "export-onnx", "rematch", "evaluate", "calibr
                "extract")
 
 
+def _gallery_file(argv: list[str]) -> str | None:
+    """The --gallery-db of a command line (enroll and gallery default to gallery.sqlite), for naming it in a fault."""
+    for i, a in enumerate(argv):
+        if a == "--gallery-db" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--gallery-db="):
+            return a.split("=", 1)[1]
+    return "gallery.sqlite" if argv[:1] in (["enroll"], ["gallery"]) else None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command; a fault of the machine (disk full, permissions: exit 1) or a damaged file (exit 2) ends in one
+    line on stderr, Ctrl-C in one line and exit 130; a bug keeps its traceback."""
+    from allinone.errors import fault_line
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        fault = fault_line(exc, _gallery_file(argv))
+        if fault is None:
+            raise
+        logging.shutdown()
+        print(f"error: {fault[1]}", file=sys.stderr)
+        return fault[0]
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["--version"]:
         from allinone import __version__
         print(f"allinone {__version__}")

@@ -194,7 +194,7 @@ class GalleryStore:
         tmp = path.with_name(f".{path.name}.tmp")
         index.save(tmp)
         tmp.replace(path)
-        stamp.write_text(json.dumps({"generation": gen, "tracks": n, "factory": index.factory}))
+        stamp.write_text(json.dumps({"generation": gen, "tracks": n, "factory": index.factory}, allow_nan=False))
         return index
 
     def candidates(self, probes: list[Embedding], config) -> tuple[list[Identity], dict]:
@@ -297,5 +297,5 @@ class GalleryStore:
         manifest = {"gallery": str(self.path), "model": None if m is None else m.__dict__,
                     "identities": [{"name": n, "folder": f"{i:03d}", "tracks": t}
                                    for i, (n, t) in enumerate(people.items())]}
-        (out / "gallery.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        (out / "gallery.json").write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         return out

@@ -76,7 +76,7 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
                                  "identity": d.identity,
                                  "distance": None if d.distance is None else round(float(d.distance), 6),
                                  "reason": d.reason, "silhouettes": n_sil,
-                                 "latency_s": round(now - arrived, 4)}) + "\n")
+                                 "latency_s": round(now - arrived, 4)}, allow_nan=False) + "\n")
         events.flush()
         n_events += 1
 
