@@ -98,14 +98,23 @@ SUBCOMMANDS = ("weights", "bench", "export-onnx", "rematch", "evaluate", "calibr
                "extract")
 
 
-def _gallery_file(argv: list[str]) -> str | None:
-    """The --gallery-db of a command line (enroll and gallery default to gallery.sqlite), for naming it in a fault."""
+def _flag(argv: list[str], flag: str) -> str | None:
     for i, a in enumerate(argv):
-        if a == "--gallery-db" and i + 1 < len(argv):
+        if a == flag and i + 1 < len(argv):
             return argv[i + 1]
-        if a.startswith("--gallery-db="):
+        if a.startswith(flag + "="):
             return a.split("=", 1)[1]
-    return "gallery.sqlite" if argv[:1] in (["enroll"], ["gallery"]) else None
+    return None
+
+
+def _fault_context(argv: list[str]) -> tuple[str | None, str, str | None]:
+    """For naming paths in a fault: the SQLite file a command line works on and what it is (the --gallery-db,
+    enroll and gallery defaulting to gallery.sqlite; evaluate's embedding cache), and its output folder."""
+    output = _flag(argv, "--output") or _flag(argv, "--out")
+    if argv[:1] in (["evaluate"], ["calibrate"]):
+        return _flag(argv, "--cache") or str(Path(output or "output") / ".embed-cache"), "embedding cache", output
+    db = _flag(argv, "--gallery-db") or ("gallery.sqlite" if argv[:1] in (["enroll"], ["gallery"]) else None)
+    return db, "gallery file", output
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
-        fault = fault_line(exc, _gallery_file(argv))
+        fault = fault_line(exc, *_fault_context(argv))
         if fault is None:
             raise
         logging.shutdown()

@@ -47,8 +47,8 @@ EXIT_USER_INPUT = 2  # the user's file, flag or model is wrong
 EXIT_ENVIRONMENT = 1  # the machine: disk full, no permission, read-only file system, I/O error
 
 # errno → what to tell the user. Anything else is a bug and keeps its traceback.
-_ENVIRONMENT_ERRNO = {
-    errno.ENOSPC: "no space left on the disk: free some space and run again",
+ENVIRONMENT_ERRNO = {
+    errno.ENOSPC: "the disk is full (no space left on device): free some space and run again",
     errno.EDQUOT: "disk quota exceeded: free some space and run again",
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
@@ -67,23 +67,26 @@ def _chain(exc: BaseException):
         exc = exc.__cause__ or exc.__context__
 
 
-def fault_line(exc: BaseException, gallery_file: str | None = None) -> tuple[int, str] | None:
+def fault_line(exc: BaseException, database: str | None = None, kind: str = "gallery file",
+               output: str | None = None) -> tuple[int, str] | None:
     """A fault of the environment or a damaged file, as (exit code, one line naming the path); None when ``exc``
-    is neither (a bug: its traceback is kept). ``gallery_file`` names the gallery file an SQLite error is about."""
+    is neither (a bug: its traceback is kept). ``database`` names the SQLite file (a ``kind``: the gallery file, an
+    embedding cache) an SQLite error is about; ``output`` the folder named when an OSError names no file."""
     import sqlite3
     for e in _chain(exc):
-        if isinstance(e, OSError) and e.errno in _ENVIRONMENT_ERRNO:
-            where = e.filename if e.filename else None
-            return EXIT_ENVIRONMENT, (f"{where}: " if where else "") + _ENVIRONMENT_ERRNO[e.errno]
+        if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNO:
+            where = e.filename or output
+            return EXIT_ENVIRONMENT, (f"{where}: " if where else "") + ENVIRONMENT_ERRNO[e.errno]
         if isinstance(e, sqlite3.DatabaseError):
             text = str(e).lower()
-            where = f"{gallery_file}: " if gallery_file else "the gallery file: "
+            where = f"{database}: " if database else f"the {kind}: "
             if "disk is full" in text or "disk i/o error" in text:
-                return EXIT_ENVIRONMENT, where + f"the disk is full or failing ({first_line(e)}): the gallery " \
-                                                 "file is as it was; free some space and run again"
+                return EXIT_ENVIRONMENT, where + f"the disk is full or failing ({first_line(e)}): the {kind} is " \
+                                                 "as it was; free some space and run again"
             if "readonly" in text or "read-only" in text or "unable to open" in text:
                 return EXIT_ENVIRONMENT, where + f"cannot be written ({first_line(e)})"
             if "malformed" in text or "not a database" in text or "corrupt" in text:
-                return EXIT_USER_INPUT, where + f"the gallery file is damaged ({first_line(e)}): run python " \
-                                                "main.py gallery check, or restore it from a backup"
+                advice = "run python main.py gallery check, or restore it from a backup" if kind == "gallery file" \
+                    else "delete it (it is rebuilt)"
+                return EXIT_USER_INPUT, where + f"the {kind} is damaged ({first_line(e)}): {advice}"
     return None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from allinone.errors import UserError
+from allinone.errors import ENVIRONMENT_ERRNO, UserError
 from allinone.records import Track
 
 log = logging.getLogger(__name__)
@@ -103,9 +103,11 @@ class RunWriter:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            if exc.errno in ENVIRONMENT_ERRNO:  # disk full, permissions: the machine's fault (exit 1)
+                raise
             raise UserError(f"output folder cannot be created ({exc.strerror or exc})", self.root) from None
         if not os.access(self.root, os.W_OK | os.X_OK):
-            raise UserError("output folder is not writable", self.root)
+            raise PermissionError(errno.EACCES, "output folder is not writable", str(self.root))
         sweep_leftovers(self.root)
         final = self.root / name
         if final.exists():
@@ -121,6 +123,8 @@ class RunWriter:
         try:
             self.dir.mkdir()
         except OSError as exc:
+            if exc.errno in ENVIRONMENT_ERRNO:
+                raise
             raise UserError(f"cannot create the run folder ({exc.strerror or exc})", self.dir) from None
         self.finalized = False
 
