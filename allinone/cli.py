@@ -111,8 +111,45 @@ SUBCOMMANDS = ("weights", "bench", "export-onnx", "rematch", "evaluate", "calibr
                "extract", "compare")
 
 
+def _flag(argv: list[str], flag: str) -> str | None:
+    for i, a in enumerate(argv):
+        if a == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _fault_context(argv: list[str]) -> tuple[str | None, str, str | None]:
+    """For naming paths in a fault: the SQLite file a command line works on and what it is (the --gallery-db,
+    enroll and gallery defaulting to gallery.sqlite; evaluate's embedding cache), and its output folder."""
+    output = _flag(argv, "--output") or _flag(argv, "--out")
+    if argv[:1] in (["evaluate"], ["calibrate"]):
+        return _flag(argv, "--cache") or str(Path(output or "output") / ".embed-cache"), "embedding cache", output
+    db = _flag(argv, "--gallery-db") or ("gallery.sqlite" if argv[:1] in (["enroll"], ["gallery"]) else None)
+    return db, "gallery file", output
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command; a fault of the machine (disk full, permissions: exit 1) or a damaged file (exit 2) ends in one
+    line on stderr, Ctrl-C in one line and exit 130; a bug keeps its traceback."""
+    from allinone.errors import fault_line
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        fault = fault_line(exc, *_fault_context(argv))
+        if fault is None:
+            raise
+        logging.shutdown()
+        print(f"error: {fault[1]}", file=sys.stderr)
+        return fault[0]
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["--version"]:
         from allinone import __version__
         print(f"allinone {__version__}")

@@ -1,6 +1,8 @@
-"""The one exception type for a user's mistake: the CLI prints its message as one line and exits non-zero."""
+"""The one exception type for a user's mistake: the CLI prints its message as one line and exits non-zero; and
+which faults of the machine (disk full, permissions) or of a file (a damaged gallery) end the same way."""
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -39,3 +41,52 @@ def read_json(path: str | Path, what: str):
         return json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UserError(f"not a readable {what} ({exc})", p) from None
+
+
+EXIT_USER_INPUT = 2  # the user's file, flag or model is wrong
+EXIT_ENVIRONMENT = 1  # the machine: disk full, no permission, read-only file system, I/O error
+
+# errno → what to tell the user. Anything else is a bug and keeps its traceback.
+ENVIRONMENT_ERRNO = {
+    errno.ENOSPC: "the disk is full (no space left on device): free some space and run again",
+    errno.EDQUOT: "disk quota exceeded: free some space and run again",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.EIO: "input/output error (a failing disk or a network file system that went away)",
+    errno.EMFILE: "too many open files (raise ulimit -n)",
+}
+
+
+def _chain(exc: BaseException):
+    """``exc`` and the exceptions it was raised from or during, outermost first."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def fault_line(exc: BaseException, database: str | None = None, kind: str = "gallery file",
+               output: str | None = None) -> tuple[int, str] | None:
+    """A fault of the environment or a damaged file, as (exit code, one line naming the path); None when ``exc``
+    is neither (a bug: its traceback is kept). ``database`` names the SQLite file (a ``kind``: the gallery file, an
+    embedding cache) an SQLite error is about; ``output`` the folder named when an OSError names no file."""
+    import sqlite3
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNO:
+            where = e.filename or output
+            return EXIT_ENVIRONMENT, (f"{where}: " if where else "") + ENVIRONMENT_ERRNO[e.errno]
+        if isinstance(e, sqlite3.DatabaseError):
+            text = str(e).lower()
+            where = f"{database}: " if database else f"the {kind}: "
+            if "disk is full" in text or "disk i/o error" in text:
+                return EXIT_ENVIRONMENT, where + f"the disk is full or failing ({first_line(e)}): the {kind} is " \
+                                                 "as it was; free some space and run again"
+            if "readonly" in text or "read-only" in text or "unable to open" in text:
+                return EXIT_ENVIRONMENT, where + f"cannot be written ({first_line(e)})"
+            if "malformed" in text or "not a database" in text or "corrupt" in text:
+                advice = "run python main.py gallery check, or restore it from a backup" if kind == "gallery file" \
+                    else "delete it (it is rebuilt)"
+                return EXIT_USER_INPUT, where + f"the {kind} is damaged ({first_line(e)}): {advice}"
+    return None

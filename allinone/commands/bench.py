@@ -127,9 +127,9 @@ def bench_command(argv: list[str] | None = None) -> int:
         from allinone.gallery.search_bench import benchmark
         with tempfile.TemporaryDirectory(prefix="allinone-search-") as tmp:
             report = benchmark(args.search, tmp, queries=args.queries, hard=args.hard, metric=args.metric)
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2, allow_nan=False))
         if args.json:
-            args.json.write_text(json.dumps(report, indent=2) + "\n")
+            args.json.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
         return 0
     if not (args.shared / "fixtures/videos").is_dir():
         print(f"error: {args.shared}: no test material here (fixtures/videos); give --shared DIR", file=sys.stderr)
@@ -188,7 +188,7 @@ def bench_command(argv: list[str] | None = None) -> int:
               "frames": total_frames, "peak_rss_mb": round(peak, 1), "videos": rows}
     print(_markdown(report))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        args.json.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     return 0
 
 
@@ -312,5 +312,5 @@ def _memory_bench(args) -> int:
               f"{r['wall_s']} |")
     print(f"\npeak memory x{args.memory} / x1 = {ratio:.3f}")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "ratio": round(ratio, 4)}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"rows": rows, "ratio": round(ratio, 4)}, indent=2, allow_nan=False) + "\n")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from dataclasses import replace
 import sys
 import tempfile
@@ -39,15 +40,16 @@ def _enroll_parser() -> argparse.ArgumentParser:
 def enroll(args: argparse.Namespace) -> list[str]:
     from allinone.commands.args import config_from_args
     from allinone.gallery.store import Enrolment, GalleryStore, ModelInfo
-    from allinone.io.run_folder import sha256_path
+    from allinone.io.run_folder import ENROL_TEMP, sha256_path, sweep_leftovers
     from allinone.commands.run import run
     from allinone.io.video import VideoSource
 
     VideoSource(args.video)  # a bad video is refused before any model loads
     if args.name is not None and not args.name.strip():
         raise UserError("--name is empty")
+    sweep_leftovers(tempfile.gettempdir(), ENROL_TEMP, "interrupted enrol")  # a killed enrol's temporary folder
     with GalleryStore(args.gallery_db, create=True) as store, \
-            tempfile.TemporaryDirectory(prefix="allinone-enrol-") as tmp:
+            tempfile.TemporaryDirectory(prefix=f"allinone-enrol-{os.getpid()}-") as tmp:
         ns = argparse.Namespace(**{**vars(args), "gallery": args.video, "probe": [], "output": Path(tmp),
                                    "name": "enrol", "gallery_db": None, "threshold": 0.0})
         config = replace(config_from_args(ns), render=False, save_silhouettes="none")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from allinone.errors import UserError
+from allinone.errors import UserError, read_json
 from allinone.decide.match import distance_matrix
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,8 @@ def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
     partition = read_partition(args.partition)
     proto_name, proto_fn, spec = _protocol(args.protocol)
     sequences = list_sequences(args.dataset, partition)
+    if spec is not None:  # a protocol file is checked against the dataset before the model loads
+        _check_selects(spec, sequences, Path(args.protocol))
     check_model_file(args.gait_model)
     if getattr(args, "lr_model", None) is not None:
         from allinone.decide.lr_model import read_lr_model
@@ -167,6 +169,16 @@ def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
         d = Data(emb.embeddings, np.array([s.label for s in emb.sequences]),
                  np.array([s.type for s in emb.sequences]), np.array([s.view for s in emb.sequences]), metric)
         res = custom(d, spec) if spec is not None else proto_fn(d, partition=partition, out_dir=writer.dir)
+        selected = [c for c in res.conditions if c.probe.any() and c.gallery.any()]
+        if not selected and not res.files:
+            raise UserError(f"protocol {proto_name} selects nothing in this dataset: no condition has both probe and "
+                            f"gallery sequences among the {len(emb.sequences)} embedded (check the dataset's type "
+                            "names)", args.dataset)
+        for c in res.conditions:
+            if not any(c is x for x in selected):
+                log.warning("protocol %s: condition %s selects no probe or no gallery sequence: left out",
+                            proto_name, c.name)
+        res.conditions = selected
 
         verification, open_set, cmc, pairs, chosen = {}, {}, {}, {}, {}
         npz: dict[str, np.ndarray] = {}
@@ -188,6 +200,7 @@ def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
             "protocol": proto_name, "protocol_spec": spec,
             "dataset": {"root": str(args.dataset), "partition": str(args.partition),
                         "sequences": len(sequences), "embedded": len(emb.sequences),
+                        "test_ids_missing": _missing_ids(args.dataset, partition),
                         "skipped": [{"file": f, "why": w} for f, w in emb.skipped]},
             "model": {"path": str(args.gait_model), "sha256": sha, "arch": embedder.arch, "metric": metric,
                       "embedding": embedding},
@@ -218,8 +231,37 @@ def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
                 "file": "lr_validation.json"}
         table = format_table(metrics, res.table)
         writer.path("table.txt").write_text(table + "\n", encoding="utf-8")
+        metrics = finite_or_null(metrics)  # undefined cells (NaN) are null: metrics.json is strict JSON
         out = writer.finalize_json("metrics.json", metrics)
     return out, metrics | {"table": table}
+
+
+def finite_or_null(obj):
+    """``obj`` with every NaN or infinite float (an undefined cell, an empty mean) replaced by None."""
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
+def _missing_ids(root: Path, partition: dict) -> int:
+    present = {p.name for p in root.iterdir()}
+    return sum(str(x) not in present for x in partition["TEST_SET"])
+
+
+def _check_selects(spec: dict, sequences, path: Path) -> None:
+    """A UserError when a protocol file's gallery, or every one of its probe conditions, selects no sequence."""
+    from allinone.evaluate.protocols import spec_mask
+    types = [s.type for s in sequences]
+    views = [s.view for s in sequences]
+    if not spec_mask(spec["gallery"], types, views).any():
+        raise UserError(f"protocol JSON: its gallery selects none of the {len(sequences)} test sequences", path)
+    if not any(spec_mask(sel, types, views).any() for sel in spec["probes"].values()):
+        raise UserError(f"protocol JSON: none of its probe conditions selects any of the {len(sequences)} test "
+                        "sequences", path)
 
 
 def _pct(x) -> str:
@@ -294,10 +336,21 @@ def calibrate(evaluation: Path, target: float, condition: str | None, out: Path 
     mfile = evaluation / "metrics.json"
     if not mfile.is_file():
         raise UserError("no metrics.json here: not an evaluate output folder", evaluation)
+    m = read_json(mfile, "metrics.json")
+    if not isinstance(m, dict) or not isinstance(m.get("open_set"), dict) or not isinstance(m.get("model"), dict) \
+            or not all(isinstance(m["model"].get(k), str) for k in ("path", "sha256", "arch", "metric")):
+        raise UserError("metrics.json: not one written by python main.py evaluate (no open_set or model)", mfile)
+    try:
+        s = np.load(evaluation / "searches.npz", allow_pickle=False)
+        s = {k: s[k] for k in s.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise UserError(f"searches.npz missing or unreadable ({str(exc).splitlines()[0]})", evaluation) from None
+    missing = [f"{c}.{k}" for c in m["open_set"] for k in ("nonmated_nearest", "mated_nearest", "mated_correct")
+               if f"{c}.{k}" not in s]
+    if missing:
+        raise UserError(f"searches.npz lacks {missing[0]} (not this evaluation's file)", evaluation)
     if not (evaluation / "impostors.npz").is_file():
         raise UserError("no impostors.npz here (an evaluation from an older version): evaluate again", evaluation)
-    m = json.loads(mfile.read_text(encoding="utf-8"))
-    s = np.load(evaluation / "searches.npz")
     imp = np.load(evaluation / "impostors.npz")
     conds = list(m["open_set"])
     if condition is not None:

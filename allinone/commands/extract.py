@@ -239,7 +239,7 @@ def extract(videos: list[Path], out: Path, config, *, engine: str = "local", wor
             tqdm(total=len(todo), desc=f"extract ({engine})", unit="video", disable=quiet) as bar:
         for rec in stream:
             status[rec["video"]] = rec
-            fh.write(json.dumps(rec) + "\n")
+            fh.write(json.dumps(rec, allow_nan=False) + "\n")
             fh.flush()
             n_seq += rec.get("sequences", 0)
             if rec["status"] != "done":
@@ -290,5 +290,5 @@ def extract_command(argv: list[str]) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(summary))
+    print(json.dumps(summary, allow_nan=False))
     return 1 if summary["failed"] else 0

@@ -23,7 +23,7 @@ from allinone.decide.calibration import load_calibration
 from allinone.config import MatchConfig
 from allinone.errors import UserError, read_json
 from allinone.decide.identities import check_named, gallery_identities, parse_identity
-from allinone.results.manifest import decisions_entries
+from allinone.results.manifest import GALLERY_DB_PICTURES, decisions_entries
 from allinone.decide.match import Matcher
 from allinone.io.run_folder import MANIFEST, RunWriter
 from allinone.records import Decision, Embedding, VideoInfo
@@ -67,10 +67,30 @@ def _load_manifest(run_dir: Path) -> dict:
     return m
 
 
+def _feature(f: Path, shape: tuple | None) -> np.ndarray:
+    """A stored feature, refused by file name unless it is a finite float [parts, channels] array (of ``shape``)."""
+    if not f.is_file():
+        raise UserError("stored feature missing", f)
+    try:
+        feat = np.load(f, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        why = "pickled data, not an array" if "allow_pickle" in str(exc) else str(exc).splitlines()[0]
+        raise UserError(f"stored feature is not a readable .npy array (damaged or overwritten: {why})", f) from None
+    if not isinstance(feat, np.ndarray) or feat.dtype.kind != "f" or feat.ndim != 2 or 0 in feat.shape:
+        raise UserError(f"stored feature has the wrong form ({getattr(feat, 'dtype', type(feat).__name__)} "
+                        f"{getattr(feat, 'shape', '')}; a feature is a float [channels, parts] array)", f)
+    if shape is not None and feat.shape != shape:
+        raise UserError(f"stored feature has shape {feat.shape}, the run's other features {shape}", f)
+    if not np.isfinite(feat).all():
+        raise UserError(f"stored feature has {int((~np.isfinite(feat)).sum())} NaN or infinite value(s)", f)
+    return feat
+
+
 def _embeddings(run_dir: Path, m: dict) -> tuple[dict[str, list[Embedding]], dict[str, list[int]]]:
     """Per video: the tracks' embeddings from the stored features (in track order), and all track ids."""
     out: dict[str, list[Embedding]] = {}
     ids: dict[str, list[int]] = {}
+    shape = None  # every feature of a run has the first one's shape
     for v in m["videos"]:
         out[v["name"]] = []
         ids[v["name"]] = [t["id"] for t in v["tracks"]]
@@ -78,10 +98,8 @@ def _embeddings(run_dir: Path, m: dict) -> tuple[dict[str, list[Embedding]], dic
             if "feature" not in t:
                 continue
             f = run_dir / t["feature"]
-            try:
-                feat = np.load(f)
-            except (OSError, ValueError) as exc:
-                raise UserError(f"stored feature unreadable ({exc})", f) from None
+            feat = _feature(f, shape)
+            shape = shape or feat.shape
             out[v["name"]].append(Embedding(v["name"], t["id"], feat.astype(np.float32, copy=False),
                                             t["n_silhouettes"], t["first_frame"] - 1, t["last_frame"] - 1))
     return out, ids
@@ -165,10 +183,11 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
     root = output if output is not None else run_dir.parent
     with RunWriter(root, name, default=f"{run_dir.name}-rematch") as writer:
         spans = {(v["name"], t["id"]): (t["first_frame"], t["last_frame"]) for v in probe_videos for t in v["tracks"]}
+        # the gallery's pictures only (a probe video may carry the name a gallery file's tracks have)
         pictures = {(v["name"], t["id"]): {k: t[k] for k in ("crop", "gei") if k in t}
-                    for v in videos for t in v["tracks"]}
+                    for v in videos if v["role"] == "gallery" for t in v["tracks"]}
         for i in m["identities"]:  # a gallery file's pictures, copied into the run folder by the run
-            if i["tracks"] and ("crop" in i or "gei" in i):
+            if m.get("gallery_db") and i["tracks"] and ("crop" in i or "gei" in i):
                 first = i["tracks"][0]
                 pictures.setdefault((first["video"], first["track"]), {k: i[k] for k in ("crop", "gei") if k in i})
         extra = decisions_entries(identities, usable, thr, decisions, writer, spans, pictures)
@@ -196,8 +215,9 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
             new_videos.append(entry)
         if m.get("gallery_features"):
             shutil.copyfile(run_dir / m["gallery_features"], writer.path(m["gallery_features"]))
-        if (run_dir / "pictures").is_dir():
-            shutil.copytree(run_dir / "pictures", writer.path("pictures"))
+        for folder in ("pictures", GALLERY_DB_PICTURES):
+            if (run_dir / folder).is_dir():
+                shutil.copytree(run_dir / folder, writer.path(folder))
         manifest = {**{k: x for k, x in m.items() if k not in ("videos", "matches", "identities", "threshold",
                                                                  "timings_s", "created", "report")},
                     "created": created, "source_run": str(run_dir.resolve()),

@@ -225,6 +225,9 @@ def run(config: RunConfig) -> RunResult:
             videos = [mf.video_entry(r.info, r.tracks, outputs[r.info.name], r.timings,
                                      r.info.fps / r.silhouette_stride if stages.segmenter else None)
                       for r in results]
+            for entry, src in zip(videos, (s for s, (p, _) in zip(sources, inputs) if not is_stream(p))):
+                if src.decode_warning:  # a damaged or truncated file: the run says where decoding stopped
+                    entry["decode_warning"] = src.decode_warning
             extra: dict = {"gallery_db": str(config.gallery_db), "search": search_info} \
                 if config.gallery_db is not None else {}
             if live:
@@ -238,12 +241,13 @@ def run(config: RunConfig) -> RunResult:
                 identities, usable, threshold, decisions = decision
                 spans = {(r.info.name, t): (tr.first_frame + 1, tr.last_frame + 1) for r in results
                          if r.info.role == "probe" for t, tr in r.tracks.items()}
+                # the gallery's pictures only: a probe video's name may be the one a gallery file's tracks carry
                 pictures = {(r.info.name, t): {k: tr.files[k] for k in ("crop", "gei") if k in tr.files}
-                            for r in results for t, tr in r.tracks.items()}
+                            for r in results if r.info.role == "gallery" for t, tr in r.tracks.items()}
                 for tid, blobs in stored_pictures.items():
                     for key, blob in zip(("crop", "gei"), blobs):
                         if blob:
-                            rel = f"pictures/gallery/{tid:03d}_{key}.png"
+                            rel = f"{mf.GALLERY_DB_PICTURES}/{tid:03d}_{key}.png"
                             writer.path(rel).write_bytes(blob)
                             pictures.setdefault(("gallery", tid), {})[key] = rel
                 extra.update(mf.decisions_entries(identities, usable, threshold, decisions, writer, spans,

@@ -24,7 +24,7 @@ import numpy as np
 
 from allinone.decide.fpir import Source
 from allinone.errors import UserError, read_json
-from allinone.decide.threshold import check_threshold
+from allinone.decide.threshold import METRIC_RANGE, check_threshold
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +94,40 @@ def beside(checkpoint: str | Path) -> Path:
 
 def write_calibration(path: Path, record: dict) -> Path:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"kind": KIND, "version": 2, **record}, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps({"kind": KIND, "version": 2, **record}, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def check_calibration_record(rec: dict, path: Path) -> None:
+    """A UserError naming the calibration file unless its fields have the types and ranges calibrate writes (a
+    hand-edited or damaged file is refused as such, never reported as a bad --threshold). The impostor distribution
+    of a version-2 file is checked where it is read (impostor_source)."""
+    def bad(why: str) -> UserError:
+        return UserError(f"calibration file {why}", path)
+    if rec.get("metric") not in METRIC_RANGE:
+        raise bad(f"has no known metric ({rec.get('metric')!r}; expected one of {', '.join(METRIC_RANGE)})")
+    if not isinstance(rec.get("checkpoint_sha256"), str) or not rec["checkpoint_sha256"]:
+        raise bad("has no checkpoint_sha256 (the checkpoint it was made for)")
+    value = rec.get("threshold")
+    if value is not None or "impostor" not in rec:  # an old file is its threshold; a new one may lack it
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad(f"has a threshold that is not a number ({value!r})")
+        lo, hi = METRIC_RANGE[rec["metric"]]
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise bad(f"has an impossible threshold {value!r} (a {rec['metric']} distance lies in "
+                      f"[{lo:g}, {hi:g}])")
+    for key in ("target_fpir", "achieved_fpir", "fnir"):
+        x = rec.get(key)
+        if x is not None and (isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 <= x <= 1):
+            raise bad(f"has an impossible {key} {x!r} (a rate lies in [0, 1])")
 
 
 def read_calibration(path: Path) -> dict:
     rec = read_json(path, "calibration file")
     if not isinstance(rec, dict) or rec.get("kind") != KIND:
         raise UserError("not a calibration file written by python main.py calibrate", path)
+    check_calibration_record(rec, path)
     return rec
 
 

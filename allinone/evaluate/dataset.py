@@ -33,6 +33,17 @@ def read_partition(path: Path) -> dict:
     part = read_json(path, "partition JSON")
     if not isinstance(part, dict) or not isinstance(part.get("TEST_SET"), list):
         raise UserError("a partition JSON needs a TEST_SET list (and usually TRAIN_SET)", path)
+    for key in ("TEST_SET", "TRAIN_SET", "PROBE_SET"):
+        ids = part.get(key)
+        if ids is None:
+            continue
+        bad = [x for x in ids if isinstance(x, bool) or not isinstance(x, (str, int))] \
+            if isinstance(ids, list) else [ids]
+        if bad or (isinstance(ids, list) and any(str(x) in ("", ".", "..") or "/" in str(x) for x in ids)):
+            raise UserError(f"partition JSON: {key} must be a list of ids (strings or numbers), it holds "
+                            f"{(bad or ids)[0]!r}"[:300], path)
+    if not part["TEST_SET"]:
+        raise UserError("partition JSON: TEST_SET is empty (no ids to evaluate)", path)
     return part
 
 
@@ -44,6 +55,11 @@ def list_sequences(root: Path, partition: dict) -> list[Sequence]:
     ids = [str(x) for x in partition["TEST_SET"] if str(x) in present]
     if not ids:
         raise UserError("none of the partition's TEST_SET ids is a folder here", root)
+    missing = [str(x) for x in partition["TEST_SET"] if str(x) not in present]
+    if missing:  # OpenGait drops them too, but a result over fewer ids must say so
+        log.warning("%s: %d of the partition's %d TEST_SET ids are not in the dataset and are left out: %s", root,
+                    len(missing), len(partition["TEST_SET"]), ", ".join(missing[:10])
+                    + (f", … ({len(missing) - 10} more)" if len(missing) > 10 else ""))
     out = []
     for lab in ids:
         for typ in sorted(os.listdir(root / lab)):

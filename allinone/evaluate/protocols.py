@@ -250,13 +250,18 @@ def grew(d: Data, out_dir: Path | None = None, **_) -> ProtocolResult:
     return res
 
 
+def spec_mask(sel: dict, types, views) -> np.ndarray:
+    """The sequences a protocol file's selection ({"types": [...], "views": [...]}, fnmatch patterns) takes."""
+    t = np.array([any(fnmatch.fnmatchcase(str(x), p) for p in sel.get("types", ["*"])) for x in types], bool)
+    v = np.array([any(fnmatch.fnmatchcase(str(x), p) for p in sel.get("views", ["*"])) for x in views], bool)
+    return t & v
+
+
 def custom(d: Data, spec: dict, **_) -> ProtocolResult:
     """A protocol file: gallery and probe type/view patterns (fnmatch), per-view cells with the identical view
     excluded or not, or one pooled gallery."""
     def mask(sel: dict) -> np.ndarray:
-        t = np.array([any(fnmatch.fnmatchcase(x, p) for p in sel.get("types", ["*"])) for x in d.type])
-        v = np.array([any(fnmatch.fnmatchcase(x, p) for p in sel.get("views", ["*"])) for x in d.view])
-        return t & v
+        return spec_mask(sel, d.type, d.view)
 
     gal = mask(spec["gallery"])
     if spec.get("per_view", True):
@@ -287,6 +292,15 @@ def load_custom(path: Path) -> dict:
     if not ok:
         raise UserError('a protocol file needs {"gallery": {"types": [...], "views": [...]}, "probes": {"NAME": '
                         '{"types": [...], "views": [...]}, ...}}', path)
+    for where, sel in [("gallery", spec["gallery"]), *((f"probes.{k}", v) for k, v in spec["probes"].items())]:
+        for key in ("types", "views"):
+            pats = sel.get(key, ["*"])
+            if not isinstance(pats, list) or not pats or not all(isinstance(x, str) for x in pats):
+                raise UserError(f"protocol JSON: {where}.{key} must be a non-empty list of name patterns (strings), "
+                                f"got {pats!r}"[:300], path)
+    for key in ("per_view", "exclude_identical_view"):
+        if key in spec and not isinstance(spec[key], bool):
+            raise UserError(f"protocol JSON: {key} must be true or false, got {spec[key]!r}"[:300], path)
     return spec
 
 

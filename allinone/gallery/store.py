@@ -414,5 +414,5 @@ class GalleryStore:
         manifest = {"gallery": str(self.path), "model": None if m is None else m.__dict__,
                     "identities": [{"name": n, "folder": f"{i:03d}", "tracks": t}
                                    for i, (n, t) in enumerate(people.items())]}
-        (out / "gallery.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        (out / "gallery.json").write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         return out

@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from allinone.errors import UserError
+from allinone.errors import ENVIRONMENT_ERRNO, UserError
 from allinone.records import Track
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,46 @@ def sha256_path(path: str | Path) -> str:
     return h.hexdigest()
 
 
+PARTIAL_RUN = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)$")  # RunWriter's folder while a run works
+ENROL_TEMP = re.compile(r"^allinone-enrol-(?P<pid>\d+)-")  # enroll's temporary folder (in the system temp folder)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this id runs on this machine (ours counts; one we may not signal counts too)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, OSError):
+        return False
+    return True
+
+
+def sweep_leftovers(root: str | Path, pattern: re.Pattern = PARTIAL_RUN, what: str = "interrupted run") -> list[str]:
+    """Remove the folders in ``root`` whose name matches ``pattern`` (with a ``pid`` group) and whose process is
+    gone (killed, or the machine went down), saying so in one warning; returns their names. Folders of running
+    processes are left alone."""
+    root = Path(root)
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return []
+    gone = []
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m and entry.is_dir(follow_symlinks=False) and not pid_alive(int(m.group("pid"))):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            gone.append(entry.name)
+    if gone:
+        log.warning("%s: removed %d leftover folder(s) of %s(s) whose process is gone: %s", root, len(gone), what,
+                    ", ".join(sorted(gone)))
+    return gone
+
+
 def default_run_name() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S")
 
@@ -48,7 +90,8 @@ class RunWriter:
     """Owns one run folder. Files go to ``<root>/.<name>.partial`` while the run works; ``finalize`` writes
     run.json last and renames the folder to ``<root>/<name>``. Leaving the ``with`` block by an exception (or
     Ctrl-C) removes the partial folder, so nothing that looks complete is left behind — except after
-    ``keep_if_interrupted`` (live runs): then the folder is finalized with run.json ``status: "incomplete"``."""
+    ``keep_if_interrupted`` (live runs): then the folder is finalized with run.json ``status: "incomplete"``. A
+    killed run's partial folder is removed by the next RunWriter in the same root (``sweep_leftovers``)."""
 
     def __init__(self, root: str | Path, name: str | None = None, default: str | None = None) -> None:
         """``name``: the user's (refused if it exists); else ``default`` (a timestamp when None), numbered -2, -3 …
@@ -61,9 +104,12 @@ class RunWriter:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            if exc.errno in ENVIRONMENT_ERRNO:  # disk full, permissions: the machine's fault (exit 1)
+                raise
             raise UserError(f"output folder cannot be created ({exc.strerror or exc})", self.root) from None
         if not os.access(self.root, os.W_OK | os.X_OK):
-            raise UserError("output folder is not writable", self.root)
+            raise PermissionError(errno.EACCES, "output folder is not writable", str(self.root))
+        sweep_leftovers(self.root)
         final = self.root / name
         if final.exists():
             if explicit:
@@ -78,6 +124,8 @@ class RunWriter:
         try:
             self.dir.mkdir()
         except OSError as exc:
+            if exc.errno in ENVIRONMENT_ERRNO:
+                raise
             raise UserError(f"cannot create the run folder ({exc.strerror or exc})", self.dir) from None
         self.finalized = False
         self._incomplete: dict | None = None
@@ -118,17 +166,24 @@ class RunWriter:
         return rel
 
     def finalize(self, manifest: dict) -> Path:
-        """Write run.json (atomically) and move the folder into place."""
+        """Write run.json (atomically, strict JSON: a NaN is a bug) and move the folder into place; a UserError
+        (and the partial folder removed) when another process took the name meanwhile."""
         return self.finalize_json(MANIFEST, manifest)
 
     def finalize_json(self, name: str, manifest: dict) -> Path:
         """Write the folder's manifest ``name`` (atomically) and move the folder into place."""
         tmp = self.dir / f".{name}.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=2)
+            json.dump(manifest, fh, indent=2, allow_nan=False)
             fh.write("\n")
         os.replace(tmp, self.dir / name)
-        os.replace(self.dir, self.final)
+        try:
+            os.replace(self.dir, self.final)  # a folder of the name made meanwhile is never replaced (not empty)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise
+            raise UserError("another run of this name was written meanwhile (two runs with one --name at once): "
+                            "this one was not kept; run it again with another --name", self.final) from None
         self.finalized = True
         return self.final
 

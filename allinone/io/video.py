@@ -54,7 +54,9 @@ class VideoSource:
     """An input video, opened once to check it; ``frames()`` then streams it, turned by ``rotation`` degrees
     clockwise (after the container's own rotation tag, which OpenCV applies; ``rotation_meta`` records that tag).
 
-    The container's frame count is only a hint (it is often wrong); ``count`` is what was really decoded.
+    The container's frame count is only a hint (it is often wrong); ``count`` is what was really decoded. When
+    decoding stops well before the frames the container announces, or the decoder fails, the frames so far are kept
+    and ``decode_warning`` (also logged) names the file and the frame where decoding stopped.
     """
 
     def __init__(self, path: str | Path, rotation: int = 0) -> None:
@@ -84,6 +86,7 @@ class VideoSource:
             fps = 30.0
         self.fps = fps
         self.count = 0
+        self.decode_warning: str | None = None
         self.set_rotation(rotation)
 
     def set_rotation(self, degrees: int) -> None:
@@ -115,6 +118,8 @@ class VideoSource:
         q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         stop = threading.Event()
 
+        failure: list[str] = []
+
         def reader() -> None:
             cap = cv2.VideoCapture(str(self.path))
             try:
@@ -123,6 +128,8 @@ class VideoSource:
                     if not ok:
                         break
                     q.put(rotate(frame, self.rotation))
+            except cv2.error as exc:  # the decoder failed: the frames so far stand, with a warning
+                failure.append(" ".join(str(exc).split())[:200])
             except Exception as exc:  # surfaced in the consumer thread below
                 q.put(exc)
             finally:
@@ -139,9 +146,20 @@ class VideoSource:
                                     f"the first had {self.width}x{self.height}", self.path)
                 self.count += 1
                 yield item
+            self._check_end(failure[0] if failure else None)
         finally:
             stop.set()
             _drain_and_join(q, thread)
+
+    def _check_end(self, failure: str | None) -> None:
+        """After the last frame: a warning when the decoder failed or stopped short of the container's count."""
+        hint = self.frame_count_hint
+        if failure is None and not (hint > 0 and self.count < hint - max(1, hint // 100)):
+            return
+        why = f"the decoder failed ({failure})" if failure else \
+            f"the container announces {hint} frames (the file is truncated or damaged)"
+        self.decode_warning = f"decoding stopped after frame {self.count}: {why}"
+        log.warning("%s: %s; the run uses the %d frames decoded", self.path, self.decode_warning, self.count)
 
 
 class VideoSink:

@@ -230,7 +230,7 @@ def _record(root: Path, spec: ModelSpec, size: int, sha: str) -> None:
     lock[spec.key] = {"sha256": sha, "size": size, "url": spec.url}
     tmp = root / f".tmp-{uuid.uuid4().hex[:8]}-{LOCK_NAME}"
     try:
-        tmp.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(lock, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
         os.replace(tmp, lock_path)
     except OSError as exc:
         remove_path(tmp)

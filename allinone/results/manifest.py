@@ -10,6 +10,7 @@ from allinone.records import DROP_REASONS, Decision, Identity, TrackResult, Vide
 from allinone.decide.threshold import Threshold
 
 MATCHES_CSV = "matches.csv"
+GALLERY_DB_PICTURES = "gallery-db-pictures"  # a gallery file's pictures, apart from pictures/<video name>/
 MATCHES_HEADER = ["probe_video", "probe_track", "status", "identity", "distance", "reason", "first_frame",
                   "last_frame", "ranking"]
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from allinone.results.page import csp_meta, inline_script, url
+
 REPORT = "report.html"
 HEATMAP = "heatmap.png"
 
@@ -52,6 +54,8 @@ videos.forEach(v => {
 });
 function play(id, t){ const v = document.getElementById(id); if (!v) return; v.currentTime = t;
   v.scrollIntoView({behavior: 'smooth', block: 'center'}); v.play(); }
+document.querySelectorAll('.timeline[data-video]').forEach(el => el.addEventListener('click',
+  () => play(el.dataset.video, Number(el.dataset.t))));
 """
 
 
@@ -85,8 +89,10 @@ def heatmap(manifest: dict, path: Path) -> bool:
                 d[r, names.index(x["identity"])] = x["distance"]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(names) + 2.5), max(2.5, 0.35 * len(rows) + 1.6)), dpi=100)
     im = ax.imshow(d, cmap="viridis_r", aspect="auto")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(rows)), [f"{m['probe_video']} P{m['probe_track']}" for m in rows], fontsize=8)
+    def plain(label: str) -> str:  # a name is text, never matplotlib mathtext ("$...$")
+        return label.replace("$", r"\$")
+    ax.set_xticks(range(len(names)), [plain(n) for n in names], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), [plain(f"{m['probe_video']} P{m['probe_track']}") for m in rows], fontsize=8)
     t = manifest.get("threshold", {}).get("value")
     for r, m in enumerate(rows):
         if m["status"] == "match" and m["identity"] in names:
@@ -113,7 +119,8 @@ def _bar(distance: float | None, threshold: float | None) -> str:
             f'<div class="legend">distance {distance:.4g} · threshold {threshold:.4g} (the black line)</div>')
 
 
-def _card(run: Path, m: dict, track: dict, video: dict, idents: dict, threshold: float | None) -> str:
+def _card(run: Path, m: dict, track: dict, video: dict, idents: dict, threshold: float | None,
+          vid: str) -> str:
     status, reason = m["status"], m.get("reason")
     head = f"P{m['probe_track']} → {html.escape(m['identity'])}" if status == "match" else \
         f"P{m['probe_track']}: {status.replace('_', ' ')} ({html.escape(str(reason))})"
@@ -127,13 +134,12 @@ def _card(run: Path, m: dict, track: dict, video: dict, idents: dict, threshold:
     frames = max(1, video.get("frames") or 1)
     fps = video.get("fps") or 30.0
     first, last = track["first_frame"], track["last_frame"]
-    vid = "video-" + video["name"]
     timeline = (f'<div class="timeline" title="frames {first}–{last}: click to play from here" '
-                f'onclick="play(\'{vid}\', {(first - 1) / fps:.3f})"><div class="span" style="left:'
+                f'data-video="{vid}" data-t="{(first - 1) / fps:.3f}"><div class="span" style="left:'
                 f'{100 * (first - 1) / frames:.2f}%;width:{max(0.5, 100 * (last - first + 1) / frames):.2f}%">'
                 f'</div></div><div class="legend">visible frames {first}–{last} of {frames} '
                 f'({(first - 1) / fps:.1f}–{last / fps:.1f} s)</div>')
-    return (f'<div class="card {status}" data-track="{m["probe_track"]}"><h3>{head}</h3><div class="pics">{pics}'
+    return (f'<div class="card {html.escape(status)}" data-track="{m["probe_track"]}"><h3>{head}</h3><div class="pics">{pics}'
             f'</div>{_bar(m.get("distance"), threshold)}'
             + (f'<div class="legend" data-lr="{m["lr"]:.6g}">LR {m["lr"]:.3g}: {html.escape(m["lr_verbal"])}</div>'
                if m.get("lr") is not None else "")
@@ -159,25 +165,26 @@ def render_report(run: Path, manifest: dict) -> str:
              ("gallery", manifest.get("gallery_db") or next((v["path"] for v in manifest["videos"]
                                                              if v["role"] == "gallery"), "")),
              ("identities", str(len(idents)))]
-    out = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>allinone run "
+    out = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>{csp_meta(SCRIPT)}<title>allinone run "
            f"{e(facts[0][1])}</title><style>{CSS}</style></head><body data-video-status='pending'>",
            f"<h1>Who walked by</h1><div class='muted'>allinone {e(str(manifest.get('allinone_version', '')))} · "
            "open the result videos below, or click a person's timeline</div>",
            "<div class='facts'>" + "".join(f"<div><b>{e(k)}</b>{e(str(v))}</div>" for k, v in facts) + "</div>"]
     tracks = {(v["name"], tr["id"]): tr for v in manifest["videos"] for tr in v["tracks"]}
-    for v in manifest["videos"]:
+    for n, v in enumerate(manifest["videos"]):
         if v["role"] != "probe":
             continue
+        vid = f"video-{n}"  # element ids never carry a name
         rows = [m for m in manifest.get("matches", []) if m["probe_video"] == v["name"]]
         counts = {s: sum(m["status"] == s for m in rows) for s in ("match", "unknown", "too_short")}
         out.append(f"<h2>{e(v['name'])} <span class='muted'>· {counts['match']} matched, {counts['unknown']} "
                    f"unknown, {counts['too_short']} too short</span></h2>")
         if v.get("result_video"):
-            out.append(f"<video id='video-{e(v['name'])}' src='{e(v['result_video'])}' controls preload='auto' "
+            out.append(f"<video id='{vid}' src='{e(url(v['result_video']))}' controls preload='auto' "
                        "muted playsinline></video>")
         out.append("<div class='cards'>" + "".join(
             _card(run, m, tracks.get((v["name"], m["probe_track"]), {"first_frame": 1, "last_frame": 1}), v,
-                  idents, t) for m in rows) + "</div>")
+                  idents, t, vid) for m in rows) + "</div>")
     out.append("<h2>Gallery identities</h2><div class='tiles'>" + "".join(
         f"<div class='tile'><div class='pics'>{_img(run, i.get('crop'), '')}{_img(run, i.get('gei'), '', gei=True)}"
         f"</div><b>{e(i['name'])}</b><br>{len(i['tracks'])} track(s)</div>" for i in idents.values()) + "</div>")
@@ -193,7 +200,7 @@ def render_report(run: Path, manifest: dict) -> str:
                      f"<td style='text-align:left'>{e(str(w.get('sha256', ''))[:16])}</td></tr>"
                      for k, w in weights.items())
     out.append(f"<h2>Models</h2><table><tr><th>stage</th><th>file</th><th>sha256</th></tr>{models}</table>")
-    out.append(f"<script>{SCRIPT}</script></body></html>")
+    out.append(f"{inline_script(SCRIPT)}</body></html>")
     return "\n".join(out)
 
 

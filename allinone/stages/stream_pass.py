@@ -105,7 +105,7 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
             "wall_time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "frame": frame_index + 1,
             "track": d.probe_track, "status": d.status, "identity": d.identity,
             "distance": None if d.distance is None else round(float(d.distance), 6), "reason": d.reason,
-            "silhouettes": n_sil, "latency_s": round(now - arrived, 4), "final": final}))
+            "silhouettes": n_sil, "latency_s": round(now - arrived, 4), "final": final}, allow_nan=False))
         n_events += 1
 
     def finish(tids: list[int], frame_index: int, arrived: float) -> None:

@@ -109,3 +109,113 @@ def test_demo5_sideways_finds_its_walkers(tmp_path, shared, random_gaitbase):
     m0 = json.loads((tmp_path / "r0/run.json").read_text())
     assert m0["videos"][0]["rotation"]["basis"] == "user"
     assert sum(t["n_frames"] for t in m0["videos"][0]["tracks"]) < 20
+
+
+# ------------------------------------------------------------------------------------------------ hostile names
+
+HOSTILE = [  # file stems: quotes, <, &, #, %, spaces, a newline, non-Latin scripts, markup and script attempts
+    """q"uo'te <img src=x onerror="document.title='pwned'"> &amp; #frag %41 %d""",
+    "new\nline ' autofocus onfocus='document.body.dataset.pwned=1' x=' 名前 مرحبا Ωμέγα",
+    "<svg onload=document.body.dataset.pwned=2> &lt;b&gt; 100% $x$ ?q=1",
+]
+
+
+def _short_clip(src: Path, dst: Path, frames: int = 40) -> Path:
+    cap = cv2.VideoCapture(str(src))
+    w = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), 30, (360, 640))
+    for _ in range(frames):
+        ok, f = cap.read()
+        assert ok
+        w.write(cv2.resize(f, (360, 640)))
+    w.release()
+    return dst
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory, shared, random_gaitbase):
+    """One real run: a short clip as the gallery and copies of it under hostile names as the probes."""
+    root = tmp_path_factory.mktemp("hostile")
+    clip = _short_clip(shared / "fixtures/videos/demo2.mp4", root / "clip.mp4")
+    probes = []
+    for stem in HOSTILE:
+        p = root / f"{stem}.mp4"
+        shutil.copyfile(clip, p)
+        probes += ["--probe", str(p)]
+    res = run_main("--gallery", str(clip), *probes, "--detector", str(shared / "weights/yolox_nano.onnx"),
+                   "--seg-model", str(shared / "weights/pphumanseg_onnx_model.onnx"),
+                   "--gait-model", str(random_gaitbase), "--threshold", "1e9", "--output", str(root / "out"),
+                   "--name", "r", "--quiet")
+    assert res.returncode == 0, res.stderr
+    return root / "out/r"
+
+
+def test_hostile_names_stay_text_and_nothing_runs(hostile_run, tmp_path):
+    m = json.loads((hostile_run / "run.json").read_text())
+    assert [v["name"] for v in m["videos"] if v["role"] == "probe"] == HOSTILE
+    page = (hostile_run / "report.html").read_text()
+    assert not re.search(r"<[^>]*\son\w+\s*=", page)  # no tag carries an event handler (names are escaped text)
+    assert 'http-equiv="Content-Security-Policy"' in page
+    res = chromium(tmp_path, "--virtual-time-budget=15000", "--dump-dom", (hostile_run / "report.html").as_uri())
+    assert res.returncode == 0, res.stderr[-2000:]
+    dom = res.stdout
+    # nothing executed: the title and the sentinel are untouched, and no element came from a name
+    assert re.search(r"<title>allinone run r</title>", dom), re.search(r"<title>.*?</title>", dom, re.S)
+    assert "data-pwned" not in dom
+    assert not re.search(r"<img[^>]*\bsrc=\"x\"", dom) and "<svg" not in dom
+    assert not re.search(r"<[^>]*\s(on\w+|autofocus)[\s=>]", dom)  # no tag got a handler or autofocus
+    # the page's own script ran (CSP let its hash through) and every result video loaded from its %-encoded URL
+    status = re.search(r'data-video-status="([^"]*)"', dom)
+    assert status and status.group(1) == "ok", status and status.group(1)
+    assert len(re.findall(r"<video ", dom)) == len(HOSTILE)
+    # every name shows as text (Chromium serialises text with &, <, > escaped)
+    for stem in HOSTILE:
+        shown = stem.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        assert f"<h2>{shown} <span" in dom, stem
+    # the timelines name their video by a data attribute the one script reads, never by a name
+    ids = set(re.findall(r"<video id=\"([^\"]+)\"", dom))
+    assert set(re.findall(r'data-video="([^"]+)"', dom)) <= ids and ids
+
+
+def test_csp_hash_is_the_scripts():
+    """The policy names exactly the page's one inline script: another script text would be refused."""
+    import base64
+    import hashlib
+
+    from allinone.results import page
+    script = "document.title = 1;"
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}';" in page.csp(script)
+    assert "default-src 'none'" in page.csp(script) and "'unsafe-inline'" not in page.csp(script).split(
+        "script-src")[1].split(";")[0]
+    assert page.url("results/a b#c%d?.mp4") == "results/a%20b%23c%25d%3F.mp4"
+    block = page.json_block("d", {"n": "</script><b>&"})
+    assert "</script><b>" not in block.split(">", 1)[1][:-len("</script>")]
+    assert json.loads(block.split(">", 1)[1][:-len("</script>")]) == {"n": "</script><b>&"}
+
+
+def test_a_probe_named_gallery_keeps_its_own_pictures(tmp_path, shared, random_gaitbase):
+    """--gallery-db with a probe video named gallery.mp4: the probe's pictures and the gallery file's never share a
+    key or a file (they did: the probe card showed the enrolled person)."""
+    from allinone.gallery.store import GalleryStore
+    person = _short_clip(shared / "fixtures/videos/demo1.mp4", tmp_path / "person.mp4")
+    probe = _short_clip(shared / "fixtures/videos/demo2.mp4", tmp_path / "gallery.mp4")
+    models = ["--detector", str(shared / "weights/yolox_nano.onnx"),
+              "--seg-model", str(shared / "weights/pphumanseg_onnx_model.onnx"), "--gait-model", str(random_gaitbase)]
+    db = tmp_path / "g.sqlite"
+    res = run_main("enroll", str(person), "--name", "walker", "--gallery-db", str(db), "--min-frames", "5", *models,
+                   "--quiet")
+    assert res.returncode == 0, res.stderr
+    res = run_main("--gallery-db", str(db), "--probe", str(probe), *models, "--threshold", "1e9", "--min-frames", "5",
+                   "--output", str(tmp_path / "out"), "--name", "r", "--quiet")
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "out/r"
+    m = json.loads((run / "run.json").read_text())
+    track = next(t for t in m["videos"][0]["tracks"] if "gei" in t)
+    ident = m["identities"][0]
+    assert m["videos"][0]["name"] == "gallery" and ident["name"] == "walker"
+    assert track["gei"] != ident["gei"] and track["crop"] != ident["crop"]
+    with GalleryStore(db) as store:
+        tid = ident["tracks"][0]["track"]
+        stored_crop, stored_gei = store.pictures([tid])[tid]
+    assert (run / ident["gei"]).read_bytes() == stored_gei and (run / ident["crop"]).read_bytes() == stored_crop
+    assert (run / track["gei"]).read_bytes() != stored_gei  # the probe's own GEI, not overwritten
