@@ -48,6 +48,7 @@ class ModelInfo:
     path: str
     arch: str
     metric: str
+    source_sha256: str = ""  # an ONNX export's: the checkpoint it was exported from (the same weights)
 
 
 @dataclass
@@ -120,7 +121,8 @@ class GalleryStore:
         mine = self.model()
         if mine is None:
             return
-        if mine.sha256 != model.sha256 or (model.arch and mine.arch != model.arch):
+        same = mine.sha256 in (model.sha256, model.source_sha256 or model.sha256)  # the file, or its source
+        if not same or (model.arch and mine.arch != model.arch):
             raise UserError(f"its features come from another gait checkpoint ({mine.arch}, {Path(mine.path).name}, "
                             f"sha256 {mine.sha256[:12]}…) than {model.path} (sha256 {model.sha256[:12]}…): use "
                             "that checkpoint or another gallery file", self.path)

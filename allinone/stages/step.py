@@ -21,6 +21,7 @@ class VideoResult:
     tracks: dict[int, TrackResult] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     silhouette_stride: int = 1
+    outputs: dict[str, str] = field(default_factory=dict)  # run-relative files written during the pass
 
     @property
     def embeddings(self) -> dict[int, Embedding]:
