@@ -22,8 +22,7 @@ def encoder_opens(name: str) -> bool:
                 ctx = av.CodecContext.create(name, "w")
                 ctx.width, ctx.height, ctx.pix_fmt = 256, 256, "yuv420p"
                 ctx.time_base, ctx.framerate = Fraction(1, 30), Fraction(30)
-                ctx.open()
-                ctx.close()
+                ctx.open()  # freed with the object
             except Exception as exc:  # PyAV raises OSError subclasses (PermissionError without a GPU), FFmpegError
                 log.debug("%s does not open here (%s)", name, exc)
                 ok = False
