@@ -36,8 +36,8 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
 def place_labels(boxes: list[tuple[int, int, int, int]], sizes: list[tuple[int, int]], frame_wh: tuple[int, int]
                  ) -> list[tuple[int, int, int, int]]:
     """Where each box's label tag goes (xyxy): greedily, boxes from the top of the picture down, the first of
-    above the box, inside it at the top, below it, inside it at the bottom — each at the box's left edge, then at
-    its right edge — that stays in the frame and overlaps no tag placed before; when every spot collides, the one
+    above the box, inside it at the top, below it, inside it at the bottom — at the box's left edge, then the same
+    at its right edge — that stays in the frame and overlaps no tag placed before; when every spot collides, the one
     overlapping least. So people walking side by side, whose tags above their boxes would overlap, get one tag
     above and the next inside its box, and no tag hides another."""
     w, h = frame_wh
@@ -46,8 +46,8 @@ def place_labels(boxes: list[tuple[int, int, int, int]], sizes: list[tuple[int, 
         x1, y1, x2, y2 = boxes[i]
         tw, th = sizes[i]
         best, best_cost = None, None
-        for ty in (y1 - th, y1, y2, y2 - th):
-            for tx in (x1, x2 - tw):
+        for tx in (x1, x2 - tw):  # starting at the box's left edge first: the tag reads as the box's
+            for ty in (y1 - th, y1, y2, y2 - th):
                 tx = min(max(tx, 0), max(w - tw, 0))
                 ty_in = min(max(ty, 0), max(h - th, 0))
                 rect = (tx, ty_in, tx + tw, ty_in + th)
