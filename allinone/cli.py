@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s: %(message)s",
                         force=True)
+    if quiet:  # matplotlib's own notices (font cache builds, missing fonts and glyphs) are not the run's warnings
+        import warnings
+        logging.getLogger("matplotlib").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module=r"matplotlib(\..*)?$")
+        warnings.filterwarnings("ignore", message=r"(Glyph \d+|Matplotlib|findfont)")
 
 
 def _subcommand(name: str, argv: list[str]) -> int:
@@ -104,11 +109,14 @@ def _subcommand(name: str, argv: list[str]) -> int:
     if name == "compare":
         from allinone.commands.compare import compare_command
         return compare_command(argv)
+    if name == "make-test-checkpoint":
+        from allinone.commands.make_checkpoint import make_checkpoint_command
+        return make_checkpoint_command(argv)
     raise AssertionError(name)  # only names from SUBCOMMANDS reach here
 
 
 SUBCOMMANDS = ("weights", "bench", "export-onnx", "rematch", "evaluate", "calibrate", "enroll", "gallery",
-               "extract", "compare")
+               "extract", "compare", "make-test-checkpoint")
 
 
 def _flag(argv: list[str], flag: str) -> str | None:
@@ -157,6 +165,10 @@ def _main(argv: list[str]) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         _setup_logging("--quiet" in argv)
         return _subcommand(argv[0], argv[1:])
+    if argv and not argv[0].startswith("-"):  # a word where a command or a flag goes: a mistyped command
+        print(f"error: unknown command {argv[0]!r} (commands: {', '.join(SUBCOMMANDS)}; a run starts with "
+              "--gallery or --gallery-db; python main.py --help)", file=sys.stderr)
+        return EXIT_USER_ERROR
     parser = build_parser()
     parser.epilog = ("other commands (each with its own --help): "
                      "weights [--download] (list / fetch the default models); "
@@ -169,7 +181,8 @@ def _main(argv: list[str]) -> int:
                      "FILE (one walker each: LR and an examiner's report); export-onnx --gait-model CKPT --out FILE "
                      "(the gait model as ONNX); "
                      "extract VIDEOS... --out DATASET [--engine local|ray] (an OpenGait-format dataset from many "
-                     "videos); bench (speed on the sample videos); --version")
+                     "videos); bench (speed on the sample videos); make-test-checkpoint [FILE] (a random GaitBase in "
+                     "OpenGait's format, to try the pipeline); --version")
     args = parser.parse_args(argv)
     _setup_logging(args.quiet)
     from allinone.commands.run import run
@@ -182,5 +195,9 @@ def _main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("interrupted: no run folder was written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    from allinone.results.summary import console_summary
+    summary = console_summary(result.manifest, result.run_dir)
+    if summary:
+        print(summary)
     print(result.run_dir)
     return 0

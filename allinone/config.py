@@ -197,8 +197,13 @@ class RunConfig:
     identities: tuple[tuple[str, tuple[int, ...]], ...] = ()
     # An enrolled gallery (SQLite file, gallery/store.py) used in place of a gallery video: no gallery video is processed.
     gallery_db: Path | None = None
-    # Draw the tracked and result videos (a second decode of each video). Off for enrolment.
+    # Draw the tracked and result videos. Off for enrolment. The gallery's tracked video is drawn during its first
+    # pass; a probe's result video needs the decisions, so it takes a second decode of the probe after them.
     render: bool = True
+    # Also a tracked video of each probe (box and P<id>, one color per track), drawn in the first pass: one more
+    # H.264 encode per probe frame (about as much as the detector on a 720p frame on the CPU) for what the result
+    # video already shows with the decisions. Probes of a --track-only run always get it (they have no result video).
+    tracked_probe_videos: bool = False
     # Turn video frames clockwise: "auto" honours the container's rotation tag and, where there is none and nobody is
     # found upright in a sample of frames, tries the quarter turns (with a warning); or "0", "90", "180", "270".
     rotate: str = "auto"

@@ -226,3 +226,40 @@ def test_bench_without_test_material_is_one_line(tmp_path):
     res = run_main("bench", "--shared", str(tmp_path / "nowhere"))
     _assert_user_error(res, "nowhere", "test material")
     assert res.returncode == 2
+
+
+def test_unknown_command_says_so():
+    res = run_main("frobnicate", "--probe", "x.mp4")
+    assert res.returncode == 2 and "unknown command 'frobnicate'" in res.stderr and "--probe" not in \
+        res.stderr.split("(")[0] and "Traceback" not in res.stderr
+
+
+def test_gallery_options_before_and_after_the_action(tmp_path):
+    from allinone.gallery.store import GalleryStore
+    db = tmp_path / "people.sqlite"
+    GalleryStore(db, create=True).close()
+    for argv in (("gallery", "list", "--gallery-db", str(db)), ("gallery", "--gallery-db", str(db), "list")):
+        res = run_main(*argv, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.startswith(f"{db}: 0 identities")
+    # given after the action, a missing file is named (not the default gallery.sqlite)
+    res = run_main("gallery", "rename", "a", "b", "--gallery-db", str(tmp_path / "none.sqlite"), cwd=tmp_path)
+    assert res.returncode == 2 and "none.sqlite" in res.stderr
+
+
+def test_quiet_silences_matplotlib_notices(tmp_path):
+    """A fresh matplotlib cache folder makes matplotlib announce that it builds its font cache; --quiet keeps it
+    (and matplotlib's other warnings) off the console, and without --quiet it shows."""
+    import os
+    code = ("import sys; from allinone import cli; cli._setup_logging(sys.argv[1] == 'quiet'); "
+            "import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt; "
+            "fig = plt.figure(); fig.text(0, 0, '\\u5f20', family='DejaVu Sans'); fig.canvas.draw()")
+    outs = {}
+    for mode in ("quiet", "loud"):
+        env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / mode)}
+        res = subprocess.run([sys.executable, "-c", code, mode], cwd=REPO, capture_output=True, text=True, env=env,
+                             timeout=300)
+        assert res.returncode == 0, res.stderr
+        outs[mode] = res.stderr
+    assert "Glyph" in outs["loud"] or "font cache" in outs["loud"]
+    assert outs["quiet"] == ""

@@ -116,12 +116,22 @@ def bench_command(argv: list[str] | None = None) -> int:
                                                        "queries")
     p.add_argument("--metric", choices=["euc", "cos"], default="euc", help="with --search: the distance")
     p.add_argument("--queries", type=int, default=100, help="with --search: noisy queries (plus the hard ones)")
+    p.add_argument("--encode", action="store_true",
+                   help="instead: the result video's colour conversion and H.264 encoding by variant (presets, CRF, "
+                        "conversion) on demo4's first frames: time, CPU, size and PSNR, within one run")
     args = p.parse_args(argv)
+    if args.encode:
+        from allinone.commands.bench_encode import encode_bench, markdown
+        report = encode_bench(args.shared / "fixtures/videos/demo4.mp4")
+        print(markdown(report))
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        return 0
     if args.decisions or args.live_soak:
         report = _decisions_or_soak(args)
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2, allow_nan=False))
         if args.json:
-            args.json.write_text(json.dumps(report, indent=2) + "\n")
+            args.json.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
         return 0
     if args.search:
         from allinone.gallery.search_bench import benchmark
@@ -169,6 +179,9 @@ def bench_command(argv: list[str] | None = None) -> int:
             costs = _model_costs(result.run_dir, entry, config, stages)
             first_pass = tm.get("total", 0.0)  # tracks are embedded inside the streamed pass (total includes it)
             e2e = first_pass + tm.get("render", 0.0)
+            # the videos' share of the frame's time: the second pass, and the tracked video drawn (and queued for
+            # its encoder thread) inside the first
+            video_s = tm.get("render", 0.0) + tm.get("draw", 0.0)
             model = costs["decode"] + costs["detect"] + costs["segment"] + costs["gait"]
             n = entry["frames"]
             rows.append({
@@ -181,6 +194,8 @@ def bench_command(argv: list[str] | None = None) -> int:
                              "gait/silhouette": round(1000 * costs["gait"] / max(costs["n_sil"], 1), 2)},
                 "fps_first_pass": round(n / first_pass, 1), "fps_with_render": round(n / e2e, 1),
                 "model_fps": round(n / model, 1), "ratio": round(first_pass / model, 3),
+                "render_share": round(video_s / e2e, 3) if e2e > 0 else 0.0,
+                "with_render_vs_models": round(model / e2e, 3) if e2e > 0 else 0.0,
             })
     total_frames = sum(r["frames"] for r in rows)
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
@@ -209,18 +224,21 @@ def _markdown(r: dict) -> str:
              f"run wall time {r['wall_s']} s for {r['frames']} frames (models loading included); "
              f"peak memory {r['peak_rss_mb']} MB", "",
              "| video | frames | tracks | crops | decode | detect | track | crop+seg | align+png | gait | render |"
-             " e2e fps | +render fps | models-only fps | ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             " e2e fps | +render fps | models-only fps | ratio | render share | +render / models |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for v in r["videos"]:
         s = v["stage_ms_per_frame"]
         lines.append(
             f"| {v['video']} ({v['size']}) | {v['frames']} | {v['tracks']} | {v['crops']} | "
             f"{s.get('decode_wait', 0):.1f} | {s.get('detect', 0):.1f} | {s.get('track', 0):.1f} | "
             f"{s.get('crop', 0) + s.get('segment', 0):.1f} | {s.get('align', 0) + s.get('write', 0):.1f} | "
-            f"{s.get('embed', 0):.1f} | {s.get('render', 0):.1f} | {v['fps_first_pass']} | {v['fps_with_render']} | "
-            f"{v['model_fps']} | {v['ratio']} |")
+            f"{s.get('embed', 0):.1f} | {s.get('render', 0) + s.get('draw', 0):.1f} | {v['fps_first_pass']} | "
+            f"{v['fps_with_render']} | {v['model_fps']} | {v['ratio']} | {v['render_share']:.1%} | "
+            f"{v['with_render_vs_models']} |")
     lines += ["", "stage columns: ms per video frame inside the pipeline (decode = time spent waiting for the "
-              "decoder thread). Models alone on the same inputs:", "",
+              "decoder thread; render = the result video's second pass plus the tracked video drawn in the first). "
+              "render share = render ÷ (first pass + second pass); +render / models = models-only time ÷ the "
+              "pipeline's time with the videos (1 = at the models' own cost). Models alone on the same inputs:", "",
               "| video | decode ms/frame | detect ms/frame | segment ms/crop | gait ms/silhouette |", "|---|---|---|---|---|"]
     for v in r["videos"]:
         m = v["model_ms"]

@@ -53,12 +53,19 @@ def enroll(args: argparse.Namespace) -> list[str]:
         ns = argparse.Namespace(**{**vars(args), "gallery": args.video, "probe": [], "output": Path(tmp),
                                    "name": "enrol", "gallery_db": None, "threshold": 0.0})
         config = replace(config_from_args(ns), render=False, save_silhouettes="none")
+        source = ""
         if config.gait.model and Path(config.gait.model).is_file():  # refuse a foreign model before running any
-            store.check_model(ModelInfo(sha256_path(config.gait.model), config.gait.model, "", "", ""))
+            if Path(config.gait.model).suffix.lower() == ".onnx":
+                from allinone.gait.onnx import source_sha256
+                source = source_sha256(config.gait.model)
+            store.check_model(ModelInfo(sha256_path(config.gait.model), config.gait.model, "", "", "",
+                                        source_sha256=source))
         result = run(config)
         gait = result.manifest["weights"]["gait"]
-        model = ModelInfo(gait["sha256"], gait["path"], gait["arch"], gait["metric"],
-                          gait.get("embedding", "embed_1"))
+        # an export that names its checkpoint enrols under the checkpoint's sha256, so that the checkpoint and its
+        # exports are all accepted later
+        model = ModelInfo(source or gait["sha256"], gait["path"], gait["arch"], gait["metric"],
+                          gait.get("embedding", "embed_1"), source_sha256=source)
         tracks = result.videos[0].tracks
         usable = sorted((t for t in tracks.values() if t.embedding is not None
                          and t.n_silhouettes >= config.match.min_frames),
@@ -99,15 +106,20 @@ def enroll_command(argv: list[str]) -> int:
 def gallery_command(argv: list[str]) -> int:
     from allinone.gallery.store import GalleryStore
     p = argparse.ArgumentParser(prog="python main.py gallery", description="Manage an enrolled gallery file.")
-    p.add_argument("--gallery-db", type=Path, default=DEFAULT_DB, metavar="FILE")
+    db_help = f"the gallery file (default: {DEFAULT_DB}); before or after the action"
+    p.add_argument("--gallery-db", type=Path, default=DEFAULT_DB, metavar="FILE", help=db_help)
+    # the same option after the action: SUPPRESS leaves the value given before it (or the default) when absent
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--gallery-db", type=Path, default=argparse.SUPPRESS, metavar="FILE", help=db_help)
     sub = p.add_subparsers(dest="action", required=True)
-    sub.add_parser("list", help="the identities, their tracks and sources")
-    r = sub.add_parser("rename", help="rename an identity")
+    sub.add_parser("list", help="the identities, their tracks and sources", parents=[after])
+    r = sub.add_parser("rename", help="rename an identity", parents=[after])
     r.add_argument("old")
     r.add_argument("new")
-    d = sub.add_parser("remove", help="remove an identity and its tracks")
+    d = sub.add_parser("remove", help="remove an identity and its tracks", parents=[after])
     d.add_argument("name")
-    e = sub.add_parser("export", help="write a folder: gallery.json, features (.npy), crops and GEIs (.png)")
+    e = sub.add_parser("export", help="write a folder: gallery.json, features (.npy), crops and GEIs (.png)",
+                       parents=[after])
     e.add_argument("out", type=Path)
     b = sub.add_parser("backup", help="copy the file by SQLite's online backup (runs and enrols may go on)")
     b.add_argument("target", type=Path, metavar="FILE")

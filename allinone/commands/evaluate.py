@@ -1,4 +1,7 @@
-"""python main.py evaluate / calibrate."""
+"""python main.py evaluate / calibrate.
+
+Over 400 lines because calibrate reads exactly what evaluate writes (metrics.json, searches.npz, impostors.npz):
+the writer and the reader of those files are kept side by side. The LR calibration is calibrate_lr.py."""
 from __future__ import annotations
 
 import argparse

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from allinone.commands.args import int_in_range
 from allinone.errors import UserError
-from allinone.gait.onnx import MAX_OPSET, META_ARCH, META_METRIC, MIN_OPSET, ExportMismatchError, export_onnx
+from allinone.gait.onnx import (MAX_OPSET, META_ARCH, META_METRIC, META_SOURCE, MIN_OPSET, PARITY_ATOL,
+                                PARITY_RTOL, ExportMismatchError, export_onnx)
 
 
 def export_command(argv: list[str]) -> int:
@@ -29,14 +30,17 @@ def export_command(argv: list[str]) -> int:
                    help="also load checkpoints that pickle objects besides tensors (can run code: trusted files only)")
     args = p.parse_args(argv)
     from allinone.gait.checkpoint import load_gait_model
+    from allinone.io.run_folder import sha256_path
 
     try:
         if args.out.suffix.lower() != ".onnx":
             raise UserError("the output must end in .onnx (the gait backend is chosen by file suffix)", args.out)
         model, spec = load_gait_model(args.gait_model, args.arch, "cpu", trust_pickle=args.trust_checkpoint)
+        measured: dict = {}
         try:
             path = export_onnx(model, args.out, input_hw=spec.input_size, opset=args.opset,
-                               metadata={META_ARCH: spec.name, META_METRIC: spec.metric})
+                               metadata={META_ARCH: spec.name, META_METRIC: spec.metric,
+                                         META_SOURCE: sha256_path(args.gait_model)}, measured=measured)
         except OSError as exc:
             raise UserError(f"cannot write the ONNX file ({exc.strerror or exc})", args.out) from exc
     except UserError as exc:
@@ -45,5 +49,11 @@ def export_command(argv: list[str]) -> int:
     except ExportMismatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if measured:
+        rel = measured["max_abs"] / measured["scale"] if measured["scale"] else float("nan")
+        print(f"checked against torch on {len(measured['checks'])} inputs ([n, s] = "
+              f"{', '.join(f'[{n}, {s}]' for n, s in measured['checks'])}): largest difference "
+              f"{measured['max_abs']:.3g} at output scale {measured['scale']:.3g} ({rel:.2g} of it; allowed "
+              f"{PARITY_RTOL:g} of it + {PARITY_ATOL:g})")
     print(path)
     return 0

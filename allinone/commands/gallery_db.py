@@ -30,7 +30,8 @@ def open_store(path: Path) -> GalleryStore:
 def check_store(store: GalleryStore, gait_sha: str, config, embedder) -> None:
     """The file's features must come from this run's checkpoint, metric and embedding (the embedder's, resolved)."""
     store.check_model(ModelInfo(gait_sha, config.gait.model, embedder.arch, config.match.metric,
-                                getattr(embedder, "embedding", "embed_1")))
+                                getattr(embedder, "embedding", "embed_1"),
+                                getattr(embedder, "source_sha256", "") or ""))
 
 
 def _threshold(store: GalleryStore, results, config, calibrated) -> Threshold:

@@ -198,7 +198,14 @@ def run(config: RunConfig) -> RunResult:
                 info = VideoInfo(path=Path(path), name=name, role=role, frames=src.frame_count_hint,
                                  fps=src.fps, width=src.width, height=src.height, rotation=degrees,
                                  rotation_basis=basis)
-                results.append(process_video(src, info, config, stages, writer))
+                # the tracked video is drawn in this first pass where it is kept: the gallery's (its G<id> are
+                # what --identity names), and a probe's only without decisions (--track-only) or when asked for;
+                # a probe's result video, which needs the decisions, shows the same people and ids
+                tracked = f"videos/{name}.mp4" if config.render and (
+                    role == "gallery" or stages.matcher is None or config.tracked_probe_videos) else None
+                results.append(process_video(src, info, config, stages, writer, tracked))
+                if tracked:
+                    results[-1].outputs["annotated_video"] = tracked
 
             decision, live, stored, fixed = None, {}, None, None
             if store is not None:  # all identities of a small gallery; a large one's within the threshold and near
@@ -219,9 +226,9 @@ def run(config: RunConfig) -> RunResult:
                     outputs[r.info.name] = live[r.info.name]["outputs"]
                     continue
                 identities, decisions = (decision[0], decision[3]) if decision else (None, None)
-                outputs[r.info.name] = render_video(
+                outputs[r.info.name] = {**r.outputs, **render_video(
                     r.info, writer.dir / f"tracks/{r.info.name}.txt", writer, gallery_name, identities, decisions,
-                    config.quiet, r.timings) if config.render else {}
+                    config.quiet, r.timings, annotated=False)} if config.render else {}
             videos = [mf.video_entry(r.info, r.tracks, outputs[r.info.name], r.timings,
                                      r.info.fps / r.silhouette_stride if stages.segmenter else None)
                       for r in results]
@@ -262,7 +269,6 @@ def run(config: RunConfig) -> RunResult:
     finally:
         if store is not None:
             store.close()
-    log.info("run written to %s", run_dir)
     return RunResult(run_dir=run_dir, manifest=manifest, videos=results)
 
 

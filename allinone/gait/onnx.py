@@ -45,6 +45,8 @@ _CHECK_NS = ((1, 11), (2, 3), (1, 1))
 _NO_CHUNKING = 1 << 30
 # ONNX metadata keys written by export_command and read by OnnxGaitEmbedder
 META_ARCH, META_METRIC = "allinone.arch", "allinone.metric"
+# the sha256 of the checkpoint the graph was exported from: a gallery enrolled with that checkpoint accepts the export
+META_SOURCE = "allinone.source_sha256"
 
 
 class ExportMismatchError(RuntimeError):
@@ -67,8 +69,10 @@ def _embed_only(model: torch.nn.Module) -> torch.nn.Module:
     return EmbedOnly(model).eval()
 
 
-def _parity_error(model: torch.nn.Module, onnx_path: Path, input_hw: tuple[int, int]) -> str | None:
-    """Run torch and ONNX Runtime (CPU) on random sequences; a description of the first mismatch, or None."""
+def _parity_error(model: torch.nn.Module, onnx_path: Path, input_hw: tuple[int, int],
+                  measured: dict | None = None) -> str | None:
+    """Run torch and ONNX Runtime (CPU) on random sequences; a description of the first mismatch, or None.
+    ``measured`` receives the largest difference seen (``max_abs``) and the output scale there (``scale``)."""
     import onnxruntime as ort
     import torch
 
@@ -91,13 +95,15 @@ def _parity_error(model: torch.nn.Module, onnx_path: Path, input_hw: tuple[int, 
         err = float(np.abs(got - ref).max())
         scale = float(np.abs(ref).max())
         log.debug("export parity [n=%d, s=%d]: max abs %.3g, output scale %.3g", n, s, err, scale)
+        if measured is not None and not err <= measured.get("max_abs", -1.0):
+            measured.update(max_abs=err, scale=scale, checks=[list(ns) for ns in _CHECK_NS])
         if not err <= PARITY_RTOL * scale + PARITY_ATOL:  # also catches NaN
             return f"[n={n}, s={s}]: max |onnx - torch| = {err:.3g} at output scale {scale:.3g}"
     return None
 
 
 def export_onnx(model: torch.nn.Module, out: Path, input_hw: tuple[int, int] = (64, 44), opset: int = 17, *,
-                metadata: Mapping[str, str] | None = None) -> Path:
+                metadata: Mapping[str, str] | None = None, measured: dict | None = None) -> Path:
     """Export ``model.embed`` (sils [n, s, h, w] float32 → embedding [n, c, p]) to ``out`` as ONNX.
 
     n and s are dynamic. The model is copied to CPU in eval mode (the caller's model is left as it is), with
@@ -105,6 +111,7 @@ def export_onnx(model: torch.nn.Module, out: Path, input_hw: tuple[int, int] = (
     length). ``metadata`` goes into the model's metadata_props. The file is written beside ``out`` under a
     temporary name, checked against torch with ONNX Runtime, then renamed to ``out``.
     Raises ExportMismatchError when the ONNX outputs differ from torch's beyond PARITY_RTOL / PARITY_ATOL.
+    ``measured`` (a dict) receives the largest difference the checks found (``max_abs``, ``scale``).
     """
     import torch
 
@@ -141,7 +148,7 @@ def export_onnx(model: torch.nn.Module, out: Path, input_hw: tuple[int, int] = (
             proto = onnx.load(str(tmp))
             onnx.helper.set_model_props(proto, dict(metadata))
             onnx.save(proto, str(tmp))
-        problem = _parity_error(cpu_model, tmp, input_hw)
+        problem = _parity_error(cpu_model, tmp, input_hw, measured)
         if problem:
             raise ExportMismatchError(f"ONNX export of {type(model).__name__} does not match torch {problem}")
         os.replace(tmp, out)
@@ -149,6 +156,16 @@ def export_onnx(model: torch.nn.Module, out: Path, input_hw: tuple[int, int] = (
         tmp.unlink(missing_ok=True)
     log.info("exported %s embedding to %s (opset %d)", type(model).__name__, out, opset)
     return out
+
+
+def source_sha256(path: str | Path) -> str:
+    """The sha256 of the checkpoint an ONNX file written by export-onnx came from ('' when it does not say)."""
+    import onnxruntime as ort
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception:  # not loadable: the gait stage reports that with its own message
+        return ""
+    return sess.get_modelmeta().custom_metadata_map.get(META_SOURCE, "")
 
 
 def _is_fixed(dim: object) -> bool:
@@ -192,6 +209,7 @@ class OnnxGaitEmbedder:
         meta = self.session.get_modelmeta().custom_metadata_map
         self.arch = meta.get(META_ARCH, "unknown")
         self.metric = meta.get(META_METRIC, "euc")
+        self.source_sha256 = meta.get(META_SOURCE, "")  # the checkpoint it was exported from ('' unknown)
         wanted = getattr(config, "arch", "auto")
         if wanted != "auto" and self.arch == "unknown":
             log.warning("%s has no architecture metadata; cannot check that it is %s", path, wanted)

@@ -59,10 +59,12 @@ class ModelInfo:
     arch: str
     metric: str
     embedding: str = "embed_1"
+    source_sha256: str = ""  # an ONNX export's: the checkpoint it was exported from (the same weights)
 
     def mismatch(self, other: "ModelInfo") -> str | None:
         """Why features of ``other`` cannot go with (or be compared with) this store's, or None when they can."""
-        if self.sha256 != other.sha256 or (other.arch and self.arch and self.arch != other.arch):
+        same = self.sha256 in (other.sha256, other.source_sha256 or other.sha256)  # the file, or its source
+        if not same or (other.arch and self.arch and self.arch != other.arch):
             return (f"its features come from another gait checkpoint ({self.arch}, {Path(self.path).name}, "
                     f"sha256 {self.sha256[:12]}…) than {other.path} (sha256 {other.sha256[:12]}…): use that "
                     "checkpoint or another gallery file")

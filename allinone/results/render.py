@@ -28,27 +28,91 @@ class Box:
     label: str
 
 
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    """Area shared by two xyxy rectangles."""
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def place_labels(boxes: list[tuple[int, int, int, int]], sizes: list[tuple[int, int]], frame_wh: tuple[int, int]
+                 ) -> list[tuple[int, int, int, int]]:
+    """Where each box's label tag goes (xyxy): greedily, boxes from the top of the picture down, the first of
+    above the box, inside it at the top, below it, inside it at the bottom — at the box's left edge, then the same
+    at its right edge — that stays in the frame and overlaps no tag placed before; when every spot collides, the one
+    overlapping least. So people walking side by side, whose tags above their boxes would overlap, get one tag
+    above and the next inside its box, and no tag hides another."""
+    w, h = frame_wh
+    placed: list[tuple[int, int, int, int] | None] = [None] * len(boxes)
+    for i in sorted(range(len(boxes)), key=lambda k: (boxes[k][1], boxes[k][0])):
+        x1, y1, x2, y2 = boxes[i]
+        tw, th = sizes[i]
+        best, best_cost = None, None
+        for tx in (x1, x2 - tw):  # starting at the box's left edge first: the tag reads as the box's
+            for ty in (y1 - th, y1, y2, y2 - th):
+                tx = min(max(tx, 0), max(w - tw, 0))
+                ty_in = min(max(ty, 0), max(h - th, 0))
+                rect = (tx, ty_in, tx + tw, ty_in + th)
+                cost = sum(_overlap(rect, q) for q in placed if q is not None) + (abs(ty_in - ty) * tw)
+                if best_cost is None or cost < best_cost:
+                    best, best_cost = rect, cost
+                if cost == 0:
+                    break
+            if best_cost == 0:
+                break
+        placed[i] = best
+    return placed  # type: ignore[return-value]
+
+
 def draw(frame: np.ndarray, boxes: list[Box]) -> np.ndarray:
-    """Draw boxes with filled label tags onto ``frame`` in place (and return it)."""
+    """Draw boxes with filled label tags onto ``frame`` in place (and return it); tags are placed so that none
+    hides another (``place_labels``). Boxes first, then every tag, so no box line crosses a tag."""
     h, w = frame.shape[:2]
     scale = max(0.4, min(h, w) / 900.0)
     thick = max(1, int(round(2 * scale)))
     font = cv2.FONT_HERSHEY_SIMPLEX
+    rects, sizes, labelled = [], [], []
     for box in boxes:
         x1, y1, x2, y2 = (int(round(v)) for v in box.xyxy)
         if box.color == UNKNOWN_COLOR:  # a dark rim keeps the gray box visible on bright backgrounds
             cv2.rectangle(frame, (x1, y1), (x2, y2), (0, 0, 0), thick + 2, cv2.LINE_AA)
         cv2.rectangle(frame, (x1, y1), (x2, y2), box.color, thick, cv2.LINE_AA)
-        if not box.label:
-            continue
-        (tw, th), base = cv2.getTextSize(box.label, font, scale, thick)
-        ty = y1 - th - base - 2 if y1 - th - base - 2 >= 0 else y1  # above the box, or inside it at the top
-        tx = min(max(x1, 0), max(w - tw - 4, 0))
-        cv2.rectangle(frame, (tx, ty), (tx + tw + 4, ty + th + base + 2), box.color, -1)
+        if box.label:
+            (tw, th), base = cv2.getTextSize(box.label, font, scale, thick)
+            rects.append((x1, y1, x2, y2))
+            sizes.append((tw + 4, th + base + 2))
+            labelled.append((box, th))
+    for (box, th), (tx, ty, tx2, ty2) in zip(labelled, place_labels(rects, sizes, (w, h))):
+        cv2.rectangle(frame, (tx, ty), (tx2, ty2), box.color, -1)
         lum = 0.114 * box.color[0] + 0.587 * box.color[1] + 0.299 * box.color[2]
         text_color = (0, 0, 0) if lum > 140 else (255, 255, 255)
         cv2.putText(frame, box.label, (tx + 2, ty + th + 1), font, scale, text_color, thick, cv2.LINE_AA)
     return frame
+
+
+def significant(x: float, digits: int = 3) -> str:
+    """``x`` with ``digits`` significant digits, trailing zeros kept: 0.03 → "0.0300", 0.0351 → "0.0351"."""
+    text = f"{x:#.{digits}g}"
+    return text[:-1] if text.endswith(".") else text
+
+
+class TrackedVideo:
+    """The tracked video (every track drawn: box, ``<prefix><id>``, one color per track), drawn frame by frame
+    during a video's first pass, so the video is decoded once for it; encoding runs in VideoSink's thread."""
+
+    def __init__(self, path, fps: float, size_wh: tuple[int, int], prefix: str) -> None:
+        from allinone.io.video import VideoSink
+        self.sink = VideoSink(path, fps, size_wh)
+        self.prefix = prefix
+
+    def __call__(self, frame: np.ndarray, xyxy: np.ndarray, track_ids: np.ndarray) -> None:
+        """Draw onto ``frame`` in place (the caller is done with it) and queue it for encoding."""
+        self.sink.write(draw(frame, [Box(b, identity_color(int(t)), f"{self.prefix}{int(t)}")
+                                     for b, t in zip(xyxy, track_ids)]))
+
+    def close(self) -> None:
+        self.sink.close()
+
+    def discard(self) -> None:
+        self.sink.discard()
 
 
 def decision_box(xyxy: np.ndarray, tid: int, d, colors: dict[str, int]) -> Box:
@@ -56,17 +120,18 @@ def decision_box(xyxy: np.ndarray, tid: int, d, colors: dict[str, int]) -> Box:
     if d is None or d.status == "too_short":
         return Box(xyxy, UNKNOWN_COLOR, f"P{tid} too short")
     if d.status == "match":
-        return Box(xyxy, identity_color(colors.get(d.identity, 0)), f"P{tid} {d.identity} {d.distance:.2f}")
+        return Box(xyxy, identity_color(colors.get(d.identity, 0)), f"P{tid} {d.identity} {significant(d.distance)}")
     return Box(xyxy, UNKNOWN_COLOR, f"P{tid} unknown ({d.reason})")
 
 
 def render_video(info, mot_path, writer, gallery_name: str | None, identities, decisions,
                  quiet: bool, timings: dict[str, float], annotated: bool = True) -> dict[str, str]:
     """Second decode of a video: draw its tracks, read back from its MOT file in step with the frames (so nothing
-    grows with the video's length). Always the tracked video (one color per track, labels G<id> or P<id>) unless
-    ``annotated`` is False; for a probe with decisions also the result video ``G-<gallery>_P-<probe>.mp4``, where each
+    grows with the video's length). The tracked video (one color per track, labels G<id> or P<id>) when
+    ``annotated`` (a run draws it in the first pass instead: TrackedVideo); for a probe with decisions also the result video ``G-<gallery>_P-<probe>.mp4``, where each
     person wears the color of the identity they matched and a label ``P<id> <identity> <distance>``, or gray
-    ``P<id> unknown (<reason>)``. Returns the run-relative paths written."""
+    ``P<id> unknown (<reason>)``. Returns the run-relative paths written; with nothing to write the video is not
+    decoded at all."""
     from tqdm import tqdm
 
     from allinone.io.run_folder import read_mot_by_frame
@@ -81,6 +146,8 @@ def render_video(info, mot_path, writer, gallery_name: str | None, identities, d
     colors = {i.name: i.key for i in identities or []}
     if info.role == "probe" and decisions is not None and gallery_name is not None:
         outputs["result_video"] = f"G-{gallery_name}_P-{info.name}.mp4"
+    if not outputs:  # the tracked video was drawn in the first pass: nothing left that needs a second decode
+        return outputs
     for key, rel in outputs.items():
         sinks[key] = VideoSink(writer.path(rel), info.fps, (info.width, info.height))
     t0 = time.perf_counter()

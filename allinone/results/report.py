@@ -40,6 +40,11 @@ cursor:pointer;margin-top:8px}.timeline .span{position:absolute;top:0;bottom:0;b
 .tile .pics{justify-content:center}video{max-width:100%;max-height:480px;background:#000;border-radius:6px}
 table{border-collapse:collapse;background:#fff}td,th{border:1px solid #dde;padding:4px 8px;text-align:right}
 th{background:#f0f1f5}td:first-child,th:first-child{text-align:left}.legend{font-size:12px;color:#556}
+.card h3,.tile b,.runners{overflow-wrap:anywhere}.pics{flex-wrap:wrap}.pic .name{display:block;max-width:150px;
+overflow:hidden;text-overflow:ellipsis;white-space:nowrap}.tile{max-width:240px}
+.nopic{display:flex;align-items:center;justify-content:center;box-sizing:border-box;height:96px;width:110px;
+padding:6px;background:#f3f3f5;border:1px dashed #bbc;border-radius:4px;font-size:11px;color:#556;text-align:center}
+.card[data-reason=taken]{border-left-color:#b54708}
 """
 
 SCRIPT = """
@@ -66,11 +71,21 @@ def _data_uri(path: Path) -> str | None:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
-def _img(run: Path, rel: str | None, label: str, gei: bool = False) -> str:
+def _img(run: Path, rel: str | None, label: str, gei: bool = False, missing: str = "no picture") -> str:
+    """A picture with its label under it (cut with an ellipsis when long, whole in the tooltip); where there is no
+    picture, a box saying ``missing``."""
     uri = _data_uri(run / rel) if rel else None
-    inner = f'<img class="{"gei" if gei else ""}" src="{uri}" alt="{html.escape(label)}">' if uri else \
-        '<div style="height:64px;width:44px;background:#eee"></div>'
-    return f'<div class="pic">{inner}{html.escape(label)}</div>'
+    e = html.escape
+    inner = f'<img class="{"gei" if gei else ""}" src="{uri}" alt="{e(label)}">' if uri else \
+        f'<div class="nopic">{e(missing)}</div>'
+    return f'<div class="pic">{inner}<span class="name" title="{e(label)}">{e(label)}</span></div>'
+
+
+def _dropped(track: dict) -> str:
+    """Why a track has no silhouettes: how many of its frames were usable, and the reasons the rest were not."""
+    reasons = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in (track.get("dropped") or {}).items() if v)
+    return (f"no silhouette: {track.get('n_silhouettes', 0)} usable of {track.get('n_frames', '?')} frames"
+            + (f" (left out: {reasons})" if reasons else ""))
 
 
 def heatmap(manifest: dict, path: Path) -> bool:
@@ -87,12 +102,21 @@ def heatmap(manifest: dict, path: Path) -> bool:
         for x in m["ranking"]:
             if x["identity"] in names:
                 d[r, names.index(x["identity"])] = x["distance"]
+    from allinone.results.fonts import font_rc
+    labels = [f"{m['probe_video']} P{m['probe_track']}" for m in rows]
+    with plt.rc_context(font_rc(names + labels, str(path))):  # names in any script the system has a font for
+        _draw_heatmap(plt, d, names, labels, rows, manifest, path)
+    return True
+
+
+def _draw_heatmap(plt, d: np.ndarray, names: list[str], labels: list[str], rows: list[dict], manifest: dict,
+                  path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(names) + 2.5), max(2.5, 0.35 * len(rows) + 1.6)), dpi=100)
     im = ax.imshow(d, cmap="viridis_r", aspect="auto")
     def plain(label: str) -> str:  # a name is text, never matplotlib mathtext ("$...$")
         return label.replace("$", r"\$")
     ax.set_xticks(range(len(names)), [plain(n) for n in names], rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(rows)), [plain(f"{m['probe_video']} P{m['probe_track']}") for m in rows], fontsize=8)
+    ax.set_yticks(range(len(rows)), [plain(x) for x in labels], fontsize=8)
     t = manifest.get("threshold", {}).get("value")
     for r, m in enumerate(rows):
         if m["status"] == "match" and m["identity"] in names:
@@ -103,20 +127,24 @@ def heatmap(manifest: dict, path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-    return True
 
 
-def _bar(distance: float | None, threshold: float | None) -> str:
+def _bar(distance: float | None, threshold: float | None, status: str = "", reason: str | None = None) -> str:
+    """The distance against the threshold. Green only for a match; a track within the threshold that is unknown
+    because its candidates were taken is amber and says so; red beyond the threshold."""
     if distance is None or threshold is None:
         return ""
     top = max(2 * threshold, distance * 1.05, 1e-12)
     fill = min(100.0, 100 * distance / top)
     mark = min(100.0, 100 * threshold / top)
-    color = "#1a7f37" if distance <= threshold else "#b42318"
+    within = distance <= threshold
+    color = "#1a7f37" if status == "match" else "#b54708" if within else "#b42318"
+    note = " — within the threshold, but every candidate went to a person seen at the same time who fits it " \
+           "better" if within and status != "match" and reason == "taken" else ""
     return (f'<div class="bar" title="distance {distance:.4g} vs threshold {threshold:.4g}">'
             f'<div class="fill" style="width:{fill:.1f}%;background:{color}"></div>'
             f'<div class="mark" style="left:{mark:.1f}%"></div></div>'
-            f'<div class="legend">distance {distance:.4g} · threshold {threshold:.4g} (the black line)</div>')
+            f'<div class="legend">distance {distance:.4g} · threshold {threshold:.4g} (the black line){note}</div>')
 
 
 def _card(run: Path, m: dict, track: dict, video: dict, idents: dict, threshold: float | None,
@@ -124,7 +152,8 @@ def _card(run: Path, m: dict, track: dict, video: dict, idents: dict, threshold:
     status, reason = m["status"], m.get("reason")
     head = f"P{m['probe_track']} → {html.escape(m['identity'])}" if status == "match" else \
         f"P{m['probe_track']}: {status.replace('_', ' ')} ({html.escape(str(reason))})"
-    pics = _img(run, track.get("crop"), "probe") + _img(run, track.get("gei"), "GEI", gei=True)
+    pics = _img(run, track.get("crop"), "probe", missing="no picture: no box of this person was usable for one") \
+        + _img(run, track.get("gei"), "GEI", gei=True, missing=_dropped(track))
     if status == "match":
         i = idents.get(m["identity"], {})
         pics += '<div class="arrow">⇄</div>' + _img(run, i.get("crop"), m["identity"]) + \
@@ -139,8 +168,9 @@ def _card(run: Path, m: dict, track: dict, video: dict, idents: dict, threshold:
                 f'{100 * (first - 1) / frames:.2f}%;width:{max(0.5, 100 * (last - first + 1) / frames):.2f}%">'
                 f'</div></div><div class="legend">visible frames {first}–{last} of {frames} '
                 f'({(first - 1) / fps:.1f}–{last / fps:.1f} s)</div>')
-    return (f'<div class="card {html.escape(status)}" data-track="{m["probe_track"]}"><h3>{head}</h3><div class="pics">{pics}'
-            f'</div>{_bar(m.get("distance"), threshold)}'
+    return (f'<div class="card {html.escape(status)}" data-reason="{html.escape(str(reason or ""))}" '
+            f'data-track="{m["probe_track"]}"><h3>{head}</h3><div class="pics">{pics}'
+            f'</div>{_bar(m.get("distance"), threshold, status, reason)}'
             + (f'<div class="legend" data-lr="{m["lr"]:.6g}">LR {m["lr"]:.3g}: {html.escape(m["lr_verbal"])}</div>'
                if m.get("lr") is not None else "")
             + (f'<div class="runners">runners-up: {runners}</div>' if runners else "")

@@ -23,6 +23,7 @@ class VideoResult:
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     silhouette_stride: int = 1
     together: CoVisibility = field(default_factory=CoVisibility)  # tracks seen in one frame (impostor evidence)
+    outputs: dict[str, str] = field(default_factory=dict)  # run-relative files written during the pass
 
     @property
     def embeddings(self) -> dict[int, Embedding]:

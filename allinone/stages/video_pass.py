@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 
 
 def process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages: Stages,
-                   writer: RunWriter) -> VideoResult:
-    """One streamed pass over a video: detect, track, cut silhouettes, and embed each track as soon as it ends."""
+                  writer: RunWriter, tracked_video: str | None = None) -> VideoResult:
+    """One streamed pass over a video: detect, track, cut silhouettes, and embed each track as soon as it ends.
+    ``tracked_video``: a run-relative path to draw the tracked video to in this same pass (timed as ``draw``)."""
     tracker = ByteTracker(config.track, src.fps)
     result = VideoResult(info=info)
     tm = result.timings
@@ -54,6 +55,11 @@ def process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages: 
         sil, crop = cutter.take(tid) if cutter is not None else (None, None)
         close(tid, spans.pop(tid), sil, crop, png_dirs.pop(tid, None))
 
+    drawer = None
+    if tracked_video is not None:
+        from allinone.results.render import TrackedVideo
+        drawer = TrackedVideo(writer.path(tracked_video), src.fps, (src.width, src.height),
+                              "G" if info.role == "gallery" else "P")
     start = time.perf_counter()
     bar = tqdm(total=src.frame_count_hint or None, desc=f"{info.role} {info.name}", unit="frame",
                disable=config.quiet, leave=False, dynamic_ncols=True)
@@ -77,6 +83,10 @@ def process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages: 
                     cutter.add(frame, index, tracked, dets)
                     for tid in cutter.ended(index, gap):
                         finish(tid)
+                if drawer is not None:  # after the crops were cut: drawing is in place
+                    t2 = time.perf_counter()
+                    drawer(frame, tracked.xyxy, tracked.track_id)
+                    tm["draw"] += time.perf_counter() - t2
                 bar.update(1)
             if len(chunk) < batch:
                 break
@@ -93,9 +103,16 @@ def process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages: 
                       None if i not in feats else np.asarray(feats[i], np.float32))
         for tid in sorted(spans):
             finish(tid)
+        if drawer is not None:
+            t2 = time.perf_counter()
+            drawer.close()  # the encoder's last frames
+            tm["draw"] += time.perf_counter() - t2
+            drawer = None
     finally:
         mot.close()
         bar.close()
+        if drawer is not None:
+            drawer.discard()
     tm["total"] = time.perf_counter() - start
     if src.count == 0:
         raise UserError("video has no frames that can be decoded", src.path)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import copy
 import dataclasses
 import os
@@ -151,7 +153,11 @@ def test_export_command_writes_a_loadable_model(ckpt, tmp_path, capsys):
     out = tmp_path / "models" / "gait.onnx"
     assert export_command(["--gait-model", str(ckpt), "--out", str(out), "--opset", "18"]) == 0
     captured = capsys.readouterr()
-    assert captured.out.strip() == str(out) and captured.err == ""
+    lines = captured.out.strip().splitlines()
+    assert lines[-1] == str(out) and captured.err == ""
+    # the difference it measured, as a fraction of the output's scale, within the allowed one
+    found = re.search(r"largest difference (\S+) at output scale (\S+) \((\S+) of it", lines[0])
+    assert found and 0 <= float(found.group(1)) <= 1e-4 * float(found.group(2)) + 1e-6
     assert [p.name for p in out.parent.iterdir()] == ["gait.onnx"]  # the temporary file was renamed
     plain = tmp_path / "plain"
     plain.write_bytes(b"")
@@ -268,3 +274,33 @@ def test_onnx_embedder_rejects_bad_settings_and_input(exported):
     assert os.fspath(stage.path) == str(exported)
     # export_onnx without metadata: architecture unknown, OpenGait's default metric
     assert (stage.arch, stage.metric, stage.embedding_shape) == ("unknown", "euc", (256, 16))
+
+
+def test_export_records_its_checkpoint_and_a_gallery_of_either_accepts_the_other(ckpt, tmp_path, capsys):
+    """A gallery enrolled with the checkpoint accepts the checkpoint's own export (same weights: embeddings equal
+    to ~1e-6) and refuses another model's; one enrolled with the export (under the checkpoint's sha256, as enroll
+    records it) accepts the checkpoint."""
+    from allinone.gallery.store import Enrolment, GalleryStore, ModelInfo
+    from allinone.gait.onnx import source_sha256
+    from allinone.io.run_folder import sha256_path
+    from allinone.records import Embedding, TrackResult
+    out = tmp_path / "gait.onnx"
+    assert export_command(["--gait-model", str(ckpt), "--out", str(out)]) == 0
+    capsys.readouterr()
+    ckpt_sha, onnx_sha = sha256_path(ckpt), sha256_path(out)
+    assert ckpt_sha != onnx_sha
+    stage = OnnxGaitEmbedder(GaitConfig(model=str(out)))
+    assert stage.source_sha256 == source_sha256(out) == ckpt_sha
+    feat = np.zeros((256, 16), np.float32)
+    track = TrackResult(1, 0, 9, 10, 10, {}, Embedding("v", 1, feat, 10, 0, 9))
+    with GalleryStore(tmp_path / "g.sqlite", create=True) as store:
+        store.add([Enrolment("Ann", "a.mp4", [track])], ModelInfo(ckpt_sha, str(ckpt), "gaitbase", "euc"))
+        store.check_model(ModelInfo(onnx_sha, str(out), stage.arch, "euc", stage.source_sha256))  # accepted
+        with pytest.raises(UserError, match="another gait checkpoint"):
+            store.check_model(ModelInfo(onnx_sha, str(out), stage.arch, "euc", "ef" * 32))  # another model's
+        with pytest.raises(UserError, match="another gait checkpoint"):
+            store.check_model(ModelInfo(onnx_sha, str(out), stage.arch, "euc"))  # an export that names no source
+    with GalleryStore(tmp_path / "h.sqlite", create=True) as store:  # enrolled with the export
+        store.add([Enrolment("Ann", "a.mp4", [track])],
+                  ModelInfo(stage.source_sha256, str(out), "gaitbase", "euc", stage.source_sha256))
+        store.check_model(ModelInfo(ckpt_sha, str(ckpt), "gaitbase", "euc"))  # the checkpoint: accepted

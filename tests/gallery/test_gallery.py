@@ -31,9 +31,12 @@ def _models(shared, ckpt):
 def enrolled(tmp_path_factory, shared, ckpt):
     db = tmp_path_factory.mktemp("db") / "people.sqlite"
     v = shared / "fixtures/videos"
-    res = run_main("enroll", str(v / "demo1.mp4"), "--name", "Ann", "--gallery-db", str(db), *_models(shared, ckpt))
+    loud = [a for a in _models(shared, ckpt) if a != "--quiet"]  # everything it says, as a user sees it
+    res = run_main("enroll", str(v / "demo1.mp4"), "--name", "Ann", "--gallery-db", str(db), *loud)
     assert res.returncode == 0, res.stderr
-    assert "Ann" in res.stdout
+    # it names the gallery file it changed, and no temporary folder that is gone once it returns
+    assert res.stdout.strip().splitlines()[-1] == f"enrolled Ann in {db}"
+    assert "allinone-enrol-" not in res.stdout + res.stderr
     res = run_main("enroll", str(v / "plaza_gallery_boxed.mp4"), "--gallery-db", str(db), *_models(shared, ckpt))
     assert res.returncode == 0, res.stderr
     return db

@@ -109,3 +109,44 @@ def test_sink_writes_browser_playable_h264(tmp_path):
     boxes = _top_level_boxes(out)
     assert boxes.index("moov") < boxes.index("mdat")  # +faststart: playable while it downloads
     assert read_frame_count(out) == 31
+
+
+def test_encoder_is_checked_at_run_time_with_the_cpu_fallback(tmp_path):
+    """NVENC is used only where it opens; on a machine without an NVIDIA GPU (as here) the sink falls back to
+    libx264. An encoder this FFmpeg lacks never opens."""
+    import av
+
+    from allinone.io.encoders import encoder_opens, h264_encoder
+    assert not encoder_opens("no_such_encoder")
+    assert encoder_opens("libx264")
+    expected = "h264_nvenc" if encoder_opens("h264_nvenc") else "libx264"
+    sink = VideoSink(tmp_path / "a.mp4", 25.0, (64, 48))
+    assert sink.encoder == h264_encoder("auto") == expected
+    for _ in range(3):
+        sink.write(np.zeros((48, 64, 3), np.uint8))
+    sink.close()
+    with av.open(str(tmp_path / "a.mp4")) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+
+
+def test_sink_colours_come_back_as_written(tmp_path):
+    """The BGR → yuv420p conversion (OpenCV's, BT.601 limited range) matches what FFmpeg decodes with: flat colour
+    patches read back within a few levels, and the whole picture above 35 dB PSNR."""
+    import cv2
+    colours = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (128, 128, 128), (255, 255, 255), (20, 40, 60),
+               (200, 120, 30)]
+    frame = np.zeros((96, 128, 3), np.uint8)
+    for k, c in enumerate(colours):
+        frame[(k // 4) * 48:(k // 4 + 1) * 48, (k % 4) * 32:(k % 4 + 1) * 32] = c
+    with VideoSink(tmp_path / "c.mp4", 25.0, (128, 96)) as sink:
+        for _ in range(5):
+            sink.write(frame)
+    cap = cv2.VideoCapture(str(tmp_path / "c.mp4"))
+    ok, got = cap.read()
+    cap.release()
+    assert ok
+    for k, c in enumerate(colours):
+        patch = got[(k // 4) * 48 + 8:(k // 4 + 1) * 48 - 8, (k % 4) * 32 + 8:(k % 4 + 1) * 32 - 8]
+        assert np.abs(patch.reshape(-1, 3).mean(axis=0) - np.array(c)).max() < 6, (c, patch.mean(axis=(0, 1)))
+    mse = np.mean((got.astype(float) - frame.astype(float)) ** 2)
+    assert 10 * np.log10(255 ** 2 / mse) > 35

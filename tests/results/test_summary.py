@@ -1,0 +1,46 @@
+"""The console table after a run, from a run.json built by hand."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from allinone.results.summary import console_summary
+
+
+def _manifest(threshold: dict) -> dict:
+    def m(track, status, identity, distance, reason):
+        return {"probe_video": "cam1", "probe_track": track, "status": status, "identity": identity,
+                "distance": distance, "reason": reason, "ranking": []}
+    return {"threshold": threshold, "report": "report.html",
+            "matches": [m(1, "match", "Ann", 0.0312, None), m(2, "unknown", None, 0.0401, "taken"),
+                        m(3, "unknown", None, 0.9, "no_candidate"), m(4, "too_short", None, None,
+                                                                       "too_few_silhouettes")]}
+
+
+def test_table_says_who_matched_why_not_and_the_threshold_basis():
+    text = console_summary(_manifest({"value": 0.035, "basis": "auto", "impostor_pairs": 6, "far": 0.01}),
+                           Path("output/r1"))
+    lines = text.splitlines()
+    assert lines[0].split() == ["probe", "person", "decision", "distance", "threshold", "basis"]
+    row = {line.split()[1]: line for line in lines[1:5]}
+    assert "→ Ann" in row["P1"] and "0.0312" in row["P1"]
+    assert "unknown" in row["P2"] and "seen at the same time" in row["P2"] and "0.0401" in row["P2"]
+    assert "no identity within the threshold" in row["P3"]
+    assert "too short" in row["P4"] and "—" in row["P4"]
+    assert all("0.035" in r and "auto (6 impostor pairs, FAR 0.01)" in r for r in row.values())
+    # columns line up: every row's decision starts where the header's does
+    col = lines[0].index("decision")
+    assert all(r[col - 2:col] == "  " and r[col] != " " for r in lines[1:5])
+    assert lines[5] == "1 matched, 2 unknown, 1 too short"
+    assert lines[6] == f"report: {Path('output/r1/report.html')}"
+
+
+def test_threshold_fields_added_later_or_missing_do_not_break_it():
+    text = console_summary(_manifest({"value": 0.5, "basis": "calibrated", "file": "/x/ckpt.calibration.json",
+                                      "fpir": {"target": 0.01}, "new_field": [1, 2]}), "out")
+    assert "calibrated (ckpt.calibration.json)" in text
+    text = console_summary(_manifest({}), "out")  # nothing known about the threshold
+    assert "?" in text.splitlines()[1]
+
+
+def test_track_only_run_prints_nothing_but_leaves_the_folder_line_to_the_cli():
+    assert console_summary({"videos": []}, "out") == ""
