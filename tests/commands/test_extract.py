@@ -37,9 +37,9 @@ def test_local_engine_writes_an_opengait_dataset(local):
     out, broken, res = local
     assert res.returncode == 1  # one video failed; the others were done
     summary = json.loads(res.stdout.strip().splitlines()[-1])
-    assert summary["failed"] == [str(broken)] and summary["processed"] == 4
+    assert summary["failed"] == [str(broken.resolve())] and summary["processed"] == 4
     status = [json.loads(x) for x in (out / "videos.jsonl").read_text().splitlines()]
-    bad = next(s for s in status if s["video"] == str(broken))
+    bad = next(s for s in status if s["video"] == str(broken.resolve()))
     assert bad["status"] == "failed" and "cannot be opened" in bad["error"]
     pk = _pickles(out)
     assert len(pk) >= 3
