@@ -109,7 +109,11 @@ def run_ray(todo: list[tuple[str, str]], worker_args: tuple, workers: int | None
         plan = plan_actors(ray.nodes(), device, workers)
         if not plan:
             raise UserError(f"the Ray cluster {address or '(local)'} has no CPU or GPU for a worker")
-        log.info("Ray: %d actor(s) on %d node(s)", len(plan), len({s["node"] for s in plan}))
+        per = {}
+        for s in plan:
+            per[s["node"][:12]] = per.get(s["node"][:12], 0) + 1
+        log.info("Ray: %d actor(s) on %d node(s): %s", len(plan), len(per),
+                 ", ".join(f"{k}: {n}" for k, n in per.items()))
         free = deque()
         for slot in plan:
             a = make(slot)
