@@ -240,7 +240,7 @@ def assign_ids(paths: list[Path], recs: dict[str, dict], out: Path) -> dict[str,
         digest = hashlib.sha1(key.encode()).hexdigest()
         n = 8
         while vid in taken:
-            vid = f"{_stem(p)}-{digest[:n]}"
+            vid = f"{_stem(p)}-{digest[:n]}" if n <= len(digest) else f"{_stem(p)}-{digest}-{n}"
             n += 4
         ids[key] = vid
         taken.add(vid)

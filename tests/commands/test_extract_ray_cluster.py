@@ -158,3 +158,16 @@ def test_extract_on_a_two_node_loopback_cluster_with_token_auth(shared, tmp_path
             except psutil.Error:
                 pass
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_actors_are_sized_by_each_nodes_own_resources():
+    """No Ray needed: the plan from ray.nodes()-shaped records (a GPU node, a CPU node, a dead node)."""
+    from allinone.commands.extract_ray import plan_actors
+    nodes = [{"NodeID": "g" * 40, "Alive": True, "Resources": {"CPU": 16.0, "GPU": 2.0}},
+             {"NodeID": "c" * 40, "Alive": True, "Resources": {"CPU": 3.0}},
+             {"NodeID": "d" * 40, "Alive": False, "Resources": {"CPU": 64.0}}]
+    plan = plan_actors(nodes, "auto", None)
+    assert [(s["node"][0], s["device"], s["num_gpus"]) for s in plan] == [
+        ("g", "cuda", 1), ("c", "cpu", 0), ("g", "cuda", 1), ("c", "cpu", 0), ("c", "cpu", 0)]
+    assert len(plan_actors(nodes, "cpu", None)) == 19  # --device cpu: every CPU of both live nodes
+    assert [s["node"][0] for s in plan_actors(nodes, "auto", 3)] == ["g", "c", "g"]  # a cap spreads over nodes

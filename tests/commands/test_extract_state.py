@@ -130,10 +130,10 @@ def _agree(out: Path) -> list[str]:
 def videos(shared, tmp_path):
     v = shared / "fixtures/videos"
     # the same name from two folders: two videos, two ids
-    for d in ("cam1", "cam2"):
+    for d in ("cam1", "cam2", "cam3"):
         (tmp_path / d).mkdir()
-        shutil.copy(v / "demo2.mp4", tmp_path / d / "walk.mp4")
-    return [v / "demo1.mp4", tmp_path / "cam1/walk.mp4", v / "demo4.mp4", tmp_path / "cam2/walk.mp4"]
+        shutil.copy(v / "demo2.mp4", tmp_path / d / ("walk.mp4" if d != "cam3" else "other.mp4"))
+    return [v / "demo1.mp4", tmp_path / "cam1/walk.mp4", tmp_path / "cam3/other.mp4", tmp_path / "cam2/walk.mp4"]
 
 
 def test_sigterm_stops_the_workers_and_a_killed_run_resumes_into_an_agreeing_dataset(shared, tmp_path, videos):
