@@ -1,7 +1,7 @@
 """The Ray engine of ``extract``: the per-video task on Ray actors sized by each node's own CPUs and GPUs.
 
-- The package reaches every worker through ``runtime_env`` (``py_modules``: this ``allinone`` folder, without
-  caches); nodes need the requirements installed, not this repository.
+- The package reaches every worker through ``runtime_env`` (``working_dir``: a copy of this ``allinone`` folder
+  alone, without caches); nodes need the requirements installed, not this repository.
 - Paths are resolved by the driver before they are sent; workers hand their sequences back in memory and the driver
   writes the dataset, so the output folder need not be shared with the nodes (the videos and models must be readable
   on them at the same paths).
@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from collections import deque
 from pathlib import Path
 
@@ -41,11 +43,14 @@ def _is_loopback(address: str | None) -> bool:
     return host in LOOPBACK
 
 
-def runtime_env() -> dict:
-    """The package for the workers: this allinone folder as a py_module (uploaded once, cached by content)."""
+def runtime_env(ship: Path) -> dict:
+    """The package for the workers: a copy of this allinone folder alone (no caches) in ``ship``, Ray's
+    ``working_dir``, uploaded by ``ray.init`` and cached by content. A working_dir also keeps Ray from giving the
+    workers the driver's script folder and working folder as import paths, which would import a checkout there
+    instead of the shipped package (and nothing at all on a node without one)."""
     pkg = Path(__file__).resolve().parents[1]
-    return {"py_modules": [str(pkg)], "excludes": ["__pycache__", "*.pyc", "*.onnx", "*.pt"],
-            "env_vars": {"OMP_NUM_THREADS": "1"}}
+    shutil.copytree(pkg, ship / "allinone", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return {"working_dir": str(ship), "env_vars": {"OMP_NUM_THREADS": "1"}}
 
 
 def plan_actors(nodes: list[dict], device: str, cap: int | None) -> list[dict]:
@@ -85,11 +90,13 @@ def run_ray(todo: list[tuple[str, str]], worker_args: tuple, workers: int | None
     if not ray.is_initialized():
         local = {} if address else {"num_cpus": workers or os.cpu_count() or 1, "include_dashboard": False,
                                     "_node_ip_address": "127.0.0.1"}
-        try:
-            ray.init(address=address or None, runtime_env=runtime_env(), log_to_driver=False,
-                     logging_level=logging.WARNING, **local)
-        except Exception as exc:
-            raise UserError(f"cannot reach the Ray cluster {address or '(local)'} ({first_line(exc)})") from None
+        with tempfile.TemporaryDirectory(prefix="allinone-ray-") as ship:
+            try:
+                ray.init(address=address or None, runtime_env=runtime_env(Path(ship)), log_to_driver=False,
+                         logging_level=logging.WARNING, **local)
+            except Exception as exc:
+                raise UserError(f"cannot reach the Ray cluster {address or '(local)'} ({first_line(exc)})") \
+                    from None
         started = True
 
     @ray.remote(max_restarts=0)
@@ -97,6 +104,10 @@ def run_ray(todo: list[tuple[str, str]], worker_args: tuple, workers: int | None
         def __init__(self, *args) -> None:
             super().__init__(*args)
             self.node = ray.get_runtime_context().get_node_id()
+
+        def __call__(self, path: str, vid: str) -> dict:
+            import allinone  # where this worker's package came from (runtime_env's copy, not a checkout)
+            return {**super().__call__(path, vid), "package": str(Path(allinone.__file__).parent)}
 
     def make(slot: dict):
         return RayExtractWorker.options(

@@ -140,6 +140,9 @@ def test_extract_on_a_two_node_loopback_cluster_with_token_auth(shared, tmp_path
         recs = [json.loads(x) for x in (ds / "videos.jsonl").read_text().splitlines()]
         assert sorted(r["video"] for r in recs) == sorted(str((work / "clips" / n).resolve()) for n in names)
         assert all(r["status"] == "done" for r in recs), recs
+        # the workers imported the package runtime_env shipped, not this checkout (which Ray's copy of the driver's
+        # sys.path would also reach on this one machine)
+        assert all("runtime_resources" in r["package"] and str(REPO) not in r["package"] for r in recs), recs
         retried = [r for r in recs if r["attempts"] == 2]
         assert len(retried) == 1 and retried[0]["worker_pid"] != killed  # its video done by the replacement
         assert "died" in err and "a new worker takes over" in err
