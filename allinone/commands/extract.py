@@ -3,18 +3,21 @@
 The first pass of a run (detect → track → quality filter → segment → OpenGait alignment), without gait models, over
 many videos, into OpenGait's layout, which OpenGait's loaders and ``evaluate`` read as they are:
 
-    DATASET/<sequence id>/<type>/<view>/<sequence id>.pkl     uint8 [T, 64, 64] (or [T, 64, 44] with --cut44)
+    DATASET/<sequence id>/<video id>/000/<sequence id>.pkl     uint8 [T, 64, 64] (or [T, 64, 44] with --cut44)
 
-One sequence per track with at least --min-frames silhouettes; sequence id ``<video>-<track:03d>``, type the video's
-name, view ``000`` (an unknown viewpoint). ``manifest.parquet`` has one row per sequence (source video, track, frame
-range, frames kept, silhouettes dropped by reason); ``videos.jsonl`` one line per video (done or failed, with the
-error). A re-run skips finished videos and retries failed ones; a video that fails is recorded and does not stop the
-batch; a video's sequences are written under DATASET/.partial/ and moved into place only when the video has
-finished, so a partly written sequence never appears.
+One sequence per track with at least --min-frames silhouettes; sequence id ``<video id>-<track:03d>``, type the video
+id, view ``000`` (an unknown viewpoint). A video id is unique across every run on the dataset (its stem, or its stem
+and a hash of its resolved path when the stem is taken); a source path already done is skipped, a failed one retried.
+
+The driver alone writes the dataset, holding its lock (one driver per dataset): workers hand each video's sequences
+back in memory, the driver stages them under DATASET/.partial/, moves each into place whole, then appends the video's
+line to videos.jsonl (fsynced); manifest.parquet is rewritten at the end, and at the start of every run both files are
+rebuilt from what is on disk (dataset_state.py). A video that fails, or is missing, is recorded and does not stop the
+batch. SIGTERM, SIGHUP or Ctrl-C: the workers are stopped, the bookkeeping written, and the driver exits 128+signal;
+workers end with the driver also when it is killed (extract_worker.py).
 
 Engines: ``local`` (the default) runs a worker process per CPU core (or one per GPU), each loading the models once;
-``ray`` runs the same per-video task on Ray actors (models loaded once per actor; a GPU share per actor where there
-are GPUs), on a local Ray or an existing cluster (--ray-address), the driver writing results as they finish.
+``ray`` runs the same per-video task on Ray actors sized per node (extract_ray.py).
 """
 from __future__ import annotations
 
@@ -22,237 +25,142 @@ import argparse
 import json
 import logging
 import os
-import re
+import pickle
 import shutil
+import signal
 import sys
-import tempfile
 import time
-import traceback
 from dataclasses import replace
 from pathlib import Path
 
-from allinone.errors import UserError, first_line
+from allinone.commands.dataset_state import (PARTIAL, STATUS, DatasetLock, assign_ids, reconcile, seq_file,
+                                             write_manifest)
+from allinone.commands.extract_worker import failed, run_local
+from allinone.errors import UserError
 
 log = logging.getLogger(__name__)
 
-STATUS = "videos.jsonl"
-MANIFEST = "manifest.parquet"
-PARTIAL = ".partial"
+
+class Interrupted(Exception):
+    """SIGTERM or SIGHUP reached the driver: the workers are stopped and the bookkeeping written before it exits."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
 
 
-def video_ids(paths: list[Path]) -> list[str]:
-    """A dataset-safe, unique name per video: its stem, with a short hash of its path where two stems collide."""
-    import hashlib
-    stems = [re.sub(r"[^\w.-]", "_", p.stem) or "video" for p in paths]
-    out = []
-    for p, s in zip(paths, stems):
-        if stems.count(s) > 1:
-            s = f"{s}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:6]}"
-        out.append(s)
-    return out
+def _absolute_models(config):
+    """Model files as absolute paths, so that workers elsewhere (other working directory, other node) find them."""
+    def absolute(m):
+        return str(Path(m).resolve()) if m and Path(m).exists() else m
+    return replace(config, detect=replace(config.detect, model=absolute(config.detect.model)),
+                   segment=replace(config.segment, model=absolute(config.segment.model)))
 
 
-class ExtractWorker:
-    """Built once per worker with the detection and segmentation models; one call per video."""
-
-    def __init__(self, config, device: str, out: str, min_frames: int, cut44: bool) -> None:
-        from allinone.stages.build import build_detector, build_segmenter, Stages
-        self.config = config
-        self.out = Path(out)
-        self.min_frames = min_frames
-        self.cut44 = cut44
-        self.stages = Stages(build_detector(config.detect.model, config, device),
-                             build_segmenter(config.segment.model, device))
-
-    def __call__(self, path: str, vid: str) -> dict:
-        """Process one video; returns its status line (with its sequences' manifest rows)."""
-        t0 = time.perf_counter()
-        try:
-            rows = self._extract(Path(path), vid)
-            return {"video": path, "id": vid, "status": "done", "sequences": len(rows), "rows": rows,
-                    "seconds": round(time.perf_counter() - t0, 2)}
-        except Exception as exc:  # recorded for the user; the batch goes on
-            log.debug("extract %s failed:\n%s", path, traceback.format_exc())
-            return {"video": path, "id": vid, "status": "failed", "error": f"{type(exc).__name__}: "
-                    f"{first_line(exc)}", "seconds": round(time.perf_counter() - t0, 2)}
-
-    def _extract(self, path: Path, vid: str) -> list[dict]:
-        import pickle
-
-        from allinone.io.run_folder import RunWriter
-        from allinone.stages.video_pass import process_video
-        from allinone.stages.rotation import choose_rotation
-        from allinone.records import VideoInfo
-        from allinone.io.video import VideoSource
-
-        src = VideoSource(path)
-        degrees, basis = choose_rotation(src, self.stages.detector, self.config.rotate)
-        src.set_rotation(degrees)
-        partial = self.out / PARTIAL
-        partial.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=partial, prefix=f"{vid}-") as tmp:
-            with RunWriter(tmp, "v") as writer:
-                info = VideoInfo(path=path, name=vid, role="gallery", frames=src.frame_count_hint, fps=src.fps,
-                                 width=src.width, height=src.height, rotation=degrees, rotation_basis=basis)
-                result = process_video(src, info, self.config, self.stages, writer)
-                staged, rows = [], []
-                for tid, tr in result.tracks.items():
-                    if tr.n_silhouettes < self.min_frames or "silhouettes_pkl" not in tr.files:
-                        continue
-                    seq = f"{vid}-{tid:03d}"
-                    with open(writer.dir / tr.files["silhouettes_pkl"], "rb") as fh:
-                        sils = pickle.load(fh)
-                    if self.cut44:
-                        sils = sils[:, :, 10:-10].copy()  # GaitLU-1M's form: the 64x44 the models see
-                    folder = Path(tmp) / "seqs" / seq / vid / "000"
-                    folder.mkdir(parents=True)
-                    with open(folder / f"{seq}.pkl", "wb") as fh:
-                        pickle.dump(sils, fh)
-                    staged.append(seq)
-                    rows.append({"sequence": seq, "type": vid, "view": "000", "source_video": str(path),
-                                 "track": tid, "first_frame": tr.first_frame + 1, "last_frame": tr.last_frame + 1,
-                                 "frames": tr.n_frames, "frames_kept": tr.n_silhouettes,
-                                 **{f"dropped_{k}": int(v) for k, v in tr.dropped.items()},
-                                 "shape": list(sils.shape), "rotation": degrees})
-                writer.finalize({"video": str(path)})  # the scratch run folder; removed with tmp
-            for seq in staged:  # whole sequences appear at once
-                target = self.out / seq
-                if target.exists():
-                    shutil.rmtree(target)
-                os.replace(Path(tmp) / "seqs" / seq, target)
-        return rows
-
-
-# ------------------------------------------------------------------------------------------------ engines
-
-_WORKER: ExtractWorker | None = None
-
-
-def _init_local(*args) -> None:
-    global _WORKER
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _WORKER = ExtractWorker(*args)
-
-
-def _run_local(path: str, vid: str) -> dict:
-    assert _WORKER is not None
-    return _WORKER(path, vid)
-
-
-def run_local(todo: list[tuple[str, str]], worker_args: tuple, workers: int):
-    """Yield each video's status as it finishes; ``workers`` processes, models loaded once in each."""
-    if workers <= 1:
-        worker = ExtractWorker(*worker_args)
-        for path, vid in todo:
-            yield worker(path, vid)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    ctx = multiprocessing.get_context("spawn")  # no inherited threads or model state
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_local,
-                             initargs=worker_args) as pool:
-        futures = [pool.submit(_run_local, path, vid) for path, vid in todo]
-        for f in as_completed(futures):
-            yield f.result()
-
-
-def run_ray(todo: list[tuple[str, str]], worker_args: tuple, workers: int, address: str | None, gpus: int):
-    """The same per-video task on Ray actors (models loaded once per actor), results streamed as they finish."""
-    try:
-        import ray
-    except ImportError:
-        raise UserError("--engine ray needs the ray package (pip install ray)") from None
-    from ray.util import ActorPool
-    started = False
-    if not ray.is_initialized():
-        try:
-            ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-                     **({} if address else {"num_cpus": workers}))
-        except Exception as exc:
-            raise UserError(f"cannot reach the Ray cluster {address or '(local)'} ({first_line(exc)})") from None
-        started = True
-    try:
-        share = (gpus / workers) if gpus else 0
-        actor = ray.remote(num_cpus=1, num_gpus=share)(ExtractWorker)
-        pool = ActorPool([actor.remote(*worker_args) for _ in range(workers)])
-        yield from pool.map_unordered(lambda a, item: a.__call__.remote(*item), todo)
-    finally:
-        if started:
-            ray.shutdown()
-
-
-# ------------------------------------------------------------------------------------------------ driver
-
-def _read_status(out: Path) -> dict[str, dict]:
-    done: dict[str, dict] = {}
-    f = out / STATUS
-    if f.is_file():
-        for line in f.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                done[rec["video"]] = rec
-    return done
-
-
-def _write_manifest(out: Path, status: dict[str, dict]) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    rows = [r for rec in status.values() if rec.get("status") == "done" for r in rec.get("rows", [])]
-    rows.sort(key=lambda r: r["sequence"])
-    tmp = out / f".{MANIFEST}.tmp"
-    pq.write_table(pa.Table.from_pylist(rows) if rows else pa.table({"sequence": pa.array([], pa.string())}), tmp)
-    os.replace(tmp, out / MANIFEST)
-    return len(rows)
+def _commit(out: Path, rec: dict) -> dict:
+    """Write a finished video's sequences (staged, then each moved into place whole) and return its status line
+    without the arrays. Only the driver calls this."""
+    seqs = rec.pop("sequences", None) or []
+    rows = []
+    if rec["status"] == "done":
+        stage = out / PARTIAL / rec["id"]
+        shutil.rmtree(stage, ignore_errors=True)
+        for row, sils in seqs:
+            f = seq_file(stage, row["sequence"], rec["id"])
+            f.parent.mkdir(parents=True)
+            with open(f, "wb") as fh:
+                pickle.dump(sils, fh)
+            rows.append({**row, "node": rec.get("node"), "worker_pid": rec.get("worker_pid")})
+        for row in rows:
+            target = out / row["sequence"]
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(stage / row["sequence"], target)
+        shutil.rmtree(stage, ignore_errors=True)
+        rec["sequences"] = len(rows)
+        rec["rows"] = rows
+    return rec
 
 
 def extract(videos: list[Path], out: Path, config, *, engine: str = "local", workers: int = 0,
             ray_address: str | None = None, min_frames: int = 10, cut44: bool = False, quiet: bool = False) -> dict:
+    """Extract ``videos`` into the dataset ``out`` (see the module's docstring); returns the run's summary."""
     from tqdm import tqdm
 
-    from allinone.stages.build import resolve_models
     from allinone.io.devices import resolve_device
-    for v in videos:
-        if not v.is_file():
-            raise UserError("video not found" if not v.exists() else "not a file", v)
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise UserError("dataset folder is not writable", out)
-    shutil.rmtree(out / PARTIAL, ignore_errors=True)  # leftovers of an interrupted run: never a sequence
-    status = _read_status(out)
-    ids = video_ids(videos)
-    todo = [(str(v), i) for v, i in zip(videos, ids) if status.get(str(v), {}).get("status") != "done"]
-    skipped = len(videos) - len(todo)
-    if skipped:
-        log.info("%d video(s) already done, skipped", skipped)
-    device = resolve_device(config.device)
-    config = resolve_models(replace(config, track_only=False, save_silhouettes="pkl"), gait=False)
+    from allinone.stages.build import resolve_models
+    given = list(dict.fromkeys(Path(os.path.abspath(v)).resolve() for v in videos))  # resolved, each once
+    out = Path(os.path.abspath(out))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the dataset folder ({exc.strerror})", out) from None
+    if not out.is_dir() or not os.access(out, os.W_OK):
+        raise UserError("dataset folder is not a writable folder", out)
     gpus = 0
-    if device.startswith("cuda"):
-        import torch
-        gpus = torch.cuda.device_count()
-    workers = workers or (gpus or os.cpu_count() or 1)
-    args = (config, device, str(out), min_frames, cut44)
-    stream = run_ray(todo, args, workers, ray_address, gpus) if engine == "ray" else run_local(todo, args, workers)
-    t0 = time.perf_counter()
-    n_seq = 0
-    with open(out / STATUS, "a", encoding="utf-8") as fh, \
-            tqdm(total=len(todo), desc=f"extract ({engine})", unit="video", disable=quiet) as bar:
-        for rec in stream:
-            status[rec["video"]] = rec
-            fh.write(json.dumps(rec, allow_nan=False) + "\n")
-            fh.flush()
-            n_seq += rec.get("sequences", 0)
-            if rec["status"] != "done":
-                log.warning("%s: failed (%s); recorded, the batch goes on", rec["video"], rec.get("error"))
-            bar.update(1)
-            bar.set_postfix_str(f"{n_seq} sequences")
-    wall = time.perf_counter() - t0
-    total = _write_manifest(out, status)
-    failed = [v for v, r in status.items() if r.get("status") != "done" and v in {str(x) for x in videos}]
-    return {"videos": len(videos), "processed": len(todo), "skipped": skipped, "failed": failed,
+    if engine == "ray":
+        device = config.device
+        if device not in ("auto", "cpu", "cuda"):
+            resolve_device(device)  # its one-line error
+    else:
+        device = resolve_device(config.device)
+        if device.startswith("cuda"):
+            import torch
+            gpus = torch.cuda.device_count()
+    config = _absolute_models(resolve_models(replace(config, track_only=False, save_silhouettes="pkl"),
+                                             gait=False))
+    with DatasetLock(out):
+        recs, fixed = reconcile(out)
+        ids = assign_ids(given, recs, out)
+        missing = [p for p in given if not p.is_file()]
+        todo = [(str(p), ids[str(p)]) for p in given
+                if p.is_file() and recs.get(str(p), {}).get("status") != "done"]
+        skipped = len(given) - len(todo) - len(missing)
+        if skipped:
+            log.info("%d video(s) already done, skipped", skipped)
+        n_workers = workers or (gpus or os.cpu_count() or 1)
+        if engine == "ray":
+            from allinone.commands.extract_ray import run_ray
+            stream = run_ray(todo, (config, min_frames, cut44), workers or None, ray_address, device)
+        else:
+            stream = run_local(todo, (config, device, min_frames, cut44), n_workers)
+        t0 = time.perf_counter()
+        n_seq = 0
+        try:
+            with open(out / STATUS, "a", encoding="utf-8") as fh, \
+                    tqdm(total=len(todo), desc=f"extract ({engine})", unit="video", disable=quiet) as bar:
+                def record(rec: dict) -> None:
+                    recs[rec["video"]] = rec
+                    fh.write(json.dumps(rec, allow_nan=False) + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                for p in missing:
+                    record(failed(str(p), ids[str(p)], "video not found" if not p.exists() else "not a file", 0))
+                    log.warning("%s: %s; recorded, the batch goes on", p, recs[str(p)]["error"])
+                if todo:
+                    for rec in stream:
+                        rec = _commit(out, rec)
+                        record(rec)
+                        n_seq += rec.get("sequences", 0)
+                        if rec["status"] != "done":
+                            log.warning("%s: failed (%s); recorded, the batch goes on", rec["video"],
+                                        rec.get("error"))
+                        bar.update(1)
+                        bar.set_postfix_str(f"{n_seq} sequences")
+        finally:
+            stream.close()  # workers stopped now, also when the driver is interrupted
+            total = write_manifest(out, recs)
+            shutil.rmtree(out / PARTIAL, ignore_errors=True)
+        wall = time.perf_counter() - t0
+    failures = [str(p) for p in given if recs.get(str(p), {}).get("status") != "done"]
+    return {"videos": len(given), "processed": len(todo), "skipped": skipped, "failed": failures,
             "sequences_new": n_seq, "sequences_total": total, "wall_s": round(wall, 2),
             "sequences_per_s": round(n_seq / wall, 3) if wall > 0 and n_seq else None, "engine": engine,
-            "workers": workers}
+            "workers": n_workers if engine == "local" else (workers or "per node"), "mended": fixed}
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signum)
 
 
 def extract_command(argv: list[str]) -> int:
@@ -284,11 +192,21 @@ def extract_command(argv: list[str]) -> int:
         ns = argparse.Namespace(**{**vars(args), "gallery": videos[0], "probe": [], "output": args.out,
                                    "name": None, "gallery_db": None})
         config = config_from_args(ns)
-        summary = extract(videos, args.out, config, engine=args.engine, workers=args.workers or 0,
-                          ray_address=args.ray_address, min_frames=args.min_frames, cut44=args.cut44,
-                          quiet=args.quiet)
+        old = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGHUP)}
+        try:
+            summary = extract(videos, args.out, config, engine=args.engine, workers=args.workers or 0,
+                              ray_address=args.ray_address, min_frames=args.min_frames, cut44=args.cut44,
+                              quiet=args.quiet)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (Interrupted, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        print(f"error: {args.out}: interrupted ({signal.Signals(signum).name}); workers stopped, the finished "
+              "videos recorded; run the same command again to go on", file=sys.stderr)
+        return 128 + int(signum)
     print(json.dumps(summary, allow_nan=False))
     return 1 if summary["failed"] else 0

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from allinone.evaluate.dataset import list_sequences
-from tests.test_cli import run_main
+from tests.test_cli import REPO, run_main
+
+VIDEOS = ("demo1.mp4", "demo2.mp4", "demo4.mp4")
 
 
 def _extract(shared, out, *extra):
@@ -25,7 +30,9 @@ def local(tmp_path_factory, shared):
     out = tmp_path_factory.mktemp("local") / "ds"
     broken = out.parent / "broken.mp4"
     broken.write_bytes(b"not a video")
-    res = _extract(shared, out, str(broken), "--workers", "2")
+    listing = out.parent / "more.txt"  # a list naming a file that is not there: recorded as failed, the rest done
+    listing.write_text(f"# one missing\n{out.parent / 'gone.mp4'}\n")
+    res = _extract(shared, out, str(broken), "--workers", "2", "--list", str(listing))
     return out, broken, res
 
 
@@ -37,10 +44,12 @@ def test_local_engine_writes_an_opengait_dataset(local):
     out, broken, res = local
     assert res.returncode == 1  # one video failed; the others were done
     summary = json.loads(res.stdout.strip().splitlines()[-1])
-    assert summary["failed"] == [str(broken)] and summary["processed"] == 4
+    gone = str((out.parent / "gone.mp4").resolve())
+    assert summary["failed"] == [str(broken.resolve()), gone] and summary["processed"] == 4
     status = [json.loads(x) for x in (out / "videos.jsonl").read_text().splitlines()]
-    bad = next(s for s in status if s["video"] == str(broken))
+    bad = next(s for s in status if s["video"] == str(broken.resolve()))
     assert bad["status"] == "failed" and "cannot be opened" in bad["error"]
+    assert next(s for s in status if s["video"] == gone)["error"] == "video not found"
     pk = _pickles(out)
     assert len(pk) >= 3
     assert not (out / ".partial").exists() or not any((out / ".partial").iterdir())  # nothing half-written left
@@ -56,11 +65,29 @@ def test_local_engine_writes_an_opengait_dataset(local):
     assert row["frames_kept"] == pickle.loads(pk[next(r for r in pk if r.startswith(row["sequence"]))]).shape[0]
 
 
-def test_ray_engine_gives_the_same_dataset(local, shared, tmp_path):
+def test_ray_engine_gives_the_same_dataset_on_a_loopback_only_local_ray(local, shared, tmp_path):
+    """The local Ray that extract starts itself: the same pickles, and every Ray process listens on 127.0.0.1 only
+    (Ray's default would bind all interfaces and advertise the machine's outside address)."""
+    import psutil
     pytest.importorskip("ray")
     out, _, _ = local
-    res = _extract(shared, tmp_path / "ds", "--engine", "ray", "--workers", "2")
-    assert res.returncode == 0, res.stderr[-3000:]
+    v = shared / "fixtures/videos"
+    p = subprocess.Popen([sys.executable, str(REPO / "main.py"), "extract", *(str(v / n) for n in VIDEOS),
+                          "--engine", "ray", "--workers", "2", "--out", str(tmp_path / "ds"), "--quiet",
+                          "--detector", str(shared / "weights/yolox_nano.onnx"),
+                          "--seg-model", str(shared / "weights/pphumanseg_onnx_model.onnx")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    listening = set()
+    while p.poll() is None:
+        try:
+            for k in [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]:
+                listening |= {c.laddr.ip for c in k.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+        except psutil.Error:
+            pass
+        time.sleep(0.3)
+    _, err = p.communicate()
+    assert p.returncode == 0, err[-3000:]
+    assert listening and listening <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, listening
     assert _pickles(tmp_path / "ds") == _pickles(out)
 
 
