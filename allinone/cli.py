@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C inside an import (onnxruntime's, say)
+            print("interrupted: nothing was written", file=sys.stderr)
+            return EXIT_INTERRUPTED
         fault = fault_line(exc, *_fault_context(argv))
         if fault is None:
             raise

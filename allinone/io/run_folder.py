@@ -210,8 +210,13 @@ class RunWriter:
                 path = self.finalize_incomplete(exc)
                 log.error("the run stopped before it was complete (%s): what was written so far is in %s",
                           exc or exc_type.__name__, path)
-            except BaseException as again:  # even then nothing is deleted: the partial folder stays as it is
-                log.error("the incomplete run could not be finalized (%s): its files stay in %s", again, self.dir)
+            except BaseException as again:  # even then nothing is deleted (a full disk cannot take run.json)
+                kept = self.final.with_name(self.final.name + ".incomplete")  # a rename needs no space
+                try:
+                    os.replace(self.dir, kept)
+                except OSError:
+                    kept = self.dir  # still there; the next run's sweep would remove it, so say where it is
+                log.error("the incomplete run could not be finalized (%s): its files stay in %s", again, kept)
             return
         if exc_type is not None or not self.finalized:
             self.abort()
