@@ -295,12 +295,12 @@ def test_export_records_its_checkpoint_and_a_gallery_of_either_accepts_the_other
     track = TrackResult(1, 0, 9, 10, 10, {}, Embedding("v", 1, feat, 10, 0, 9))
     with GalleryStore(tmp_path / "g.sqlite", create=True) as store:
         store.add([Enrolment("Ann", "a.mp4", [track])], ModelInfo(ckpt_sha, str(ckpt), "gaitbase", "euc"))
-        store.check_model(ModelInfo(onnx_sha, str(out), stage.arch, "euc", stage.source_sha256))  # accepted
+        store.check_model(ModelInfo(onnx_sha, str(out), stage.arch, "euc", source_sha256=stage.source_sha256))  # accepted
         with pytest.raises(UserError, match="another gait checkpoint"):
-            store.check_model(ModelInfo(onnx_sha, str(out), stage.arch, "euc", "ef" * 32))  # another model's
+            store.check_model(ModelInfo(onnx_sha, str(out), stage.arch, "euc", source_sha256="ef" * 32))  # another model's
         with pytest.raises(UserError, match="another gait checkpoint"):
             store.check_model(ModelInfo(onnx_sha, str(out), stage.arch, "euc"))  # an export that names no source
     with GalleryStore(tmp_path / "h.sqlite", create=True) as store:  # enrolled with the export
         store.add([Enrolment("Ann", "a.mp4", [track])],
-                  ModelInfo(stage.source_sha256, str(out), "gaitbase", "euc", stage.source_sha256))
+                  ModelInfo(stage.source_sha256, str(out), "gaitbase", "euc", source_sha256=stage.source_sha256))
         store.check_model(ModelInfo(ckpt_sha, str(ckpt), "gaitbase", "euc"))  # the checkpoint: accepted
