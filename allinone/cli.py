@@ -138,6 +138,15 @@ def _fault_context(argv: list[str]) -> tuple[str | None, str, str | None]:
     return db, "gallery file", output
 
 
+class _NoHyphenBreaks(argparse.HelpFormatter):
+    """argparse's help, wrapped at spaces only: command names with hyphens stay whole."""
+
+    def _fill_text(self, text, width, indent):
+        import textwrap
+        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent,
+                             break_on_hyphens=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command; a fault of the machine (disk full, permissions: exit 1) or a damaged file (exit 2) ends in one
     line on stderr, Ctrl-C in one line and exit 130; a bug keeps its traceback."""
@@ -173,6 +182,7 @@ def _main(argv: list[str]) -> int:
               "--gallery or --gallery-db; python main.py --help)", file=sys.stderr)
         return EXIT_USER_ERROR
     parser = build_parser()
+    parser.formatter_class = _NoHyphenBreaks  # "make-test-checkpoint" stays one word in the help
     parser.epilog = ("other commands (each with its own --help): "
                      "weights [--download] (list / fetch the default models); "
                      "enroll VIDEO [--name NAME] --gallery-db FILE (keep known people); "

@@ -205,7 +205,7 @@ def extract_command(argv: list[str]) -> int:
         return 2
     except (Interrupted, KeyboardInterrupt) as exc:
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-        print(f"error: {args.out}: interrupted ({signal.Signals(signum).name}); workers stopped, the finished "
+        print(f"interrupted ({signal.Signals(signum).name}): {args.out}: workers stopped, the finished "
               "videos recorded; run the same command again to go on", file=sys.stderr)
         return 128 + int(signum)
     print(json.dumps(summary, allow_nan=False))
