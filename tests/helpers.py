@@ -87,3 +87,27 @@ def wait_listening(port: int, timeout: float = 15.0) -> None:
                 return
         time.sleep(0.1)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def looped_ts_server(video: Path, loops: int = 3):
+    """A context manager: ffmpeg serving ``video`` played ``loops`` + 1 times at its own speed as HTTP MPEG-TS on a
+    free loopback port (one client), waited for until it listens; yields the stream's URL, kills ffmpeg after."""
+    import contextlib
+    import socket
+    import subprocess
+
+    @contextlib.contextmanager
+    def serve():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        url = f"http://127.0.0.1:{port}/walk.ts"
+        server = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", str(loops), "-i", str(video),
+                                   "-c", "copy", "-f", "mpegts", "-listen", "1", url], stderr=subprocess.DEVNULL)
+        try:
+            wait_listening(port)
+            yield url
+        finally:
+            server.kill()
+            server.wait()
+    return serve()

@@ -18,7 +18,7 @@ import pytest
 
 from allinone.io.video import read_frame_count
 from tests.conftest import REPO
-from tests.helpers import wait_listening
+from tests.helpers import looped_ts_server
 from tests.test_cli import _assert_user_error, run_main
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -96,18 +96,10 @@ def _check_live_run(run: Path, stream: str) -> dict:
 
 def test_http_mpegts_stream_from_ffmpeg(tmp_path, shared, random_gaitbase):
     _need("ffmpeg")
-    port = _free_port()
-    server = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "3", "-i",
-                               str(shared / "fixtures/videos/demo4.mp4"), "-c", "copy", "-f", "mpegts",
-                               "-listen", "1", f"http://127.0.0.1:{port}/walk.ts"], stderr=subprocess.DEVNULL)
-    try:
-        wait_listening(port)
+    with looped_ts_server(shared / "fixtures/videos/demo4.mp4") as url:
         res = run_main("--gallery", str(shared / "fixtures/videos/demo1.mp4"), "--probe",
-                       f"http://127.0.0.1:{port}/walk.ts", "--threshold", "1e9", "--reconnect", "2", "--duration", "12",
+                       url, "--threshold", "1e9", "--reconnect", "2", "--duration", "12",
                        "--segment", "4", "--output", str(tmp_path), "--name", "h", "--quiet", *_models(shared, random_gaitbase))
-    finally:
-        server.kill()
-        server.wait()
     assert res.returncode == 0, res.stderr
     m = _check_live_run(tmp_path / "h", "walk")
     assert len(m["live"]["walk"]["segments"]) >= 2  # 4 s segments over a 12 s run
@@ -182,15 +174,10 @@ def test_a_failure_at_the_end_leaves_the_live_run_incomplete_not_deleted(tmp_pat
     # the report cannot be written (a folder sits where report.html goes): the run fails after the stream, and the
     # folder stays with its events, MOT rows and result video, run.json saying "incomplete" and why
     _need("ffmpeg")
-    port = _free_port()
-    server = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "3", "-i",
-                               str(shared / "fixtures/videos/demo4.mp4"), "-c", "copy", "-f", "mpegts",
-                               "-listen", "1", f"http://127.0.0.1:{port}/walk.ts"], stderr=subprocess.DEVNULL)
-    try:
-        wait_listening(port)
+    with looped_ts_server(shared / "fixtures/videos/demo4.mp4") as url:
         client = subprocess.Popen([sys.executable, str(REPO / "main.py"), "--gallery",
                                    str(shared / "fixtures/videos/demo1.mp4"), "--probe",
-                                   f"http://127.0.0.1:{port}/walk.ts", "--threshold", "1e9", "--reconnect", "2",
+                                   url, "--threshold", "1e9", "--reconnect", "2",
                                    "--duration", "8", "--output", str(tmp_path), "--name", "x", "--quiet",
                                    *_models(shared, random_gaitbase)], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
@@ -201,9 +188,6 @@ def test_a_failure_at_the_end_leaves_the_live_run_incomplete_not_deleted(tmp_pat
             time.sleep(0.2)
         (partial / "report.html").mkdir()
         _, err = client.communicate(timeout=180)
-    finally:
-        server.kill()
-        server.wait()
     assert client.returncode != 0
     run = tmp_path / "x"
     m = json.loads((run / "run.json").read_text())

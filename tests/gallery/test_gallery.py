@@ -13,7 +13,7 @@ from allinone.gallery.store import Enrolment, GalleryStore, ModelInfo
 from allinone.gait.checkpoint import save_gaitbase_checkpoint
 from allinone.gait.gaitbase import GaitBase
 from allinone.records import Embedding, TrackResult
-from tests.helpers import wait_listening
+from tests.helpers import looped_ts_server
 from tests.test_cli import _assert_user_error, run_main
 
 
@@ -186,8 +186,6 @@ def test_rematch_of_a_gallery_file_run_reproduces_it_after_the_file_changes(enro
 
 def test_a_live_stream_decides_through_a_large_gallery_files_index(shared, ckpt, tmp_path):
     import shutil
-    import socket
-    import subprocess
     from dataclasses import replace
 
     from allinone.cli import build_parser
@@ -203,24 +201,14 @@ def test_a_live_stream_decides_through_a_large_gallery_files_index(shared, ckpt,
         store.add([Enrolment(f"S{i:03d}", "x.mp4", [TrackResult(1, 0, 99, 100, 100, {}, Embedding(
             "x", 1, rng.normal(size=(256, 16)).astype(np.float32), 100, 0, 99))]) for i in range(300)],
                   ModelInfo(sha256_path(ckpt), str(ckpt), "gaitbase", "euc"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "3", "-i",
-                               str(shared / "fixtures/videos/demo4.mp4"), "-c", "copy", "-f", "mpegts", "-listen", "1",
-                               f"http://127.0.0.1:{port}/walk.ts"], stderr=subprocess.DEVNULL)
-    try:
-        wait_listening(port)
-        args = build_parser().parse_args(["--gallery-db", str(db), "--probe", f"http://127.0.0.1:{port}/walk.ts",
+    with looped_ts_server(shared / "fixtures/videos/demo4.mp4") as url:
+        args = build_parser().parse_args(["--gallery-db", str(db), "--probe", url,
                                           "--threshold", "1e9", "--reconnect", "2", "--duration", "12",
                                           "--output", str(tmp_path), "--name", "live", *_models(shared, ckpt)])
         config = config_from_args(args)
         config = replace(config, search=SearchConfig(exact_limit=100, shortlist=3, sample=100),
                          live=replace(config.live, window_min=10, step=10))  # decisions soon, even on a slow machine
         result = run(config)
-    finally:
-        server.kill()
-        server.wait()
     m = result.manifest
     assert m["search"]["mode"] == "index" and m["search"]["tracks"] == 300
     assert (tmp_path / "big.sqlite.euc.index.npz").is_file()  # the live decisions went through the index
