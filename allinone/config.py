@@ -145,9 +145,12 @@ class SearchConfig:
     # Dimensions per part the bound keeps (plus one): more make the bound tighter (fewer tracks measured) and the
     # index larger, (bound_dims + 1) * parts * 4 bytes a track.
     bound_dims: int = 15
-    # The index's projections are trained on this many tracks drawn at random with this seed.
+    # The index's projections and lists are trained on this many tracks drawn at random with this seed.
     sample: int = 50_000
     seed: int = 0
+    # Lists the index splits the tracks into (k-means; each track keeps its distance to its list's centre, for the
+    # triangle-inequality bound); 0: 16 sqrt(tracks), at most one per 8 sample tracks and at most 4,096.
+    lists: int = 0
 
 
 @dataclass(frozen=True)

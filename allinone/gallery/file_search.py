@@ -18,7 +18,7 @@ import logging
 import numpy as np
 
 from allinone.decide.match import distance_matrix
-from allinone.gallery.search import BoundIndex
+from allinone.gallery.search import BoundIndex, default_lists
 from allinone.records import Embedding, Identity
 
 log = logging.getLogger(__name__)
@@ -28,16 +28,18 @@ def search_index(store, config, metric: str) -> BoundIndex:
     """The store's bound index for ``metric`` (module doc)."""
     path = store.path.with_name(f"{store.path.name}.{metric}.index.npz")
     with store.snapshot():
+        n = store.count_tracks()
         stamp = {"uuid": store.meta().get("uuid", ""), "generation": store.generation(),
-                 "tracks": store.count_tracks(), "dims": config.bound_dims, "sample": config.sample,
-                 "seed": config.seed}
+                 "tracks": n, "dims": config.bound_dims, "sample": config.sample,
+                 "seed": config.seed, "lists": config.lists or default_lists(n, min(n, config.sample))}
         want = {k: str(v) for k, v in stamp.items()}
         found = BoundIndex.load(path) if path.is_file() else None
         if found is not None and found.metric == metric and found.stamp == want:
             return found
         log.info("%s: building the search index over %d tracks", store.path, stamp["tracks"])
         sample = np.stack([r[3] for r in store.tracks_of(store.sample_ids(config.sample, config.seed)).values()])
-        index = BoundIndex.build(metric, sample, store.rows(), config.bound_dims, want)
+        index = BoundIndex.build(metric, sample, store.rows, config.bound_dims, want, lists=int(stamp["lists"]),
+                                 seed=config.seed)
     try:
         index.save(path)
     except OSError as exc:  # a read-only folder: the index serves this run only
@@ -92,5 +94,7 @@ def candidates(store, probes: list[Embedding], config, metric: str, threshold: f
     nearest = best_d.min(1) if best_d.shape[1] else np.full(len(q), np.inf)
     exact = int(sum(float(nearest[i]) <= h.rest_bound for i, h in enumerate(hits)))
     found = store.identities_by_id(sorted(keep))
-    return found, {**base, "probes": len(probes), "identities_compared": len(found),
+    return found, {**base, "lists": len(index.starts) - 1,
+                   "tracks_bounded": int(sum(h.looked_at for h in hits)),
+                   "probes": len(probes), "identities_compared": len(found),
                    "tracks_measured": int(len(rows)), "nearest_exact": f"{exact} of {len(probes)} probes"}

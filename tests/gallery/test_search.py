@@ -66,15 +66,22 @@ def test_the_bound_index_finds_every_track_within_the_threshold(metric, dims):
     g, probes = _adversarial(_gallery(3000), metric)
     rng = np.random.default_rng(2)
     sample = g[rng.choice(len(g), 500, replace=False)]
-    index = BoundIndex.build(metric, sample, [(np.arange(len(g)), np.arange(len(g)), np.full(len(g), 30), g)], dims, {})
+    whole = [(np.arange(len(g)), np.arange(len(g)), np.full(len(g), 30), g)]
+    index = BoundIndex.build(metric, sample, lambda: whole, dims, {})
     for q in probes:
         t = _threshold(q, g, metric)
         truth = set(np.flatnonzero(brute(q, g, metric) <= t).tolist())
         (hits,) = index.query(q[None], t, shortlist=3)
-        assert truth <= set(hits.within.tolist()), (metric, sorted(truth - set(hits.within.tolist())))
+        found = set(index.track_ids[hits.within].tolist())
+        assert truth <= found, (metric, sorted(truth - found))
         assert len(hits.nearest) == 3
-        # the bound is a lower bound: no track's bound exceeds its distance (checked on the shortlist's rows)
-        assert hits.rest_bound <= np.sort(brute(q, g, metric))[-1] + 1e-6
+        # the bound is a lower bound: no track's bound exceeds its distance, nor any list's bound its members'
+        rows, lists = index.bounds(q)
+        d = brute(q, g, metric)[index.track_ids]
+        assert (rows <= d * (1 + 1e-6) + 1e-9).all(), float((rows - d).max())
+        member_min = np.minimum.reduceat(d, index.starts[:-1][np.diff(index.starts) > 0])
+        assert (lists[np.diff(index.starts) > 0] <= member_min * (1 + 1e-6) + 1e-9).all()
+        assert hits.rest_bound <= np.sort(d)[-1] + 1e-6
 
 
 def _store(tmp_path, feats: np.ndarray, metric: str) -> GalleryStore:
@@ -151,3 +158,44 @@ def test_two_processes_building_one_index_at_once_both_get_a_whole_one(tmp_path)
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     loaded = BoundIndex.load(tmp_path / "big-euc.sqlite.euc.index.npz")
     assert loaded is not None and len(loaded) == 300 and loaded.stamp["tracks"] == "300"
+
+
+@pytest.mark.parametrize("metric", ["euc", "cos"])
+def test_a_track_that_float32_puts_within_the_threshold_is_measured(metric):
+    """Near-duplicates of long vectors: OpenGait's float32 formula (|a|^2 + |b|^2 - 2 a.b) loses digits to
+    cancellation and can put a track within a threshold that its true distance exceeds. The index must measure it:
+    the decision is taken on the float32 distance."""
+    from allinone.decide.match import distance_matrix
+    rng = np.random.default_rng(7)
+    base = 40 * rng.normal(size=(C, P)).astype(np.float32)
+    noise = 0.003 if metric == "euc" else 0.03  # cos: distances about float32's resolution of 1 - u.v
+    g = np.concatenate([_gallery(400), (base + noise * rng.normal(size=(200, C, P))).astype(np.float32)])
+    q = (base + noise * rng.normal(size=(C, P))).astype(np.float32)
+    index = BoundIndex.build(metric, g[::2], lambda: [(np.arange(len(g)), np.arange(len(g)), np.full(len(g), 30), g)],
+                             C - 1, {})
+    d32 = distance_matrix(q[None], g, metric)[0]
+    d64 = brute(q, g, metric)
+    below = [j for j in range(400, 600) if d32[j] < d64[j] * (1 - 1e-4) - 1e-9]
+    assert len(below) > 10  # the case is real: float32 gives less than the true distance for many of them
+    for j in below[:40]:
+        (hits,) = index.query(q[None], float(d32[j]), shortlist=0)
+        assert j in set(index.track_ids[hits.within].tolist()), (j, d32[j], d64[j])
+
+
+@pytest.mark.parametrize("metric", ["euc", "cos"])
+def test_the_bounds_rule_out_most_of_a_clustered_gallery(metric):
+    """The cost side: on tracks in well-separated groups, whole lists are skipped and few tracks are measured
+    (a bound that ruled out nothing would still be exact, and as slow as brute force)."""
+    rng = np.random.default_rng(3)
+    centers = 3 * rng.normal(size=(12, C, P))
+    g = (centers[rng.integers(0, 12, 3000)] + 0.3 * rng.normal(size=(3000, C, P))).astype(np.float32)
+    whole = [(np.arange(len(g)), np.arange(len(g)), np.full(len(g), 30), g)]
+    index = BoundIndex.build(metric, g[rng.choice(len(g), 600, replace=False)], lambda: whole, 8, {})
+    for target in (0, 1000, 2000):
+        q = g[target] + 0.05 * rng.normal(size=(C, P)).astype(np.float32)
+        t = _threshold(q, g, metric)
+        (hits,) = index.query(q[None], t, shortlist=3)
+        truth = set(np.flatnonzero(brute(q, g, metric) <= t).tolist())
+        assert truth <= set(index.track_ids[hits.within].tolist())
+        assert hits.looked_at < len(g) / 2, hits.looked_at  # lists skipped whole
+        assert len(hits.within) < len(g) / 10, len(hits.within)  # and few tracks measured
