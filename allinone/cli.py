@@ -204,7 +204,7 @@ def _main(argv: list[str]) -> int:
         result = run(config_from_args(args))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: no run folder was written", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -10,9 +10,18 @@ from pathlib import Path
 class UserError(Exception):
     """Bad input from the user (a file, a flag, a model). The message names the file and what is wrong."""
 
+    exit_code = 2  # EXIT_USER_INPUT
+
     def __init__(self, message: str, path: str | Path | None = None) -> None:
         self.path = None if path is None else str(path)
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class EnvironmentFault(UserError):
+    """A fault of the machine, not of the input (a full disk, no permission, a file held by another program): one
+    line like a UserError, exit code 1 (EXIT_ENVIRONMENT)."""
+
+    exit_code = 1
 
 
 def first_line(exc: BaseException) -> str:

@@ -147,7 +147,7 @@ def calibrate_lr_command(argv: list[str]) -> int:
                                                            "data": record["data"]["name"], **validation})
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     b = record["fit"]["bounds"]
     print(f"{args.method} LR model on {record['data']['pairs']['mated']} mated and "
           f"{record['data']['pairs']['non_mated']} non-mated pairs of {record['data']['identities']} identities; "

@@ -185,7 +185,7 @@ def compare_command(argv: list[str]) -> int:
         out, rec = compare(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: no comparison folder was written", file=sys.stderr)
         return 130

@@ -95,7 +95,7 @@ def enroll_command(argv: list[str]) -> int:
         names = enroll(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: the gallery file is as it was", file=sys.stderr)
         return 130
@@ -153,5 +153,5 @@ def gallery_command(argv: list[str]) -> int:
                 print(store.export(args.out))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     return 0

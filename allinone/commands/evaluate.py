@@ -304,7 +304,7 @@ def evaluate_command(argv: list[str]) -> int:
         out, metrics = run_evaluation(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: embeddings computed so far are cached; run the same command to resume", file=sys.stderr)
         return 130
@@ -414,7 +414,7 @@ def calibrate_command(argv: list[str]) -> int:
         path, rec = calibrate(evaluation, args.target_fpir, args.condition, args.out)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     imp = rec["impostor"]
     print(f"{imp['count']} impostor pairs ({imp['independent']} independent), {rec['metric']}, "
           f"{rec['embedding']}")

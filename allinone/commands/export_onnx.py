@@ -45,7 +45,7 @@ def export_command(argv: list[str]) -> int:
             raise UserError(f"cannot write the ONNX file ({exc.strerror or exc})", args.out) from exc
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except ExportMismatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

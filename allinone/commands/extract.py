@@ -202,11 +202,15 @@ def extract_command(argv: list[str]) -> int:
                 signal.signal(s, h)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except (Interrupted, KeyboardInterrupt) as exc:
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
         print(f"interrupted ({signal.Signals(signum).name}): {args.out}: workers stopped, the finished "
               "videos recorded; run the same command again to go on", file=sys.stderr)
         return 128 + int(signum)
     print(json.dumps(summary, allow_nan=False))
-    return 1 if summary["failed"] else 0
+    if summary["failed"]:
+        print(f"error: {args.out}: {summary['failed']} of {summary['videos']} video(s) failed (each is in "
+              "videos.jsonl with its error; run the same command again to retry them)", file=sys.stderr)
+        return 1
+    return 0

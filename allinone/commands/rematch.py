@@ -237,7 +237,7 @@ def rematch_command(argv: list[str]) -> int:
                       args.quiet, args.calibration, args.target_fpir)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     log.info("rematched in %.1f s", time.perf_counter() - t0)
     print(out)
     return 0

@@ -38,7 +38,7 @@ def weights_command(argv: Sequence[str] | None = None, *, specs: Sequence[ModelS
             statuses = [weight_status(s, root) for s in catalog]
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     pad = " " * 20
     print(f"checkpoints folder: {root}")
     for st in statuses:

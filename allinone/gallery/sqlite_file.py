@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
-from allinone.errors import UserError
+from allinone.errors import EnvironmentFault, UserError
 
 APPLICATION_ID = 0x416C4931  # "AlI1"
 TABLES = {"meta", "identities", "tracks"}
@@ -34,8 +34,8 @@ def sqlite_error(exc: BaseException, path: Path) -> UserError:
                          "restore it from a backup (python main.py gallery backup makes one)", path)
     if any(w in low for w in ("disk i/o", "unable to open", "readonly", "read-only", "permission", "full",
                               "locked", "busy")):
-        return UserError(f"cannot use the gallery file: {text} (a problem of the disk, its space, permissions or "
-                         "another program holding it, not of the file's contents)", path)
+        return EnvironmentFault(f"cannot use the gallery file: {text} (a problem of the disk, its space, "
+                                "permissions or another program holding it, not of the file's contents)", path)
     return UserError(f"gallery file error: {text}", path)
 
 
