@@ -21,9 +21,9 @@ import numpy as np
 VARIANTS = (
     ("veryfast crf23, swscale conversion (before)", "veryfast", "23", None, "swscale"),
     ("veryfast crf23", "veryfast", "23", None, "opencv"),
-    ("superfast crf26 (default)", "superfast", "26", None, "opencv"),
+    ("superfast crf26", "superfast", "26", None, "opencv"),
     ("superfast crf23", "superfast", "23", None, "opencv"),
-    ("ultrafast crf28", "ultrafast", "28", None, "opencv"),
+    ("ultrafast crf28 (default)", "ultrafast", "28", None, "opencv"),
     ("veryfast crf23 zerolatency", "veryfast", "23", "zerolatency", "opencv"),
 )
 
