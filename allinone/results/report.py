@@ -124,8 +124,11 @@ def _draw_heatmap(plt, d: np.ndarray, names: list[str], labels: list[str], rows:
                                        lw=2))
     ax.set_title(f"distance (red: matched; threshold {t:.4g})" if t is not None else "distance", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    fig.savefig(path)
+    import warnings
+    with warnings.catch_warnings():  # very long names: tight_layout gives up with a warning; the saved figure's
+        warnings.simplefilter("ignore", UserWarning)  # tight bounding box below still holds every label
+        fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
