@@ -149,7 +149,8 @@ class SearchConfig:
     sample: int = 50_000
     seed: int = 0
     # Lists the index splits the tracks into (k-means; each track keeps its distance to its list's centre, for the
-    # triangle-inequality bound); 0: 16 sqrt(tracks), at most one per 8 sample tracks and at most 4,096.
+    # triangle-inequality bound); 0: gallery/search.py default_lists (16 sqrt(tracks), at most one per 6 sample
+    # tracks and at most 8,192).
     lists: int = 0
 
 

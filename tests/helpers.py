@@ -111,3 +111,17 @@ def looped_ts_server(video: Path, loops: int = 3):
             server.kill()
             server.wait()
     return serve()
+
+
+def at_once(target, arg, n: int = 2, timeout: float = 120) -> list:
+    """Run ``target(arg, barrier, out)`` in ``n`` spawned processes that pass one barrier together; what each put on
+    ``out``, sorted."""
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(arg, barrier, out)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout)
+    return sorted(out.get(timeout=5) for _ in procs)

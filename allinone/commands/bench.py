@@ -171,8 +171,9 @@ def bench_command(argv: list[str] | None = None) -> int:
                            device=args.device, quiet=True, download=False, save_silhouettes="png",
                            detect=DetectConfig(model=str(shared / "weights/yolox_nano.onnx")),
                            segment=SegmentConfig(model=str(seg)), gait=GaitConfig(model=gait))
+        repeat = max(1, args.repeat)
         walls, runs = [], []
-        for k in range(max(1, args.repeat)):
+        for k in range(repeat):
             t0 = time.perf_counter()
             runs.append(run(replace(config, name=f"bench{k}")))
             walls.append(time.perf_counter() - t0)
@@ -181,12 +182,12 @@ def bench_command(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         stages, config = build_stages(config, device)
         rows = []
+        result_dir = runs[0].run_dir
         for i, entry in enumerate(runs[0].manifest["videos"]):
-            entries = [(r.run_dir, r.manifest["videos"][i]) for r in runs]
             # each video's fastest pipeline run (first pass + videos) and the models' fastest run on its inputs
-            tm = min((e["timings_s"] for _, e in entries),
+            tm = min((r.manifest["videos"][i]["timings_s"] for r in runs),
                      key=lambda t: t.get("total", 0.0) + t.get("render", 0.0))
-            all_costs = [_model_costs(d, e, config, stages) for d, e in entries[:1] * max(1, args.repeat)]
+            all_costs = [_model_costs(result_dir, entry, config, stages) for _ in range(repeat)]
             costs = {k: min(c[k] for c in all_costs) for k in all_costs[0]}
             first_pass = tm.get("total", 0.0)  # tracks are embedded inside the streamed pass (total includes it)
             e2e = first_pass + tm.get("render", 0.0)
@@ -209,9 +210,8 @@ def bench_command(argv: list[str] | None = None) -> int:
                 "with_render_vs_models": round(model / e2e, 3) if e2e > 0 else 0.0,
             })
     total_frames = sum(r["frames"] for r in rows)
-    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-              "cpu": _cpu_name(), "device": device, "segmenter": args.seg, "wall_s": round(wall, 2),
-              "repeat": max(1, args.repeat),
+    report = {"machine": _machine(), "cpu": _cpu_name(), "device": device, "segmenter": args.seg, "wall_s": round(wall, 2),
+              "repeat": repeat,
               "frames": total_frames, "peak_rss_mb": round(peak, 1), "videos": rows}
     print(_markdown(report))
     if args.json:
@@ -230,8 +230,12 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+
+
 def _decisions_or_soak(args) -> dict:
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+    machine = f"{_machine()}, {_cpu_name()}"
     if args.decisions:
         from allinone.decide.scale import benchmark
         return {"machine": machine, **benchmark(args.decisions, args.identities)}
@@ -346,7 +350,7 @@ def _memory_bench(args) -> int:
                          "silhouettes": sum(t.get("n_silhouettes", 0) for t in g["tracks"]),
                          "peak_rss_mb": round(usage.ru_maxrss / 1024.0, 1), "wall_s": round(wall, 1)})
     ratio = rows[1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; peak RSS of the "
+    print(f"machine: {_machine()}, {_cpu_name()}; peak RSS of the "
           "whole process (models loaded), each run in its own process\n")
     print("| video | frames | tracks | silhouettes | peak RSS MB | wall s |\n|---|---|---|---|---|---|")
     for r in rows:

@@ -21,8 +21,8 @@ track within sqrt(p) * t = 4 t, in practice the whole gallery. So the bound is t
 
 That bound alone holds little where the parts' variance is spread over many directions, so a second bound is
 taken beside it, from the triangle inequality around list centres: the tracks are split into lists by k-means (on the
-bound coordinates of the seeded random sample), each list has a centre m in the full feature space (the mean of its
-sample members), and every track keeps tau_k = |x_k - m_k| per part, measured exactly. For a probe,
+bound coordinates of the seeded random sample), each list has a centre m in the full feature space (the mean of all
+its members), and every track keeps tau_k = |x_k - m_k| per part, measured exactly. For a probe,
     |a_k - b_k| >= | |a_k - m_k| - tau_k(b) |
 with |a_k - m_k| measured exactly for every centre (a few thousand, cheap). A whole list is skipped when even its
 farthest member cannot come within the threshold (|a_k - m_k| - max tau_k over the list, per part). The two bounds
@@ -37,9 +37,10 @@ bound among the lists looked at (lists are looked at in order of their bound, un
 measured too, and the nearest identity is known to be exact when its distance is at most the smallest bound of
 every track not measured (``nearest_exact``).
 
-Floating point: coordinates and distances to centres are computed in float64 and stored in float32; every bound is
-lowered by a relative 1e-5, more than that rounding and the float32 arithmetic of the scan can add, so it stays a
-lower bound on the true distance (the tests check it against float64 brute force, with a bound nearly tight). The
+Floating point: coordinates and each track's tau are computed in float64 and stored in float32, and a probe's
+distances to the centres are computed in float32 with their rounding allowed for on both sides (centre_distances);
+every bound is lowered by a relative 1e-5, more than that rounding and the float32 arithmetic of the scan can add,
+so it stays a lower bound on the true distance (the tests check it against float64 brute force, with a bound nearly tight). The
 distance that decides is OpenGait's formula in float32, which can come out below the true one: per part it computes
 |a|^2 + |b|^2 - 2 a.b over c channels, off by at most gamma (|a|^2 + |b|^2) with gamma = 2.02 c 2^-24 (the
 textbook bound for a float32 dot product of length c, twice), so for a near-duplicate, whose true squared distance
@@ -122,10 +123,10 @@ def _aggregate(per_part: np.ndarray, metric: str) -> np.ndarray:
     return per_part.mean(0) if metric == "euc" else (per_part ** 2).sum(0) / (2 * p)
 
 
-def lower_bounds(zq: np.ndarray, z: np.ndarray, metric: str) -> np.ndarray:
-    """[q, n] lower bounds on the metric's distance from the projection bound alone (zq [p, q, r+1], z [p, n, r+1])."""
-    zn = (z.astype(np.float32) ** 2).sum(2)
-    return np.stack([_aggregate(part_bounds(zq[:, i], z, zn), metric) for i in range(zq.shape[1])])
+def float32_gamma(c: int) -> float:
+    """gamma for a float32 dot product of length c: |a|^2 + |b|^2 - 2 a.b in float32 is off by at most
+    gamma (|a|^2 + |b|^2) (module doc)."""
+    return 2.02 * c * 2.0 ** -24
 
 
 def default_lists(n: int, sample: int) -> int:
@@ -174,7 +175,7 @@ def centre_distances(x: np.ndarray, centres_t: np.ndarray, centre_sq: np.ndarray
     centres as centres_t [p, lists, c] float32 (centre_sq = |m_k|^2 [lists, p]): one float32 product per part, and
     its rounding, at most gamma (|x_k|^2 + |m_k|^2) on the squared distance, allowed for on both sides."""
     p, _, c = centres_t.shape
-    gamma = 2.02 * c * 2.0 ** -24 + 1e-7
+    gamma = float32_gamma(c) + 1e-7  # and the float64 sum of the squared lengths
     x32 = np.asarray(x, np.float32)
     lo = np.empty((len(x), centres_t.shape[1], p), np.float32)
     hi = np.empty_like(lo)
@@ -219,7 +220,7 @@ class BoundIndex:
         self.track_ids, self.identity_ids, self.n_frames = track_ids, identity_ids, n_frames
         self.stamp = stamp
         self.zn = (z * z).sum(2)  # [p, n] float32: |x_k|^2 (projection and rest together)
-        self.gamma = 2.02 * centres_t.shape[2] * 2.0 ** -24
+        self.gamma = float32_gamma(centres_t.shape[2])
         self.lists = np.repeat(np.arange(len(starts) - 1), np.diff(starts))  # list of each row
         self._centre_sq = np.einsum("kLc,kLc->Lk", centres_t.astype(np.float64), centres_t.astype(np.float64))
         ends = starts[1:]
@@ -295,7 +296,7 @@ class BoundIndex:
         """How far below the true distance OpenGait's float32 formula can come out (module doc), for a probe of
         squared part lengths nq [p] against tracks of squared part lengths at most n2 [p, m]."""
         if self.metric == "cos":
-            return np.full(n2.shape[1], 3.03 * self.centres_t.shape[2] * 2.0 ** -24, np.float32)
+            return np.full(n2.shape[1], 1.5 * self.gamma, np.float32)  # 3.03 c 2^-24
         return np.sqrt(self.gamma * (nq[:, None] + n2)).mean(0).astype(np.float32)
 
     def _row_bounds(self, zq: np.ndarray, dq: np.ndarray, rows: np.ndarray, limit: float = np.inf) -> np.ndarray:

@@ -3,7 +3,6 @@ check inside the enrol transaction (two processes at once), the model's metric a
 check, damaged and unreadable files told apart."""
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import sqlite3
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from allinone.errors import UserError
 from allinone.gallery.store import Enrolment, GalleryStore, ModelInfo
 from allinone.records import Embedding, TrackResult
+from tests.helpers import at_once
 from tests.test_cli import _assert_user_error, run_main
 
 MODEL = ModelInfo("ab" * 32, "m.pt", "gaitbase", "euc")
@@ -111,16 +111,9 @@ def _enrol_one(db: str, barrier, out) -> None:
 
 
 def test_two_processes_enrolling_one_name_at_once_never_merge_two_people(tmp_path):
-    ctx = mp.get_context("spawn")
     for round_ in range(3):
         db = str(tmp_path / f"race{round_}.sqlite")
-        barrier, out = ctx.Barrier(2), ctx.Queue()
-        procs = [ctx.Process(target=_enrol_one, args=(db, barrier, out)) for _ in range(2)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(120)
-        results = sorted(out.get(timeout=5) for _ in procs)
+        results = at_once(_enrol_one, db)
         assert results[1] == "ok" and "exist already" in results[0], results
         with GalleryStore(db) as store:
             assert store.names() == ["cam-G1"] and len(store.identities()[0].members) == 1

@@ -10,6 +10,7 @@ from allinone.decide.match import Matcher
 from allinone.gallery.search import BoundIndex
 from allinone.gallery.store import Enrolment, GalleryStore, ModelInfo
 from allinone.records import Embedding, TrackResult
+from tests.helpers import at_once
 
 C, P = 32, 16
 
@@ -143,18 +144,9 @@ def _build(db: str, barrier, out) -> None:
 
 
 def test_two_processes_building_one_index_at_once_both_get_a_whole_one(tmp_path):
-    import multiprocessing as mp
     with _store(tmp_path, _gallery(300), "euc"):
         pass
-    db = str(tmp_path / "big-euc.sqlite")
-    ctx = mp.get_context("spawn")
-    barrier, out = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_build, args=(db, barrier, out)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert sorted(out.get(timeout=5) for _ in procs) == [300, 300]
+    assert at_once(_build, str(tmp_path / "big-euc.sqlite")) == [300, 300]
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     loaded = BoundIndex.load(tmp_path / "big-euc.sqlite.euc.index.npz")
     assert loaded is not None and len(loaded) == 300 and loaded.stamp["tracks"] == "300"
