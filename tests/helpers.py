@@ -125,3 +125,60 @@ def at_once(target, arg, n: int = 2, timeout: float = 120) -> list:
     for p in procs:
         p.join(timeout)
     return sorted(out.get(timeout=5) for _ in procs)
+
+
+# float32 rounding of OpenGait's distance formula, derived here (not read from the package): in
+# |a|^2 + |b|^2 - 2 a.b over c channels, each of the three c-term sums has the textbook forward error
+# c u/(1 - c u) of the sum of its terms' magnitudes (u = 2^-24), and 2|a.b| <= |a|^2 + |b|^2, so the squared
+# distance is off by at most about 2 c u (|a|^2 + |b|^2), the two additions and the doubling add a few u more:
+# 2.02 c u leaves room for those. The error scales with the lengths, not with the (possibly tiny) distance.
+F32_U = 2.0 ** -24
+
+
+def float32_distance_bound(a: np.ndarray, b: np.ndarray, metric: str = "euc") -> np.ndarray:
+    """[n, m] bound on |float32 distance - exact distance| for OpenGait's part-averaged distance between
+    a [n, c, p] and b [m, c, p] (the float32 inputs, read exactly in float64)."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    c, p = a.shape[1], a.shape[2]
+    gamma = 2.02 * c * F32_U + 4 * F32_U
+    if metric == "cos":
+        # unit vectors: the dot product is off by at most c u; each normalisation moves a vector by at most
+        # (c + 2) u of its unit length; the mean over parts and 1 - x add p + 2 u
+        per_part = (c * F32_U + 2 * (c + 2) * F32_U) * 1.01
+        return np.full((len(a), len(b)), per_part + (p + 2) * F32_U)
+    na = (a * a).sum(1)  # [n, p]
+    nb = (b * b).sum(1)  # [m, p]
+    exact = ((a[:, None] - b[None]) ** 2).sum(2)  # [n, m, p] squared part distances
+    e = gamma * (na[:, None] + nb[None])  # bound on the squared distance's error, per part
+    # |sqrt(x) - sqrt(y)| <= min(sqrt|x - y|, |x - y| / sqrt(y)) with y the exact square (>= 0)
+    with np.errstate(divide="ignore"):
+        per_part = np.minimum(np.sqrt(e), np.where(exact > 0, e / np.sqrt(np.maximum(exact, 1e-300)), np.inf))
+    d = np.sqrt(exact).mean(2)
+    return per_part.mean(2) + (p + 3) * F32_U * d  # sqrt, the part sum and the division round relatively
+
+
+def exact_distance(a: np.ndarray, b: np.ndarray, metric: str = "euc") -> np.ndarray:
+    """[n, m] OpenGait's part-averaged distance in float64, pair by pair (an independent reference)."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if metric == "cos":
+        an = a / np.linalg.norm(a, axis=1, keepdims=True)
+        bn = b / np.linalg.norm(b, axis=1, keepdims=True)
+        return 1.0 - np.einsum("ick,jck->ijk", an, bn).mean(2)
+    return np.sqrt(((a[:, None] - b[None]) ** 2).sum(2)).mean(2)
+
+
+def assert_float32_distances(actual, exact, bound, sort: bool = False) -> None:
+    """float32 distances ``actual`` equal the ``exact`` ones within ``bound`` (float32_distance_bound), element by
+    element; with ``sort``, the sorted values against the sorted exact ones within the largest bound (sorting moves
+    no value by more than the largest difference)."""
+    got = np.asarray(actual, np.float64).ravel()
+    want = np.asarray(exact, np.float64).ravel()
+    bound = np.broadcast_to(np.asarray(bound, np.float64), np.shape(exact)).ravel()
+    assert got.shape == want.shape, (got.shape, want.shape)
+    if sort:
+        got, want, bound = np.sort(got), np.sort(want), np.full(got.shape, bound.max())
+    bad = np.abs(got - want) > bound
+    assert not bad.any(), (f"{int(bad.sum())} distance(s) beyond float32's bound: got {got[bad][:3]}, "
+                           f"exact {want[bad][:3]}, bound {bound[bad][:3]}")

@@ -8,6 +8,7 @@ from allinone.errors import UserError
 from allinone.decide.assign import assign_identities, components
 from allinone.decide.match import Matcher, distance_matrix, identity_distances, margin_pairs
 from allinone.records import Embedding, Identity
+from tests.helpers import assert_float32_distances, exact_distance, float32_distance_bound
 
 
 def reference_distance(probe: np.ndarray, gallery: np.ndarray, metric: str) -> np.ndarray:
@@ -36,6 +37,29 @@ def test_distance_matrix_equals_loop_reference(metric):
     got = distance_matrix(probe, gallery, metric)
     assert got.shape == (5, 7) and got.dtype == np.float32
     np.testing.assert_allclose(got, reference_distance(probe, gallery, metric), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["euc", "cos"])
+@pytest.mark.parametrize("spread", [1e-3, 0.1])
+def test_float32_bound_holds_for_long_vectors_at_small_distances(metric, spread):
+    """The tests' tolerance for two float32 paths is the formula's own error bound: on vectors of large norm
+    (|a_k|^2 ~ 2,500) a short way apart, both of distance_matrix's products (few probes, many probes) stay within
+    it of the float64 distance, and a difference beyond it is caught."""
+    rng = np.random.default_rng(7)
+    gallery = (rng.normal(size=(40, 256, 16)) * 3.0 + 0.5).astype(np.float32)
+    probe = (gallery[:9] + rng.normal(size=(9, 256, 16)) * spread).astype(np.float32)
+    exact = exact_distance(probe, gallery, metric)
+    np.testing.assert_allclose(exact, reference_distance(probe, gallery, metric), rtol=1e-12, atol=1e-12)
+    bound = float32_distance_bound(probe, gallery, metric)
+    for n in (1, 4, 9):  # the block product and the batched product
+        assert_float32_distances(distance_matrix(probe[:n], gallery, metric), exact[:n], bound[:n])
+    if metric == "euc" and spread == 0.1:
+        # not vacuous: under a tenth of the nearest distances it guards, a thousandth of the far ones
+        assert (bound / exact).max() < 0.1 and np.median(bound / exact) < 1e-3
+    wrong = distance_matrix(probe, gallery, metric).astype(np.float64)
+    wrong[3, 5] = exact[3, 5] + 1.5 * bound[3, 5]
+    with pytest.raises(AssertionError):
+        assert_float32_distances(wrong, exact, bound)
 
 
 def test_distance_matrix_hand_computed():
