@@ -230,3 +230,14 @@ def test_auto_embedding_follows_released_configs():
     assert resolve_embedding("embed_2", spec, {}) == "embed_2"  # the class reads use_emb2: allowed on request
     assert ARCHS["skeletongait++"].channels == 3 and all(s.channels == 1 for n, s in ARCHS.items()
                                                          if n != "skeletongait++")
+
+
+def test_export_onnx_refuses_it_in_one_line(model, tmp_path, capsys):
+    from allinone.commands.export_onnx import export_command
+
+    path = tmp_path / "sg.pt"
+    torch.save({"model": model.state_dict()}, path)
+    assert export_command(["--gait-model", str(path), "--out", str(tmp_path / "sg.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "sg.pt" in err and "skeleton maps" in err
+    assert not (tmp_path / "sg.onnx").exists()
