@@ -96,6 +96,15 @@ def test_frames_without_height_get_empty_maps(ref):
     np.testing.assert_array_equal(got[[0, 1, 3]], ref["maps"][[0, 1, 3]])
 
 
+def test_a_frame_without_keypoints_gets_empty_maps(ref):
+    # OpenGait's convention for "not found": coordinates 0 (filled from other frames) and confidence 0 (not drawn)
+    xy, conf = ref["xy"][:6].copy(), ref["conf"][:6].copy()
+    xy[4], conf[4] = 0.0, 0.0
+    got = skeleton_maps(xy, conf)
+    assert not got[4].any()
+    np.testing.assert_array_equal(got[[0, 1, 2, 3, 5]], ref["maps"][[0, 1, 2, 3, 5]])
+
+
 @pytest.mark.parametrize("xy_shape, conf_shape", [((5, 17, 3), (5, 17)), ((5, 18, 2), (5, 18)), ((0, 17, 2), (0, 17)),
                                                   ((5, 17, 2), (4, 17))])
 def test_maps_refuse_wrong_shapes(xy_shape, conf_shape):
