@@ -36,6 +36,9 @@ def export_command(argv: list[str]) -> int:
         if args.out.suffix.lower() != ".onnx":
             raise UserError("the output must end in .onnx (the gait backend is chosen by file suffix)", args.out)
         model, spec = load_gait_model(args.gait_model, args.arch, "cpu", trust_pickle=args.trust_checkpoint)
+        if spec.channels > 1:  # the ONNX gait stage feeds silhouettes only
+            raise UserError(f"{spec.title} is not exported: it takes skeleton maps beside the silhouettes, which "
+                            "the ONNX gait stage does not make; run the .pt checkpoint", args.gait_model)
         measured: dict = {}
         try:
             path = export_onnx(model, args.out, input_hw=spec.input_size, opset=args.opset,

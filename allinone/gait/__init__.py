@@ -1,4 +1,5 @@
-"""Gait recognition: OpenGait models (GaitBase, GaitSet, GaitPart, GaitGL, DeepGaitV2), checkpoints, embedding stage.
+"""Gait recognition: OpenGait models (GaitBase, GaitSet, GaitPart, GaitGL, DeepGaitV2, SkeletonGait++ with its
+skeleton maps), checkpoints, embedding stage.
 
 Names are resolved on first use so that importing the package does not import torch.
 """
@@ -16,6 +17,9 @@ _EXPORTS = {
     "GaitPart": ".gaitpart",
     "GaitGL": ".gaitgl",
     "DeepGaitV2": ".deepgaitv2",
+    "SkeletonGaitPP": ".skeletongait",
+    "skeleton_maps": ".skeleton_maps",
+    "skeleton_input": ".skeleton_maps",
     "ARCHS": ".registry",
     "ArchSpec": ".registry",
     "matching_archs": ".registry",

@@ -1,4 +1,5 @@
-"""Loading OpenGait checkpoints (GaitBase, GaitSet, GaitPart, GaitGL, DeepGaitV2) and the gait embedding stage.
+"""Loading OpenGait checkpoints (GaitBase, GaitSet, GaitPart, GaitGL, DeepGaitV2, SkeletonGait++) and the gait
+embedding stage.
 
 OpenGait saves ``{'model': state_dict, 'optimizer': ..., 'scheduler': ..., 'iteration': int}`` with torch.save;
 those files load with ``weights_only=True``. The architecture is read from the state_dict keys (registry.py) or
@@ -163,9 +164,11 @@ def save_gaitbase_checkpoint(model: "GaitBase", path: str | Path, iteration: int
 
 
 EMBEDDINGS = ("auto", "embed_1", "embed_2")
-EMB2_ARCHS = ("deepgaitv2",)  # the OpenGait classes here that read use_emb2 (opengait/modeling/models/deepgaitv2.py:30)
+# the OpenGait classes here that read use_emb2 (models/deepgaitv2.py:30, models/skeletongait++.py:17)
+EMB2_ARCHS = ("deepgaitv2", "skeletongait++")
 # The released configs that set use_emb2 (OpenGait at 0efafd4, configs/**): only skeletongait/skeletongait_CCPG.yaml,
-# model DeepGaitV2 with Backbone in_channels 2 and SeparateBNNecks class_num 100 (CCPG's training ids).
+# model DeepGaitV2 with Backbone in_channels 2 and SeparateBNNecks class_num 100 (CCPG's training ids). No
+# skeletongait++_*.yaml sets it, so SkeletonGaitPP checkpoints get embed_1 on auto.
 USE_EMB2_CONFIGS = ({"arch": "deepgaitv2", "in_channels": 2, "class_num": 100},)
 
 
@@ -176,8 +179,8 @@ def resolve_embedding(requested: str, spec: ArchSpec, kwargs: Mapping, path: Pat
     if requested not in EMBEDDINGS:
         raise UserError(f"unknown embedding {requested!r} (expected {', '.join(EMBEDDINGS)})")
     if requested == "embed_2" and spec.name not in EMB2_ARCHS:
-        raise UserError(f"OpenGait's {spec.title} has no embed_2 option (use_emb2 is read by DeepGaitV2 only): use "
-                        "embed_1 or auto", path or None)
+        raise UserError(f"OpenGait's {spec.title} has no embed_2 option (use_emb2 is read by DeepGaitV2 and "
+                        "SkeletonGaitPP only): use embed_1 or auto", path or None)
     if requested != "auto":
         return requested
     for cfg in USE_EMB2_CONFIGS:
@@ -222,7 +225,8 @@ class GaitEmbedder:
 
     def __call__(self, aligned: list[np.ndarray], batch: int = 1) -> list[np.ndarray]:
         """aligned: sequences of uint8 [T, 64, 64] (or already cut [T, 64, 44]), T >= 1 → float32 [c, p]
-        embeddings, one per sequence ([256, 16] for GaitBase; see ``embedding_shape``).
+        embeddings, one per sequence ([256, 16] for GaitBase; see ``embedding_shape``). Models with
+        ``spec.channels`` 3 (SkeletonGait++) take [T, 3, 64, 64] from skeleton_maps.skeleton_input instead.
 
         batch > 1 runs up to that many sequences of the same length (after the max_frames cut) in one forward;
         in eval mode every model here treats the batch axis independently, so the embeddings are the same.
@@ -230,10 +234,14 @@ class GaitEmbedder:
         import torch
 
         inputs = [gait_input(seq, self.config.max_frames) for seq in aligned]  # [s, 64, 44] each
+        want = ((self.spec.channels,) if self.spec.channels > 1 else ()) + self.spec.input_size
+        if self.spec.channels > 1 and any(x.ndim != 4 for x in inputs):
+            raise UserError(f"a {self.spec.title} checkpoint takes skeleton maps beside the silhouettes: it needs "
+                            "keypoints from a pose model", self.config.model)
         for x, seq in zip(inputs, aligned):
-            if x.shape[1:] != self.spec.input_size:
-                raise ValueError(f"{self.spec.title} takes {self.spec.input_size} inputs, got {x.shape[1:]} "
-                                 f"(from aligned frames {seq.shape[1:]}; expected 64x64 or 64x44)")
+            if x.shape[1:] != want:
+                raise ValueError(f"{self.spec.title} takes {want} inputs, got {x.shape[1:]} (from aligned frames "
+                                 f"{seq.shape[1:]}; expected {want[:-1] + (64,)} or {want})")
         groups: dict[int, list[int]] = {}
         for i, x in enumerate(inputs):
             groups.setdefault(len(x), []).append(i)

@@ -24,7 +24,7 @@ PARTS = 16
 _STRIDES = (1, 2, 2, 1)  # spatial stride of stages 1-4 (time is never strided)
 
 
-def _conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
+def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
 
 
@@ -33,10 +33,10 @@ class Block2D(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, stride: int, downsample: nn.Module | None) -> None:
         super().__init__()
-        self.conv1 = _conv3x3(c_in, c_out, stride)
+        self.conv1 = conv3x3(c_in, c_out, stride)
         self.bn1 = nn.BatchNorm2d(c_out)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = _conv3x3(c_out, c_out)
+        self.conv2 = conv3x3(c_out, c_out)
         self.bn2 = nn.BatchNorm2d(c_out)
         self.downsample = downsample
 
@@ -53,9 +53,9 @@ class BlockP3D(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int, downsample: nn.Module | None) -> None:
         super().__init__()
         self.relu = nn.ReLU(inplace=True)
-        self.conv1 = PerFrame(nn.Sequential(_conv3x3(c_in, c_out, stride), nn.BatchNorm2d(c_out),
+        self.conv1 = PerFrame(nn.Sequential(conv3x3(c_in, c_out, stride), nn.BatchNorm2d(c_out),
                                             nn.ReLU(inplace=True)))
-        self.conv2 = PerFrame(nn.Sequential(_conv3x3(c_out, c_out), nn.BatchNorm2d(c_out)))
+        self.conv2 = PerFrame(nn.Sequential(conv3x3(c_out, c_out), nn.BatchNorm2d(c_out)))
         self.shortcut3d = nn.Conv3d(c_out, c_out, (3, 1, 1), stride=1, padding=(1, 0, 0), bias=False)
         self.sbn = nn.BatchNorm3d(c_out)
         self.downsample = downsample
@@ -85,7 +85,7 @@ class Block3D(nn.Module):
         return self.relu(out + shortcut)
 
 
-def _stage(mode: str, c_in: int, c_out: int, stride: int, blocks: int) -> nn.Module:
+def residual_stage(mode: str, c_in: int, c_out: int, stride: int, blocks: int) -> nn.Module:
     """One residual stage; the first block carries the stride and, where shapes change, a 1x1 conv + BN shortcut."""
     down: nn.Module | None = None
     if stride > 1 or c_in != c_out:
@@ -118,11 +118,11 @@ class DeepGaitV2(nn.Module):
             raise ValueError("DeepGaitV2 needs four stage depths and four channel sizes")
         self.mode = mode
         c = list(channels)
-        self.layer0 = PerFrame(nn.Sequential(_conv3x3(in_channels, c[0]), nn.BatchNorm2d(c[0]), nn.ReLU(inplace=True)))
+        self.layer0 = PerFrame(nn.Sequential(conv3x3(in_channels, c[0]), nn.BatchNorm2d(c[0]), nn.ReLU(inplace=True)))
         self.layer1 = PerFrame(nn.Sequential(*[Block2D(c[0], c[0], 1, None) for _ in range(layers[0])]))
-        self.layer2 = _stage(mode, c[0], c[1], _STRIDES[1], layers[1])
-        self.layer3 = _stage(mode, c[1], c[2], _STRIDES[2], layers[2])
-        self.layer4 = _stage(mode, c[2], c[3], _STRIDES[3], layers[3])
+        self.layer2 = residual_stage(mode, c[0], c[1], _STRIDES[1], layers[1])
+        self.layer3 = residual_stage(mode, c[1], c[2], _STRIDES[2], layers[2])
+        self.layer4 = residual_stage(mode, c[2], c[3], _STRIDES[3], layers[3])
         self.FCs = SeparateFCs(PARTS, c[3], c[2])
         self.BNNecks = SeparateBNNecks(PARTS, c[2], class_num)
 

@@ -1,6 +1,7 @@
 """The OpenGait architectures we can run, what each expects and returns, and how to tell them apart by keys.
 
-Every model class named here has ``embed(sils [n, s, 64, 44]) -> [n, c, p]`` (OpenGait's inference embedding),
+Every model class named here has ``embed(sils [n, s, 64, 44]) -> [n, c, p]`` (OpenGait's inference embedding;
+SkeletonGait++ takes [n, s, 3, 64, 44], skeleton maps beside the silhouette: see ``channels``),
 ``embedding_shape -> (c, p)`` and ``kwargs_from_state(state_dict) -> constructor kwargs``. Importing this module
 does not import torch; :func:`build` imports the model module on use.
 """
@@ -31,6 +32,9 @@ class ArchSpec:
     cutting: int = 10
     # evaluator_cfg.metric of the configs (or default.yaml's when unset): mean over parts of euclidean distances.
     metric: str = "euc"
+    # input planes per frame: 1 (the silhouette) or 3 (limb map, joint map, silhouette: needs keypoints, see
+    # skeleton_maps.skeleton_maps and skeleton_input)
+    channels: int = 1
 
     def model_class(self) -> type:
         return getattr(import_module(self.module, __package__), self.title)
@@ -69,6 +73,14 @@ ARCHS: dict[str, ArchSpec] = {s.name: s for s in (
         embedding="[256, 16]: FCs output (embed_1)",
         configs="configs/deepgaitv2/* (p3d; 2d and 3d modes too; depths/widths from keys)",
         short_sequences="any length >= 1 (temporal convs pad one frame)"),
+    ArchSpec(
+        name="skeletongait++", title="SkeletonGaitPP", module=".skeletongait",
+        markers=("sil_layer0.forward_block.0.weight", "map_layer0.forward_block.0.weight",
+                 "fusion.conv.forward_block.0.weight"),
+        embedding="[256, 16]: FCs output (embed_1; no released config sets use_emb2)",
+        configs="configs/skeletongait/skeletongait++_* (GREW, Gait3D, CCPG, SUSTech1K; depths/width from keys)",
+        short_sequences="any length >= 1 (temporal convs pad one frame)",
+        channels=3),
 )}
 
 
