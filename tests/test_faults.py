@@ -194,7 +194,7 @@ class Case:
     command: Callable[[Ctx], list[str]]  # sets up the fault and returns the command line
     rc: int
     fragment: str  # in the one line the command ends with
-    lines: int = 1  # stderr lines; 0: any (argparse's usage before its error; a live run's warnings)
+    lines: int = 1  # stderr lines; 0: any (a live run's warnings, an extract's failed videos)
     check: Callable[[Ctx, subprocess.CompletedProcess], None] | None = None
     xfail: str = ""
     env: Callable[[Ctx], dict] | None = None  # environment variables for the command
@@ -272,9 +272,9 @@ def _calibration(ctx: Ctx, **fields) -> Path:
 
 
 def _evaluate(ctx: Ctx, *extra: str, partition: Path | None = None, protocol: str = "casia-b",
-              output: Path | None = None) -> list[str]:
+              output: Path | None = None, dataset: Path | None = None) -> list[str]:
     k = ctx.kit
-    return ["evaluate", "--dataset", str(k.dataset), "--partition", str(partition or k.partition), "--protocol",
+    return ["evaluate", "--dataset", str(dataset or k.dataset), "--partition", str(partition or k.partition), "--protocol",
             protocol, "--gait-model", str(k.ckpt), "--output", str(output or ctx.out), "--quiet", *extra]
 
 
@@ -357,11 +357,11 @@ CASES = [
     Case("run/output-under-a-file", lambda c: _run(c, output=c.file("a_file", "x") / "runs"), 2, "a_file"),
     Case("run/name-with-slash", lambda c: _run(c, "--name", "a/b"), 2, "plain folder name"),
     Case("run/name-exists", lambda c: _run(c, "--name", _existing(c, "taken")), 2, "exists already"),
-    Case("run/threshold-negative", lambda c: _run(c, "--threshold", "-1", gait=True), 2, "--threshold", lines=0),
-    Case("run/threshold-nan", lambda c: _run(c, "--threshold", "nan", gait=True), 2, "--threshold", lines=0),
+    Case("run/threshold-negative", lambda c: _run(c, "--threshold", "-1", gait=True), 2, "--threshold"),
+    Case("run/threshold-nan", lambda c: _run(c, "--threshold", "nan", gait=True), 2, "--threshold"),
     Case("run/calibration-missing", lambda c: _run(c, "--calibration", str(c.tmp / "nope.json"), gait=True), 2,
          "calibration file not found"),
-    Case("run/frame-step-zero", lambda c: _run(c, "--frame-step", "0"), 2, "--frame-step", lines=0),
+    Case("run/frame-step-zero", lambda c: _run(c, "--frame-step", "0"), 2, "--frame-step"),
     Case("run/gallery-db-missing", lambda c: _run(c, S, str(c.tmp / "none.sqlite"), gait=True), 2,
          "gallery file not found"),
     Case("run/gallery-db-not-sqlite", lambda c: _run(c, S, str(c.file("text.sqlite", "hello " * 500)), gait=True),
@@ -395,8 +395,7 @@ CASES = [
          "pickled data"),
     Case("rematch/feature-integers", lambda c: _feature_case(c, np.zeros((256, 16), np.int64)), 2, "wrong form"),
     Case("rematch/feature-missing", lambda c: (c.feature().unlink(), _rematch(c))[1], 2, "stored feature missing"),
-    Case("rematch/threshold-not-a-number", lambda c: _rematch(c, "--threshold", "abc"), 2, "--threshold",
-         lines=0),
+    Case("rematch/threshold-not-a-number", lambda c: _rematch(c, "--threshold", "abc"), 2, "--threshold"),
     Case("rematch/calibration-threshold-abc", lambda c: _rematch(c, "--calibration", str(_calibration(
         c, threshold="abc"))), 2, "calibration file has a threshold that is not a number"),
     Case("rematch/calibration-threshold-nan", lambda c: _rematch(c, "--calibration", str(_calibration(
@@ -466,6 +465,59 @@ CASES = [
         "list.txt", f"{c.tmp / 'gone.mp4'}\n")), "--out", str(c.out / "ds"), "--workers", "1",
         *c.kit.models(gait=False), "--quiet"], 1, "gone.mp4", lines=0),
 ]
+
+
+CASES += [
+    # ---- data files that would run code
+    Case("evaluate/dataset-pickle-runs-code", lambda c: _evaluate(c, dataset=_dataset_with(c, _code_pickle(c))), 2,
+         "refused: the pickle asks for", check=lambda c, r: _nothing_ran(c)),
+    Case("run/checkpoint-pickles-code", lambda c: _run(c, "--gait-model", str(_code_checkpoint(c)), gait=True), 2,
+         "pickles objects other than tensors", check=lambda c, r: (_nothing_ran(c), _names(r, "--trust-checkpoint"))),
+    # ---- flags: one line, --help for the rest
+    Case("run/unknown-flag", lambda c: _run(c, "--no-such-flag"), 2, "--no-such-flag",
+         check=lambda c, r: _names(r, "--help")),
+    Case("gallery/unknown-flag", lambda c: ["gallery", "list", "--bogus"], 2, "--bogus",
+         check=lambda c, r: _names(r, "python main.py gallery --help")),
+]
+
+
+class _RunsCode:
+    """Pickles as a call of os.system (what a hostile file holds): touching ``marker`` when unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.marker}'",)
+
+
+def _code_pickle(ctx: Ctx) -> bytes:
+    import pickle
+    return pickle.dumps(_RunsCode(ctx.tmp / "ran"))
+
+
+def _code_checkpoint(ctx: Ctx) -> Path:
+    import torch
+    state = torch.load(ctx.kit.ckpt, map_location="cpu", weights_only=True)
+    state["cfg"] = _RunsCode(ctx.tmp / "ran")
+    torch.save(state, ctx.tmp / "trojan.pt")
+    return ctx.tmp / "trojan.pt"
+
+
+def _dataset_with(ctx: Ctx, pkl: bytes) -> Path:
+    """A copy of the kit's dataset with one sequence's pickle replaced by ``pkl``."""
+    ds = ctx.tmp / "ds"
+    shutil.copytree(ctx.kit.dataset, ds)
+    next(iter(sorted(ds.rglob("*.pkl")))).write_bytes(pkl)
+    return ds
+
+
+def _nothing_ran(ctx: Ctx) -> None:
+    assert not (ctx.tmp / "ran").exists(), "code from the file ran"
+
+
+def _names(res: subprocess.CompletedProcess, text: str) -> None:
+    assert text in _error_lines(res.stderr)[-1], res.stderr
 
 
 def _read_only(ctx: Ctx) -> Path:

@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from allinone.commands.args import Parser
 from allinone.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ DEFAULT_DB = Path("gallery.sqlite")
 
 def _enroll_parser() -> argparse.ArgumentParser:
     from allinone.commands.args import add_model_args
-    p = argparse.ArgumentParser(prog="python main.py enroll",
+    p = Parser(prog="python main.py enroll",
                                 description="Add the people of a video to a gallery file, once; runs then take "
                                             "--gallery-db FILE and never recompute them.")
     p.add_argument("video", type=Path, metavar="VIDEO")
@@ -105,11 +106,11 @@ def enroll_command(argv: list[str]) -> int:
 
 def gallery_command(argv: list[str]) -> int:
     from allinone.gallery.store import GalleryStore
-    p = argparse.ArgumentParser(prog="python main.py gallery", description="Manage an enrolled gallery file.")
+    p = Parser(prog="python main.py gallery", description="Manage an enrolled gallery file.")
     db_help = f"the gallery file (default: {DEFAULT_DB}); before or after the action"
     p.add_argument("--gallery-db", type=Path, default=DEFAULT_DB, metavar="FILE", help=db_help)
     # the same option after the action: SUPPRESS leaves the value given before it (or the default) when absent
-    after = argparse.ArgumentParser(add_help=False)
+    after = Parser(add_help=False)
     after.add_argument("--gallery-db", type=Path, default=argparse.SUPPRESS, metavar="FILE", help=db_help)
     sub = p.add_subparsers(dest="action", required=True)
     sub.add_parser("list", help="the identities, their tracks and sources", parents=[after])

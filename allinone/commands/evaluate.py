@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from allinone.commands.args import Parser
 from allinone.errors import UserError, read_json
 from allinone.decide.match import distance_matrix
 
@@ -52,7 +53,7 @@ def _dataset_args(p: argparse.ArgumentParser, required: bool) -> None:
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python main.py evaluate",
+    p = Parser(prog="python main.py evaluate",
                                 description="Score a gait checkpoint on an OpenGait-format dataset: OpenGait's "
                                             "closed-set numbers, open-set error rates, plots.")
     _dataset_args(p, required=True)
@@ -317,7 +318,7 @@ def evaluate_command(argv: list[str]) -> int:
 # ------------------------------------------------------------------------------------------------ calibrate
 
 def calibrate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python main.py calibrate",
+    p = Parser(prog="python main.py calibrate",
                                 description="Pick the threshold for a target false-positive identification rate "
                                             "from an evaluation (or a dataset, evaluated first) and write a "
                                             "calibration file for runs with this checkpoint.")

@@ -33,6 +33,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from allinone.commands.args import Parser
 from allinone.commands.dataset_state import (PARTIAL, STATUS, DatasetLock, assign_ids, reconcile, seq_file,
                                              write_manifest)
 from allinone.commands.extract_worker import failed, run_local
@@ -166,7 +167,7 @@ def _raise_interrupted(signum, frame) -> None:
 def extract_command(argv: list[str]) -> int:
     from allinone.commands.args import positive_int
     from allinone.commands.args import add_model_args, config_from_args
-    p = argparse.ArgumentParser(prog="python main.py extract",
+    p = Parser(prog="python main.py extract",
                                 description="Turn many videos into an OpenGait-format silhouette dataset.")
     p.add_argument("videos", nargs="*", type=Path, metavar="VIDEO")
     p.add_argument("--list", type=Path, default=None, metavar="FILE", help="a text file of video paths, one a line")
