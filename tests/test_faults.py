@@ -478,7 +478,36 @@ CASES += [
          check=lambda c, r: _names(r, "--help")),
     Case("gallery/unknown-flag", lambda c: ["gallery", "list", "--bogus"], 2, "--bogus",
          check=lambda c, r: _names(r, "python main.py gallery --help")),
+    # ---- one rule: the machine's fault exits 1, the input's 2
+    Case("extract/output-read-only", lambda c: ["extract", str(c.kit.clip), "--out", str(_read_only(c)),
+                                                "--workers", "1", *c.kit.models(gait=False), "--quiet"], 1,
+         "read-only file system"),
+    Case("extract/output-is-read-only", lambda c: ["extract", str(c.kit.clip), "--out", str(_read_only(c).parent),
+                                                   "--workers", "1", *c.kit.models(gait=False), "--quiet"], 1,
+         "read-only file system"),
+    # ---- one name rule: what --identity refuses, enroll and rename refuse
+    Case("enroll/name-with-a-newline", lambda c: _enroll(c, None, None, "--name", "alice\nperson-0001"), 2,
+         "may not contain \\n", check=lambda c, r: _absent(c.tmp / "g.sqlite")),
+    Case("enroll/name-with-a-colon", lambda c: _enroll(c, None, None, "--name", "a:b"), 2, "may not contain :"),
+    Case("gallery/rename-to-a-newline", lambda c: ["gallery", "--gallery-db", str(_gallery_copy(c)), "rename",
+                                                   "person-0001" + "x" * 200, "bob\nperson-0002"], 2,
+         "may not contain \\n", check=lambda c, r: _names_in(c, "person-0001" + "x" * 200)),
+    Case("run/identity-with-a-tab", lambda c: _run(c, "--identity", "a\tb=1", gait=True), 2, "may not contain \\t"),
 ]
+
+
+def _absent(path: Path) -> None:
+    assert not path.exists(), f"{path} was left behind"
+
+
+def _gallery_copy(ctx: Ctx) -> Path:
+    return Path(shutil.copyfile(ctx.kit.gallery, ctx.tmp / "g.sqlite"))
+
+
+def _names_in(ctx: Ctx, name: str) -> None:
+    import sqlite3
+    with sqlite3.connect(ctx.tmp / "g.sqlite") as db:
+        assert (name,) in db.execute("SELECT name FROM identities").fetchall()
 
 
 class _RunsCode:

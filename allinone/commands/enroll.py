@@ -43,11 +43,11 @@ def enroll(args: argparse.Namespace) -> list[str]:
     from allinone.gallery.store import Enrolment, GalleryStore, ModelInfo
     from allinone.io.run_folder import ENROL_TEMP, sha256_path, sweep_leftovers
     from allinone.commands.run import run
+    from allinone.decide.identities import check_name, clean_name
     from allinone.io.video import VideoSource
 
-    VideoSource(args.video)  # a bad video is refused before any model loads
-    if args.name is not None and not args.name.strip():
-        raise UserError("--name is empty")
+    VideoSource(args.video)  # a bad video or name is refused before any model loads
+    name = None if args.name is None else check_name(args.name, "--name")
     sweep_leftovers(tempfile.gettempdir(), ENROL_TEMP, "interrupted enrol")  # a killed enrol's temporary folder
     with GalleryStore(args.gallery_db, create=True) as store, \
             tempfile.TemporaryDirectory(prefix=f"allinone-enrol-{os.getpid()}-") as tmp:
@@ -75,18 +75,18 @@ def enroll(args: argparse.Namespace) -> list[str]:
             raise UserError(f"nobody to enrol: no track has {config.match.min_frames} usable silhouettes "
                             f"({len(tracks)} track(s) found)", args.video)
         stem = args.video.stem
-        if args.name:
-            chosen = [Enrolment(args.name.strip(), str(args.video), [usable[0]])]
+        if name:
+            chosen = [Enrolment(name, str(args.video), [usable[0]])]
             others = [t for t in tracks.values() if t is not usable[0]]
             if others:
                 log.warning("%s: enrolled track %d (%d silhouettes) as %s; %d other track(s) left out: %s",
-                            args.video, usable[0].track_id, usable[0].n_silhouettes, args.name, len(others),
+                            args.video, usable[0].track_id, usable[0].n_silhouettes, name, len(others),
                             ", ".join(f"{t.track_id} ({t.n_silhouettes} silhouettes)" for t in others))
         else:
-            chosen = [Enrolment(f"{stem}-G{t.track_id}", str(args.video), [t])
+            chosen = [Enrolment(f"{clean_name(stem)}-G{t.track_id}", str(args.video), [t])
                       for t in sorted(usable, key=lambda t: t.track_id)]
         # unnamed identities must be new: checked inside the enrol's transaction (two enrols at once cannot both pass)
-        return store.add(chosen, model, new_names=not args.name)
+        return store.add(chosen, model, new_names=not name)
 
 
 def enroll_command(argv: list[str]) -> int:

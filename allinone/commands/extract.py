@@ -89,15 +89,11 @@ def extract(videos: list[Path], out: Path, config, *, engine: str = "local", wor
     from tqdm import tqdm
 
     from allinone.io.devices import resolve_device
+    from allinone.io.run_folder import writable_folder
     from allinone.stages.build import resolve_models
     given = list(dict.fromkeys(Path(os.path.abspath(v)).resolve() for v in videos))  # resolved, each once
     out = Path(os.path.abspath(out))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the dataset folder ({exc.strerror})", out) from None
-    if not out.is_dir() or not os.access(out, os.W_OK):
-        raise UserError("dataset folder is not a writable folder", out)
+    writable_folder(out, "dataset folder")
     gpus = 0
     if engine == "ray":
         device = config.device

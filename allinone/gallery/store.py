@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from allinone.decide.identities import check_name
 from allinone.errors import UserError
 from allinone.gallery import sqlite_file
 from allinone.records import Embedding, Identity
@@ -95,6 +96,9 @@ class Enrolment:
     name: str
     source: str
     tracks: list  # TrackResult
+
+    def __post_init__(self) -> None:
+        self.name = check_name(self.name)
 
 
 def _png(img: np.ndarray | None) -> bytes | None:
@@ -365,9 +369,7 @@ class GalleryStore:
 
     @_mapped
     def rename(self, old: str, new: str) -> None:
-        new = new.strip()
-        if not new:
-            raise UserError("the new name is empty")
+        new = check_name(new, "the new name")
         with self.transaction() as db:
             if db.execute("SELECT 1 FROM identities WHERE name = ?", (new,)).fetchone():
                 raise UserError(f"an identity named {new!r} exists already", self.path)

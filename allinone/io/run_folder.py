@@ -86,6 +86,24 @@ def default_run_name() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
+def writable_folder(path: Path, what: str) -> Path:
+    """``path`` created where missing and checked writable, by one rule for every command: a fault of the machine
+    (read-only file system, no permission, full disk) raises OSError, exit 1 through errors.fault_line; a path that
+    cannot be a folder (under a file, a file itself) is the user's input: UserError, exit 2."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} is a file, not a folder", path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in ENVIRONMENT_ERRNO:
+            raise
+        raise UserError(f"{what} cannot be created ({exc.strerror or exc})", path) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        code = errno.EROFS if os.statvfs(path).f_flag & os.ST_RDONLY else errno.EACCES
+        raise OSError(code, os.strerror(code), str(path))
+    return path
+
+
 class RunWriter:
     """Owns one run folder. Files go to ``<root>/.<name>.partial`` while the run works; ``finalize`` writes
     run.json last and renames the folder to ``<root>/<name>``. Leaving the ``with`` block by an exception (or
@@ -101,14 +119,7 @@ class RunWriter:
         name = name or default or default_run_name()
         if not name or "/" in name or "\\" in name or name.startswith("."):
             raise UserError(f"run name {name!r} must be a plain folder name")
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            if exc.errno in ENVIRONMENT_ERRNO:  # disk full, permissions: the machine's fault (exit 1)
-                raise
-            raise UserError(f"output folder cannot be created ({exc.strerror or exc})", self.root) from None
-        if not os.access(self.root, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, "output folder is not writable", str(self.root))
+        writable_folder(self.root, "output folder")
         sweep_leftovers(self.root)
         final = self.root / name
         if final.exists():
