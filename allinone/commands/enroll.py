@@ -8,6 +8,7 @@ transaction, after every model has run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 from dataclasses import replace
@@ -41,7 +42,7 @@ def _enroll_parser() -> argparse.ArgumentParser:
 def enroll(args: argparse.Namespace) -> list[str]:
     from allinone.commands.args import config_from_args
     from allinone.gallery.store import Enrolment, GalleryStore, ModelInfo
-    from allinone.io.run_folder import ENROL_TEMP, sha256_path, sweep_leftovers
+    from allinone.io.run_folder import ENROL_TEMP, sha256_path, sweep_leftovers, writable_folder
     from allinone.commands.run import run
     from allinone.decide.identities import check_name, clean_name
     from allinone.io.video import VideoSource
@@ -49,16 +50,25 @@ def enroll(args: argparse.Namespace) -> list[str]:
     VideoSource(args.video)  # a bad video or name is refused before any model loads
     name = None if args.name is None else check_name(args.name, "--name")
     sweep_leftovers(tempfile.gettempdir(), ENROL_TEMP, "interrupted enrol")  # a killed enrol's temporary folder
-    with GalleryStore(args.gallery_db, create=True) as store, \
-            tempfile.TemporaryDirectory(prefix=f"allinone-enrol-{os.getpid()}-") as tmp:
+    db = Path(args.gallery_db)
+    # a new gallery file is made only when there is someone to put in it; an existing one is checked first
+    new = not db.exists() or (db.is_file() and db.stat().st_size == 0)
+    if new and db.parent.exists():
+        writable_folder(db.parent, "gallery file's folder")
+    with contextlib.ExitStack() as stack:
+        store = None if new else stack.enter_context(GalleryStore(db))
+        if store is not None:
+            store.verify()
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"allinone-enrol-{os.getpid()}-"))
         ns = argparse.Namespace(**{**vars(args), "gallery": args.video, "probe": [], "output": Path(tmp),
                                    "name": "enrol", "gallery_db": None, "threshold": 0.0})
         config = replace(config_from_args(ns), render=False, save_silhouettes="none")
         source = ""
-        if config.gait.model and Path(config.gait.model).is_file():  # refuse a foreign model before running any
+        if config.gait.model and Path(config.gait.model).is_file():  # an export names the checkpoint it came from
             if Path(config.gait.model).suffix.lower() == ".onnx":
                 from allinone.gait.onnx import source_sha256
                 source = source_sha256(config.gait.model)
+        if store is not None and config.gait.model and Path(config.gait.model).is_file():  # before running any
             store.check_model(ModelInfo(sha256_path(config.gait.model), config.gait.model, "", "", "",
                                         source_sha256=source))
         result = run(config)
@@ -85,6 +95,7 @@ def enroll(args: argparse.Namespace) -> list[str]:
         else:
             chosen = [Enrolment(f"{clean_name(stem)}-G{t.track_id}", str(args.video), [t])
                       for t in sorted(usable, key=lambda t: t.track_id)]
+        store = store or stack.enter_context(GalleryStore(db, create=True))
         # unnamed identities must be new: checked inside the enrol's transaction (two enrols at once cannot both pass)
         return store.add(chosen, model, new_names=not name)
 
@@ -130,10 +141,17 @@ def gallery_command(argv: list[str]) -> int:
         if args.action == "check":  # also on a file too damaged to open as a store
             from allinone.gallery.sqlite_file import check
             line = check(args.gallery_db)
+            if line.startswith("ok"):  # the pages are sound: are the features in them usable?
+                with GalleryStore(args.gallery_db, readonly=True) as store:
+                    bad = store.bad_features()
+                if bad:
+                    line = f"damaged: {len(bad)}{'+' if len(bad) >= 20 else ''} track(s) with unusable " \
+                           f"features, the first: {bad[0]}"
             print(f"{args.gallery_db}: {line}")
             return 0 if line.startswith("ok") else 1
         with GalleryStore(args.gallery_db, readonly=args.action in ("list", "export", "backup")) as store:
             if args.action == "list":
+                store.verify()
                 model = store.model()
                 rows = store.listing()
                 print(f"{args.gallery_db}: {len(rows)} identities"

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from allinone.commands.args import Parser
+from allinone.io.run_folder import temp_beside
 
 DEFAULT = Path("GaitBase_random.pt")
 
@@ -44,7 +45,7 @@ def make_checkpoint_command(argv: list[str] | None = None) -> int:
     from allinone.gait.checkpoint import save_gaitbase_checkpoint
     from allinone.gait.gaitbase import GaitBase
     torch.manual_seed(args.seed)
-    tmp = out.with_name(f".{out.name}.partial")
+    tmp = temp_beside(out)
     try:
         save_gaitbase_checkpoint(GaitBase(class_num=args.classes), tmp)
         os.replace(tmp, out)

@@ -21,7 +21,7 @@ from allinone.decide.lr_model import add_lrs, read_lr_model
 from allinone.decide.threshold import Threshold, check_threshold, resolve_threshold, without_threshold
 from allinone.errors import UserError
 from allinone.io.devices import resolve_device
-from allinone.io.run_folder import RunWriter, sha256_path
+from allinone.io.run_folder import RunWriter, check_name_lengths, sha256_path
 from allinone.io.video import StreamSource, VideoSource, is_stream, stream_name
 from allinone.records import Decision, Identity, VideoInfo
 from allinone.results import manifest as mf
@@ -57,6 +57,18 @@ def _unique_names(paths: list[Path]) -> list[str]:
         while name in out:
             name = f"{name}-x"
         out.append(name)
+    return out
+
+
+def _output_names(inputs: list[tuple], names: list[str], gallery_name: str, config: RunConfig) -> list[tuple]:
+    """(the longest file names a run writes for each input, the input): its tracks file and tracked video, a
+    probe's result video; a stream's carry a segment number."""
+    out = []
+    for (path, role), name in zip(inputs, names):
+        seg = "-000" if is_stream(path) else ""
+        out += [(f"{name}{seg}.mp4", str(path))]
+        if role == "probe" and not config.track_only:
+            out.append((f"G-{gallery_name}_P-{name}{seg}.mp4", str(path)))
     return out
 
 
@@ -159,6 +171,7 @@ def run(config: RunConfig) -> RunResult:
         raise UserError("--track-only is for video files, not live streams")
     names = _unique_names([Path(stream_name(str(p))) if is_stream(p) else Path(p) for p, _ in inputs])
     gallery_name = names[0] if config.gallery is not None else Path(config.gallery_db).stem
+    check_name_lengths(config.output, _output_names(inputs, names, gallery_name, config))
     # every input checked (a stream opened) before any model is loaded
     sources = [StreamSource(str(p), config.live.reconnect_s) if is_stream(p) else VideoSource(p) for p, _ in inputs]
     _warn_repeated_inputs([Path(p) for p, _ in inputs if not is_stream(p)])

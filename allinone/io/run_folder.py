@@ -9,12 +9,13 @@ import logging
 import os
 import re
 import shutil
+import uuid
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from allinone.errors import ENVIRONMENT_ERRNO, UserError
+from allinone.errors import ENVIRONMENT_ERRNO, UserError, shorten
 from allinone.records import Track
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,37 @@ def sweep_leftovers(root: str | Path, pattern: re.Pattern = PARTIAL_RUN, what: s
 
 def default_run_name() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def temp_beside(path: Path) -> Path:
+    """A temporary name in ``path``'s folder (same file system: the final rename is atomic) whose length does not
+    grow with ``path``'s name, which may already be as long as the file system takes; ``path``'s suffix is kept
+    where short (a video writer picks its container by it)."""
+    suffix = path.suffix if len(path.suffix) <= 8 else ""
+    return path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name, in bytes, that the file system holding ``folder`` (or its nearest existing parent)
+    takes."""
+    p = Path(os.path.abspath(folder))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return int(os.pathconf(p, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
+def check_name_lengths(folder: Path, names: list[tuple[str, str]]) -> None:
+    """(file name to be written in ``folder`` or below, the input it is named after): a UserError naming the input
+    whose output name the file system would refuse, so that it fails before any work rather than at its end."""
+    limit = name_max(folder)
+    for name, source in names:
+        n = len(os.fsencode(name))
+        if n > limit:
+            raise UserError(f"too long a name for the output: the file {shorten(name, 60)!r} written for it would "
+                            f"have {n} bytes, over the {limit} the output's file system takes (rename it)", source)
 
 
 def writable_folder(path: Path, what: str) -> Path:
@@ -183,7 +215,7 @@ class RunWriter:
 
     def finalize_json(self, name: str, manifest: dict) -> Path:
         """Write the folder's manifest ``name`` (atomically) and move the folder into place."""
-        tmp = self.dir / f".{name}.tmp"
+        tmp = temp_beside(self.dir / name)
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=2, allow_nan=False)
             fh.write("\n")
@@ -252,7 +284,7 @@ class MotWriter:
         """Rewrite the (closed) file without the rows of ``ids``."""
         if not ids:
             return
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp = temp_beside(self.path)
         with open(self.path, encoding="utf-8") as src, open(tmp, "w", encoding="utf-8") as dst:
             for line in src:
                 if int(line.split(",", 2)[1]) not in ids:
