@@ -445,7 +445,7 @@ CASES = [
         c, {"gallery": {"types": ["zz-*"]}, "probes": {"A": {"types": ["nm-05"]}}}))), 2,
          "gallery selects none"),
     Case("evaluate/builtin-protocol-selects-nothing", lambda c: _evaluate(c, protocol="oumvlp"), 2,
-         "selects nothing in this dataset"),
+         "selects nothing in this dataset", check=lambda c, r: _absent(c.out / ".embed-cache")),  # nothing embedded
     Case("evaluate/partition-id-missing-warns", lambda c: _evaluate(c, "--name", "e", partition=_partition(
         c, {"TEST_SET": ["001", "002", "003", "404"]})), 0, "1 of the partition's 4 TEST_SET ids are not in the "
          "dataset", check=_check_nan_free_metrics),
@@ -653,6 +653,10 @@ CASES += [
     Case("gallery/export-disk-full", _export_on_full_disk, 1, "disk is full", check=_nothing_exported),
     Case("enroll/nobody-into-a-new-gallery-file", lambda c: _enroll(c, _nobody_video(c)), 2, "nobody to enrol",
          lines=0, check=lambda c, r: _absent(c.tmp / "g.sqlite")),
+    # ---- cheap checks first: a detector that cannot load shows which check came first
+    Case("run/calibration-for-another-checkpoint", lambda c: _run(c, "--calibration", str(_calibration(
+        c, checkpoint_sha256="0" * 64)), "--detector", str(c.file("unloadable.onnx", b"\0" * 5000)), gait=True), 2,
+         "made for another checkpoint"),
     Case("run/identity-with-a-tab", lambda c: _run(c, "--identity", "a\tb=1", gait=True), 2, "may not contain \\t"),
 ]
 

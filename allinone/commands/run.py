@@ -16,7 +16,7 @@ from pathlib import Path
 from allinone.config import RunConfig
 from allinone.decide.calibration import find_calibration
 from allinone.decide.identities import gallery_identities
-from allinone.decide.calibration import Calibration
+from allinone.decide.calibration import Calibration, load_calibration, read_calibration
 from allinone.decide.lr_model import add_lrs, read_lr_model
 from allinone.decide.threshold import Threshold, check_threshold, resolve_threshold, without_threshold
 from allinone.errors import UserError
@@ -70,6 +70,14 @@ def _output_names(inputs: list[tuple], names: list[str], gallery_name: str, conf
         if role == "probe" and not config.track_only:
             out.append((f"G-{gallery_name}_P-{name}{seg}.mp4", str(path)))
     return out
+
+
+def _check_calibration_early(path: Path, checkpoint: str | None) -> None:
+    """A calibration file that cannot serve this run is refused before any model loads: missing, not one, damaged,
+    or made for another checkpoint file (its metric and embedding are known only once the model is loaded)."""
+    rec = read_calibration(path)
+    if checkpoint and Path(checkpoint).is_file():  # the same comparison find_calibration makes after the load
+        load_calibration(path, sha256_path(checkpoint), rec["metric"])
 
 
 def _warn_repeated_inputs(paths: list[Path]) -> None:
@@ -177,8 +185,8 @@ def run(config: RunConfig) -> RunResult:
     _warn_repeated_inputs([Path(p) for p, _ in inputs if not is_stream(p)])
     if config.match.threshold is not None and config.match.metric != "auto":
         check_threshold(config.match.threshold, config.match.metric)
-    if config.match.calibration and not Path(config.match.calibration).is_file():
-        raise UserError("calibration file not found", config.match.calibration)
+    if config.match.calibration and not config.track_only:  # its form and checkpoint, before any model loads
+        _check_calibration_early(Path(config.match.calibration), config.gait.model)
     lr_model = read_lr_model(config.match.lr_model) if config.match.lr_model and not config.track_only else None
     check_models_given(config)
     store = None

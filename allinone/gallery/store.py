@@ -14,6 +14,9 @@ Features are float32 blobs; pictures are PNG blobs.
 
 Large galleries (more than SearchConfig.exact_limit tracks) are searched through a bound index kept beside the file
 (gallery/search.py): every identity within the threshold is found; the ranking beyond it is approximate.
+
+Over 400 lines: the store is one class whose reads, writes and checks (quick check before writes, every feature's
+size and finiteness where it is read) share its connection and transactions; split, each part would reach into it.
 """
 from __future__ import annotations
 
