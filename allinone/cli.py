@@ -6,7 +6,8 @@ import logging
 import sys
 from pathlib import Path
 
-from allinone.commands.args import add_model_args, config_from_args, fpir_arg, nonnegative_float, threshold_arg
+from allinone.commands.args import (Parser, add_model_args, config_from_args, fpir_arg, nonnegative_float,
+                                   threshold_arg)
 from allinone.config import LiveConfig, MatchConfig
 from allinone.decide.identities import check_named, parse_identity
 from allinone.errors import UserError
@@ -19,7 +20,7 @@ EXIT_INTERRUPTED = 130
 
 def build_parser() -> argparse.ArgumentParser:
     m = MatchConfig()
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python main.py",
         description="Find every walking person in a gallery video and one or more probe videos, follow them, "
                     "cut their silhouettes, embed their gait and tell which gallery person each probe person is.")

@@ -13,6 +13,14 @@ from allinone.gait.registry import ARCHS
 GAIT_ARCHS = tuple(ARCHS)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser whose mistakes end in one line (``error: ... (see ... --help)``, exit 2) instead of the
+    usage block: --help holds the rest."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def int_in_range(low: int, high: int | None = None):
     """An argparse type: a whole number in [low, high] (no upper bound when high is None)."""
     def parse(text: str) -> int:

@@ -5,11 +5,9 @@ The gait model's cost does not depend on its weights, so a randomly initialised 
 checkpoint is absent."""
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 import json
 import os
-import pickle
 import platform
 import resource
 import sys
@@ -19,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from allinone.commands.args import Parser
 from allinone.config import DetectConfig, GaitConfig, RunConfig, SegmentConfig
+from allinone.io.safe_pickle import load_data_pickle
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SHARED = REPO.parent / "shared"
@@ -79,8 +79,7 @@ def _model_costs(run_dir: Path, entry: dict, config: RunConfig, stages) -> dict[
     seqs = []
     for t in entry["tracks"]:
         if t.get("silhouettes_pkl"):
-            with open(run_dir / t["silhouettes_pkl"], "rb") as fh:
-                seqs.append(pickle.load(fh))
+            seqs.append(load_data_pickle(run_dir / t["silhouettes_pkl"]))
     t0 = time.perf_counter()
     if seqs:
         stages.embedder(seqs)
@@ -90,7 +89,7 @@ def _model_costs(run_dir: Path, entry: dict, config: RunConfig, stages) -> dict[
 
 
 def bench_command(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python main.py bench", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python main.py bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="folder with fixtures/ and weights/")
     p.add_argument("--videos", nargs="+", default=list(DEFAULT_VIDEOS),
                    help="video file names under fixtures/videos; the first is the gallery")

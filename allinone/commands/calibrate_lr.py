@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from allinone.commands.args import Parser
 from allinone.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ MODEL_FILE = "lr_model.json"
 
 def calibrate_lr_parser() -> argparse.ArgumentParser:
     from allinone.commands.args import int_in_range
-    p = argparse.ArgumentParser(prog="python main.py calibrate --lr",
+    p = Parser(prog="python main.py calibrate --lr",
                                 description="Fit a score-to-likelihood-ratio model on an evaluate folder's "
                                             "embeddings (every pair of sequences: mated = same label) and validate "
                                             "it by cross-validation over identities.")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from allinone.commands.args import Parser
 from allinone.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ PDF = "compare_report.pdf"
 
 def compare_parser() -> argparse.ArgumentParser:
     from allinone.commands.args import add_model_args, positive_int
-    p = argparse.ArgumentParser(prog="python main.py compare",
+    p = Parser(prog="python main.py compare",
                                 description="Compare the walker of a questioned video with the walker of a reference "
                                             "video: gait distance, likelihood ratio from a calibrated LR model "
                                             "(calibrate --lr) and its verbal equivalent, and a report.")

@@ -8,6 +8,7 @@ transaction, after every model has run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 from dataclasses import replace
@@ -15,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from allinone.commands.args import Parser
 from allinone.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,7 @@ DEFAULT_DB = Path("gallery.sqlite")
 
 def _enroll_parser() -> argparse.ArgumentParser:
     from allinone.commands.args import add_model_args
-    p = argparse.ArgumentParser(prog="python main.py enroll",
+    p = Parser(prog="python main.py enroll",
                                 description="Add the people of a video to a gallery file, once; runs then take "
                                             "--gallery-db FILE and never recompute them.")
     p.add_argument("video", type=Path, metavar="VIDEO")
@@ -40,24 +42,33 @@ def _enroll_parser() -> argparse.ArgumentParser:
 def enroll(args: argparse.Namespace) -> list[str]:
     from allinone.commands.args import config_from_args
     from allinone.gallery.store import Enrolment, GalleryStore, ModelInfo
-    from allinone.io.run_folder import ENROL_TEMP, sha256_path, sweep_leftovers
+    from allinone.io.run_folder import ENROL_TEMP, sha256_path, sweep_leftovers, writable_folder
     from allinone.commands.run import run
+    from allinone.decide.identities import check_name, clean_name
     from allinone.io.video import VideoSource
 
-    VideoSource(args.video)  # a bad video is refused before any model loads
-    if args.name is not None and not args.name.strip():
-        raise UserError("--name is empty")
+    VideoSource(args.video)  # a bad video or name is refused before any model loads
+    name = None if args.name is None else check_name(args.name, "--name")
     sweep_leftovers(tempfile.gettempdir(), ENROL_TEMP, "interrupted enrol")  # a killed enrol's temporary folder
-    with GalleryStore(args.gallery_db, create=True) as store, \
-            tempfile.TemporaryDirectory(prefix=f"allinone-enrol-{os.getpid()}-") as tmp:
+    db = Path(args.gallery_db)
+    # a new gallery file is made only when there is someone to put in it; an existing one is checked first
+    new = not db.exists() or (db.is_file() and db.stat().st_size == 0)
+    if new and db.parent.exists():
+        writable_folder(db.parent, "gallery file's folder")
+    with contextlib.ExitStack() as stack:
+        store = None if new else stack.enter_context(GalleryStore(db))
+        if store is not None:
+            store.verify()
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"allinone-enrol-{os.getpid()}-"))
         ns = argparse.Namespace(**{**vars(args), "gallery": args.video, "probe": [], "output": Path(tmp),
                                    "name": "enrol", "gallery_db": None, "threshold": 0.0})
         config = replace(config_from_args(ns), render=False, save_silhouettes="none")
         source = ""
-        if config.gait.model and Path(config.gait.model).is_file():  # refuse a foreign model before running any
+        if config.gait.model and Path(config.gait.model).is_file():  # an export names the checkpoint it came from
             if Path(config.gait.model).suffix.lower() == ".onnx":
                 from allinone.gait.onnx import source_sha256
                 source = source_sha256(config.gait.model)
+        if store is not None and config.gait.model and Path(config.gait.model).is_file():  # before running any
             store.check_model(ModelInfo(sha256_path(config.gait.model), config.gait.model, "", "", "",
                                         source_sha256=source))
         result = run(config)
@@ -74,18 +85,19 @@ def enroll(args: argparse.Namespace) -> list[str]:
             raise UserError(f"nobody to enrol: no track has {config.match.min_frames} usable silhouettes "
                             f"({len(tracks)} track(s) found)", args.video)
         stem = args.video.stem
-        if args.name:
-            chosen = [Enrolment(args.name.strip(), str(args.video), [usable[0]])]
+        if name:
+            chosen = [Enrolment(name, str(args.video), [usable[0]])]
             others = [t for t in tracks.values() if t is not usable[0]]
             if others:
                 log.warning("%s: enrolled track %d (%d silhouettes) as %s; %d other track(s) left out: %s",
-                            args.video, usable[0].track_id, usable[0].n_silhouettes, args.name, len(others),
+                            args.video, usable[0].track_id, usable[0].n_silhouettes, name, len(others),
                             ", ".join(f"{t.track_id} ({t.n_silhouettes} silhouettes)" for t in others))
         else:
-            chosen = [Enrolment(f"{stem}-G{t.track_id}", str(args.video), [t])
+            chosen = [Enrolment(f"{clean_name(stem)}-G{t.track_id}", str(args.video), [t])
                       for t in sorted(usable, key=lambda t: t.track_id)]
+        store = store or stack.enter_context(GalleryStore(db, create=True))
         # unnamed identities must be new: checked inside the enrol's transaction (two enrols at once cannot both pass)
-        return store.add(chosen, model, new_names=not args.name)
+        return store.add(chosen, model, new_names=not name)
 
 
 def enroll_command(argv: list[str]) -> int:
@@ -105,11 +117,11 @@ def enroll_command(argv: list[str]) -> int:
 
 def gallery_command(argv: list[str]) -> int:
     from allinone.gallery.store import GalleryStore
-    p = argparse.ArgumentParser(prog="python main.py gallery", description="Manage an enrolled gallery file.")
+    p = Parser(prog="python main.py gallery", description="Manage an enrolled gallery file.")
     db_help = f"the gallery file (default: {DEFAULT_DB}); before or after the action"
     p.add_argument("--gallery-db", type=Path, default=DEFAULT_DB, metavar="FILE", help=db_help)
     # the same option after the action: SUPPRESS leaves the value given before it (or the default) when absent
-    after = argparse.ArgumentParser(add_help=False)
+    after = Parser(add_help=False)
     after.add_argument("--gallery-db", type=Path, default=argparse.SUPPRESS, metavar="FILE", help=db_help)
     sub = p.add_subparsers(dest="action", required=True)
     sub.add_parser("list", help="the identities, their tracks and sources", parents=[after])
@@ -129,10 +141,17 @@ def gallery_command(argv: list[str]) -> int:
         if args.action == "check":  # also on a file too damaged to open as a store
             from allinone.gallery.sqlite_file import check
             line = check(args.gallery_db)
+            if line.startswith("ok"):  # the pages are sound: are the features in them usable?
+                with GalleryStore(args.gallery_db, readonly=True) as store:
+                    bad = store.bad_features()
+                if bad:
+                    line = f"damaged: {len(bad)}{'+' if len(bad) >= 20 else ''} track(s) with unusable " \
+                           f"features, the first: {bad[0]}"
             print(f"{args.gallery_db}: {line}")
             return 0 if line.startswith("ok") else 1
         with GalleryStore(args.gallery_db, readonly=args.action in ("list", "export", "backup")) as store:
             if args.action == "list":
+                store.verify()
                 model = store.model()
                 rows = store.listing()
                 print(f"{args.gallery_db}: {len(rows)} identities"

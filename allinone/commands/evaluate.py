@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from allinone.commands.args import Parser
 from allinone.errors import UserError, read_json
 from allinone.decide.match import distance_matrix
 
@@ -52,7 +53,7 @@ def _dataset_args(p: argparse.ArgumentParser, required: bool) -> None:
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python main.py evaluate",
+    p = Parser(prog="python main.py evaluate",
                                 description="Score a gait checkpoint on an OpenGait-format dataset: OpenGait's "
                                             "closed-set numbers, open-set error rates, plots.")
     _dataset_args(p, required=True)
@@ -144,6 +145,8 @@ def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
     sequences = list_sequences(args.dataset, partition)
     if spec is not None:  # a protocol file is checked against the dataset before the model loads
         _check_selects(spec, sequences, Path(args.protocol))
+    else:  # and a built-in one, on the sequences' labels, types and views alone
+        _check_builtin_selects(proto_name, proto_fn, sequences, partition, args.dataset)
     check_model_file(args.gait_model)
     if getattr(args, "lr_model", None) is not None:
         from allinone.decide.lr_model import read_lr_model
@@ -255,6 +258,24 @@ def _missing_ids(root: Path, partition: dict) -> int:
     return sum(str(x) not in present for x in partition["TEST_SET"])
 
 
+def _check_builtin_selects(name: str, proto_fn, sequences: list, partition: dict, root: Path) -> None:
+    """A UserError when built-in protocol ``name`` selects nothing among ``sequences``: it is run once on
+    placeholder features (which sequences it compares depends only on their labels, types and views), so a
+    protocol that does not fit the dataset fails before the model loads, not after every sequence is embedded."""
+    import tempfile
+    import warnings
+
+    from allinone.evaluate.protocols import Data
+    d = Data(np.zeros((len(sequences), 1, 1), np.float32), np.array([s.label for s in sequences]),
+             np.array([s.type for s in sequences]), np.array([s.view for s in sequences]), "euc")
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        res = proto_fn(d, partition=partition, out_dir=Path(tmp))
+    if not res.files and not any(c.probe.any() and c.gallery.any() for c in res.conditions):
+        raise UserError(f"protocol {name} selects nothing in this dataset: no condition has both probe and gallery "
+                        f"sequences among the {len(sequences)} test sequences (check the dataset's type names)", root)
+
+
 def _check_selects(spec: dict, sequences, path: Path) -> None:
     """A UserError when a protocol file's gallery, or every one of its probe conditions, selects no sequence."""
     from allinone.evaluate.protocols import spec_mask
@@ -317,7 +338,7 @@ def evaluate_command(argv: list[str]) -> int:
 # ------------------------------------------------------------------------------------------------ calibrate
 
 def calibrate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python main.py calibrate",
+    p = Parser(prog="python main.py calibrate",
                                 description="Pick the threshold for a target false-positive identification rate "
                                             "from an evaluation (or a dataset, evaluated first) and write a "
                                             "calibration file for runs with this checkpoint.")

@@ -1,11 +1,10 @@
 """``python main.py export-onnx``: a gait checkpoint's embedding network as ONNX, checked against torch first."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from allinone.commands.args import int_in_range
+from allinone.commands.args import Parser, int_in_range
 from allinone.errors import UserError
 from allinone.gait.onnx import (MAX_OPSET, META_ARCH, META_METRIC, META_SOURCE, MIN_OPSET, PARITY_ATOL,
                                 PARITY_RTOL, ExportMismatchError, export_onnx)
@@ -17,7 +16,7 @@ def export_command(argv: list[str]) -> int:
     Exit 0 (the written path on stdout); 2 on a UserError, 1 when the model does not export faithfully (one
     line on stderr either way).
     """
-    p = argparse.ArgumentParser(prog="python main.py export-onnx",
+    p = Parser(prog="python main.py export-onnx",
                                 description="Export an OpenGait checkpoint's embedding network to ONNX, for the "
                                             "ONNX Runtime gait backend (--gait-model model.onnx).")
     p.add_argument("--gait-model", required=True, type=Path, metavar="CKPT", help="an OpenGait checkpoint (.pt)")

@@ -33,6 +33,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from allinone.commands.args import Parser
 from allinone.commands.dataset_state import (PARTIAL, STATUS, DatasetLock, assign_ids, reconcile, seq_file,
                                              write_manifest)
 from allinone.commands.extract_worker import failed, run_local
@@ -88,15 +89,11 @@ def extract(videos: list[Path], out: Path, config, *, engine: str = "local", wor
     from tqdm import tqdm
 
     from allinone.io.devices import resolve_device
+    from allinone.io.run_folder import writable_folder
     from allinone.stages.build import resolve_models
     given = list(dict.fromkeys(Path(os.path.abspath(v)).resolve() for v in videos))  # resolved, each once
     out = Path(os.path.abspath(out))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the dataset folder ({exc.strerror})", out) from None
-    if not out.is_dir() or not os.access(out, os.W_OK):
-        raise UserError("dataset folder is not a writable folder", out)
+    writable_folder(out, "dataset folder")
     gpus = 0
     if engine == "ray":
         device = config.device
@@ -166,7 +163,7 @@ def _raise_interrupted(signum, frame) -> None:
 def extract_command(argv: list[str]) -> int:
     from allinone.commands.args import positive_int
     from allinone.commands.args import add_model_args, config_from_args
-    p = argparse.ArgumentParser(prog="python main.py extract",
+    p = Parser(prog="python main.py extract",
                                 description="Turn many videos into an OpenGait-format silhouette dataset.")
     p.add_argument("videos", nargs="*", type=Path, metavar="VIDEO")
     p.add_argument("--list", type=Path, default=None, metavar="FILE", help="a text file of video paths, one a line")

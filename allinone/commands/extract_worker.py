@@ -56,9 +56,8 @@ class ExtractWorker:
                     "seconds": round(time.perf_counter() - t0, 2)}
 
     def _extract(self, path: Path, vid: str) -> list:
-        import pickle
-
         from allinone.io.run_folder import RunWriter
+        from allinone.io.safe_pickle import load_data_pickle
         from allinone.io.video import VideoSource
         from allinone.records import VideoInfo
         from allinone.stages.rotation import choose_rotation
@@ -77,8 +76,7 @@ class ExtractWorker:
                 for tid, tr in result.tracks.items():
                     if tr.n_silhouettes < self.min_frames or "silhouettes_pkl" not in tr.files:
                         continue
-                    with open(writer.dir / tr.files["silhouettes_pkl"], "rb") as fh:
-                        sils = pickle.load(fh)
+                    sils = load_data_pickle(writer.dir / tr.files["silhouettes_pkl"])
                     if self.cut44:
                         sils = sils[:, :, 10:-10].copy()  # GaitLU-1M's form: the 64x44 the models see
                     seq = f"{vid}-{tid:03d}"

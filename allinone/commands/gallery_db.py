@@ -92,8 +92,16 @@ def load_features(path: Path) -> list[Identity]:
     try:
         with np.load(path, allow_pickle=False) as f:
             members: dict[int, list[Embedding]] = {}
+            feats = f["features"]
+            if feats.dtype.kind != "f":
+                raise UserError(f"the run's gallery features are damaged: {feats.dtype}, not floats", path)
+            finite = np.isfinite(feats.reshape(len(feats), -1)).all(axis=1)
+            if not finite.all():
+                bad = int(f["track"][int(np.flatnonzero(~finite)[0])])
+                raise UserError(f"the run's gallery features are damaged: track {bad}'s feature holds NaN or "
+                                "infinite values", path)
             for k, tid, n, first, last, feat in zip(f["owner"], f["track"], f["n_frames"], f["first"], f["last"],
-                                                   f["features"]):
+                                                   feats):
                 members.setdefault(int(k), []).append(Embedding(GALLERY_VIDEO, int(tid), feat.copy(), int(n),
                                                                 int(first), int(last)))
             return [Identity(str(name), tuple(members.get(k, ())), key=int(key))

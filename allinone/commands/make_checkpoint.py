@@ -6,16 +6,18 @@ mean nothing. The weights are seeded (--seed), so the same command gives the sam
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
+
+from allinone.commands.args import Parser
+from allinone.io.run_folder import temp_beside
 
 DEFAULT = Path("GaitBase_random.pt")
 
 
 def make_checkpoint_command(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python main.py make-test-checkpoint", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python main.py make-test-checkpoint", description=__doc__.split("\n\n")[0])
     p.add_argument("out", nargs="?", type=Path, default=DEFAULT, metavar="FILE",
                    help=f"where to write it (default: {DEFAULT})")
     p.add_argument("--seed", type=int, default=0, help="torch seed of the random weights (default 0)")
@@ -43,7 +45,7 @@ def make_checkpoint_command(argv: list[str] | None = None) -> int:
     from allinone.gait.checkpoint import save_gaitbase_checkpoint
     from allinone.gait.gaitbase import GaitBase
     torch.manual_seed(args.seed)
-    tmp = out.with_name(f".{out.name}.partial")
+    tmp = temp_beside(out)
     try:
         save_gaitbase_checkpoint(GaitBase(class_num=args.classes), tmp)
         os.replace(tmp, out)

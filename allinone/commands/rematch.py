@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from allinone.commands.args import fpir_arg, threshold_arg
+from allinone.commands.args import Parser, fpir_arg, threshold_arg
 from allinone.decide.calibration import load_calibration
 from allinone.config import MatchConfig
 from allinone.errors import UserError, read_json
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python main.py rematch",
+    p = Parser(prog="python main.py rematch",
                                 description="Decide again from a run's stored features with another threshold or "
                                             "other identity names; no model runs. Writes a new run folder.")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run folder (with run.json)")

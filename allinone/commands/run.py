@@ -16,12 +16,12 @@ from pathlib import Path
 from allinone.config import RunConfig
 from allinone.decide.calibration import find_calibration
 from allinone.decide.identities import gallery_identities
-from allinone.decide.calibration import Calibration
+from allinone.decide.calibration import Calibration, load_calibration, read_calibration
 from allinone.decide.lr_model import add_lrs, read_lr_model
 from allinone.decide.threshold import Threshold, check_threshold, resolve_threshold, without_threshold
 from allinone.errors import UserError
 from allinone.io.devices import resolve_device
-from allinone.io.run_folder import RunWriter, sha256_path
+from allinone.io.run_folder import RunWriter, check_name_lengths, sha256_path
 from allinone.io.video import StreamSource, VideoSource, is_stream, stream_name
 from allinone.records import Decision, Identity, VideoInfo
 from allinone.results import manifest as mf
@@ -58,6 +58,26 @@ def _unique_names(paths: list[Path]) -> list[str]:
             name = f"{name}-x"
         out.append(name)
     return out
+
+
+def _output_names(inputs: list[tuple], names: list[str], gallery_name: str, config: RunConfig) -> list[tuple]:
+    """(the longest file names a run writes for each input, the input): its tracks file and tracked video, a
+    probe's result video; a stream's carry a segment number."""
+    out = []
+    for (path, role), name in zip(inputs, names):
+        seg = "-000" if is_stream(path) else ""
+        out += [(f"{name}{seg}.mp4", str(path))]
+        if role == "probe" and not config.track_only:
+            out.append((f"G-{gallery_name}_P-{name}{seg}.mp4", str(path)))
+    return out
+
+
+def _check_calibration_early(path: Path, checkpoint: str | None) -> None:
+    """A calibration file that cannot serve this run is refused before any model loads: missing, not one, damaged,
+    or made for another checkpoint file (its metric and embedding are known only once the model is loaded)."""
+    rec = read_calibration(path)
+    if checkpoint and Path(checkpoint).is_file():  # the same comparison find_calibration makes after the load
+        load_calibration(path, sha256_path(checkpoint), rec["metric"])
 
 
 def _warn_repeated_inputs(paths: list[Path]) -> None:
@@ -159,13 +179,14 @@ def run(config: RunConfig) -> RunResult:
         raise UserError("--track-only is for video files, not live streams")
     names = _unique_names([Path(stream_name(str(p))) if is_stream(p) else Path(p) for p, _ in inputs])
     gallery_name = names[0] if config.gallery is not None else Path(config.gallery_db).stem
+    check_name_lengths(config.output, _output_names(inputs, names, gallery_name, config))
     # every input checked (a stream opened) before any model is loaded
     sources = [StreamSource(str(p), config.live.reconnect_s) if is_stream(p) else VideoSource(p) for p, _ in inputs]
     _warn_repeated_inputs([Path(p) for p, _ in inputs if not is_stream(p)])
     if config.match.threshold is not None and config.match.metric != "auto":
         check_threshold(config.match.threshold, config.match.metric)
-    if config.match.calibration and not Path(config.match.calibration).is_file():
-        raise UserError("calibration file not found", config.match.calibration)
+    if config.match.calibration and not config.track_only:  # its form and checkpoint, before any model loads
+        _check_calibration_early(Path(config.match.calibration), config.gait.model)
     lr_model = read_lr_model(config.match.lr_model) if config.match.lr_model and not config.track_only else None
     check_models_given(config)
     store = None

@@ -1,11 +1,11 @@
 """``python main.py weights``: each default model's state, address and path; --download fetches what is missing."""
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Sequence
 
+from allinone.commands.args import Parser
 from allinone.errors import UserError
 from allinone.io.weights import (ENV_VAR, MissingWeights, ModelSpec, checkpoints_dir, default_models, resolve_all,
                                  weight_status)
@@ -15,7 +15,7 @@ def weights_command(argv: Sequence[str] | None = None, *, specs: Sequence[ModelS
     """``python main.py weights [--checkpoints DIR] [--download]``: list every model as verified / present /
     missing / corrupt with its URL and target; --download fetches the missing ones.
     Exit 0 when every model is usable, 1 when some are missing or corrupt, 2 when a download failed."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python main.py weights",
         description="List the model weights allinone uses, where they go and whether they are there; "
                     "--download fetches the missing ones.")

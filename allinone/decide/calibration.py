@@ -25,6 +25,7 @@ import numpy as np
 from allinone.decide.fpir import Source
 from allinone.errors import UserError, read_json
 from allinone.decide.threshold import METRIC_RANGE, check_threshold
+from allinone.io.run_folder import temp_beside
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def beside(checkpoint: str | Path) -> Path:
 
 
 def write_calibration(path: Path, record: dict) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_beside(path)
     tmp.write_text(json.dumps({"kind": KIND, "version": 2, **record}, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path

@@ -9,14 +9,43 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
+import unicodedata
 
 from allinone.errors import UserError
 from allinone.records import Embedding, Identity
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[^\s,=;:][^,=;:]*$")
+_SEPARATORS = ",=;:"  # they separate --identity's parts
+# control and format characters and line or paragraph separators: a listed name must print as one plain line
+_UNPRINTABLE = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+NAME_RULE = "not empty, without , = ; : or control characters (a newline, a tab)"
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name an identity, or None: the one rule for --identity, enroll --name, gallery rename
+    and the names an enrol makes from file names. Callers strip the spaces around a name first."""
+    if not name or name != name.strip():
+        return "is empty" if not name.strip() else "starts or ends with a space"
+    bad = sorted({c for c in name if c in _SEPARATORS or unicodedata.category(c) in _UNPRINTABLE})
+    if bad:
+        return "may not contain " + " ".join(repr(c)[1:-1] if c not in _SEPARATORS else c for c in bad)
+    return None
+
+
+def check_name(name: str, what: str = "identity name") -> str:
+    """``name`` stripped, when the name rule admits it; a UserError quoting it otherwise."""
+    name = name.strip()
+    why = name_problem(name)
+    if why:
+        raise UserError(f"{what} {name!r} {why} (a name is {NAME_RULE})")
+    return name
+
+
+def clean_name(text: str) -> str:
+    """``text`` (a file's stem) made a valid name: what the rule refuses becomes "_"."""
+    out = "".join("_" if c in _SEPARATORS or unicodedata.category(c) in _UNPRINTABLE else c for c in text)
+    return out.strip() or "_"
 
 
 def default_name(track_id: int) -> str:
@@ -29,8 +58,9 @@ def parse_identity(text: str) -> tuple[str, tuple[int, ...]]:
     name = name.strip()
     if not sep or not name or not ids.strip():
         raise argparse.ArgumentTypeError(f"expected NAME=TRACK[,TRACK...], got {text!r}")
-    if not _NAME.match(name):
-        raise argparse.ArgumentTypeError(f"identity name {name!r} may not contain , = ; : or start with a space")
+    why = name_problem(name)
+    if why:
+        raise argparse.ArgumentTypeError(f"identity name {name!r} {why} (a name is {NAME_RULE})")
     try:
         tracks = tuple(int(x) for x in ids.split(","))
     except ValueError:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from allinone.errors import UserError, read_json
+from allinone.io.run_folder import temp_beside
 
 KIND = "allinone-lr-model"
 METHODS = ("logistic", "pav")
@@ -161,7 +162,7 @@ def _finite(x):
 def write_lr_model(path: Path, record: dict) -> Path:
     """Write ``record`` (with its "fit") as strict JSON, atomically."""
     text = json.dumps(_finite({"kind": KIND, "version": 1, **record}), indent=2, allow_nan=False)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_beside(path)
     tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from allinone.errors import UserError, read_json
+from allinone.io.safe_pickle import load_data_pickle
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,9 @@ def list_sequences(root: Path, partition: dict) -> list[Sequence]:
 
 
 def load_silhouettes(path: Path) -> np.ndarray:
-    """A sequence's silhouettes: uint8 [T, 64, 64] or already cut [T, 64, 44], T >= 1. ValueError otherwise."""
-    with open(path, "rb") as fh:
-        seq = pickle.load(fh)
+    """A sequence's silhouettes: uint8 [T, 64, 64] or already cut [T, 64, 44], T >= 1. ValueError otherwise;
+    UnsafePickle (a UserError) for a pickle that asks for more than arrays and containers (nothing of it runs)."""
+    seq = load_data_pickle(path)
     seq = np.asarray(seq)
     if seq.ndim != 3 or seq.shape[1:] not in ((64, 64), (64, 44)):
         raise ValueError(f"expected [T, 64, 64] or [T, 64, 44] silhouettes, got {seq.dtype} {seq.shape}")

@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from allinone.evaluate.dataset import Sequence, load_silhouettes
+from allinone.io.safe_pickle import UnsafePickle
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,8 @@ def embed_dataset(root: Path, sequences: list[Sequence], embedder, cache: Embedd
                 continue
             try:
                 sils = load_silhouettes(f)
+            except UnsafePickle:  # a hostile dataset is not evaluated, nor a sequence of it quietly dropped
+                raise
             except Exception as exc:  # a broken pickle can raise almost anything; it is listed, not fatal
                 skipped.append((seq.path, f"{type(exc).__name__}: {exc}"[:200]))
                 bar.update(1)

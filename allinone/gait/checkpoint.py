@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import pickle
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
@@ -19,6 +20,7 @@ from allinone.gait.inputs import gait_input
 from allinone.config import GaitConfig
 from allinone.errors import UserError, shorten
 from allinone.gait.registry import ARCHS, ArchSpec, build, matching_archs
+from allinone.io.safe_pickle import pickle_globals
 
 if TYPE_CHECKING:
     import torch
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SHOW = 3  # key names quoted in an error message
+# what a checkpoint of tensors pickles: torch's tensor and storage rebuilders, ordered dicts, numpy's arrays
+_TENSOR_MODULES = ("torch.", "collections.OrderedDict", "numpy.", "_codecs.encode", "builtins.set")
 
 
 def _read_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, "torch.Tensor"]:
@@ -46,15 +50,19 @@ def _read_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, "torch
         raise UserError("gait checkpoint not found", path)
     try:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's note on a pickle protocol it did not expect
+                warnings.simplefilter("ignore", UserWarning)
+                obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            # torch names the class it refused ("Unsupported global: GLOBAL module.Class"); any other
-            # unpickling error means the bytes are not a torch checkpoint at all
-            if "Unsupported global" not in str(exc):
+            # torch's words for what it refused change between versions: the file's own globals say whether it
+            # pickles objects besides tensors (read without running them) or is not a torch pickle at all
+            foreign = [g for g in pickle_globals(path) if not g.startswith(_TENSOR_MODULES)]
+            if not foreign:
                 raise
             if not trust_pickle:
-                raise UserError("refused: besides tensors it pickles other objects, which could run code when "
-                                "loaded; if you trust its source, pass --trust-checkpoint", path) from exc
+                raise UserError(f"refused: it pickles objects other than tensors ({', '.join(foreign[:_SHOW])}), "
+                                "which could run code when loaded; if you trust its source, pass "
+                                "--trust-checkpoint", path) from exc
             log.warning("%s pickles objects besides tensors; unpickling it in full as asked (--trust-checkpoint)",
                         path)
             obj = torch.load(path, map_location="cpu", weights_only=False)

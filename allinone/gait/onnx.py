@@ -12,7 +12,6 @@ import copy
 import importlib.util
 import logging
 import os
-import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 from allinone.gait.inputs import gait_input
 from allinone.config import GaitConfig
 from allinone.errors import UserError, first_line, shorten
+from allinone.io.run_folder import temp_beside
 
 if TYPE_CHECKING:
     import torch
@@ -131,7 +131,7 @@ def export_onnx(model: torch.nn.Module, out: Path, input_hw: tuple[int, int] = (
     out.parent.mkdir(parents=True, exist_ok=True)
     # A unique name beside `out` (same file system, so the rename is atomic); created by the exporter itself so
     # that it gets the usual permissions (mkstemp would leave it readable by its owner only).
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp = temp_beside(out)
     try:
         with warnings.catch_warnings():
             # The TorchScript exporter is deprecated in favour of dynamo; it is chosen here on purpose.

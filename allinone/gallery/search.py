@@ -381,7 +381,7 @@ class BoundIndex:
 
     # -- on disk: one .npz, written under a unique temporary name and moved into place (os.replace) ------------
     def save(self, path: Path) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, proj=self.proj, z=self.z, tau=self.tau, centres_t=self.centres_t, starts=self.starts,

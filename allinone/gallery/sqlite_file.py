@@ -113,7 +113,7 @@ def backup(db: sqlite3.Connection, target: Path, source: Path) -> None:
     if target.exists():
         raise UserError("exists already: give a new file name for the backup", target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
         dst = sqlite3.connect(tmp)

@@ -14,12 +14,17 @@ Features are float32 blobs; pictures are PNG blobs.
 
 Large galleries (more than SearchConfig.exact_limit tracks) are searched through a bound index kept beside the file
 (gallery/search.py): every identity within the threshold is found; the ranking beyond it is approximate.
+
+Over 400 lines: the store is one class whose reads, writes and checks (quick check before writes, every feature's
+size and finiteness where it is read) share its connection and transactions; split, each part would reach into it.
 """
 from __future__ import annotations
 
 import functools
 import json
 import logging
+import os
+import shutil
 import sqlite3
 import uuid
 from contextlib import contextmanager
@@ -30,8 +35,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from allinone.decide.identities import check_name
 from allinone.errors import UserError
 from allinone.gallery import sqlite_file
+from allinone.io.run_folder import temp_beside, writable_folder
 from allinone.records import Embedding, Identity
 
 log = logging.getLogger(__name__)
@@ -96,12 +103,25 @@ class Enrolment:
     source: str
     tracks: list  # TrackResult
 
+    def __post_init__(self) -> None:
+        self.name = check_name(self.name)
+
 
 def _png(img: np.ndarray | None) -> bytes | None:
     if img is None:
         return None
     ok, buf = cv2.imencode(".png", img)
     return buf.tobytes() if ok else None
+
+
+def _feature_problem(blob, c: int, p: int) -> str | None:
+    """What is wrong with a stored feature (its size for [c, p] float32, its values finite), or None."""
+    if not isinstance(blob, bytes) or len(blob) != 4 * c * p:
+        size = len(blob) if isinstance(blob, bytes) else 0
+        return f"has a feature of {size} bytes, not the {4 * c * p} of [{c}, {p}] float32"
+    if not np.isfinite(np.frombuffer(blob, np.float32)).all():
+        return "has a feature with NaN or infinite values"
+    return None
 
 
 class GalleryStore:
@@ -155,6 +175,7 @@ class GalleryStore:
         except sqlite3.Error as exc:
             raise sqlite_file.sqlite_error(exc, self.path) from None
         try:
+            self.verify()  # a write into damaged pages would spread the damage
             yield self.db
         except BaseException as exc:
             self.db.execute("ROLLBACK")
@@ -163,6 +184,42 @@ class GalleryStore:
             raise
         self.db.execute("COMMIT")
         self.legacy = False
+
+    def verify(self) -> None:
+        """SQLite's quick check of the whole file (its pages and their links, not the index order: it reads the file
+        once), a UserError saying "damaged" when it finds anything: every write and ``gallery list`` run it first."""
+        try:
+            found = self.db.execute("PRAGMA quick_check(1)").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise sqlite_file.sqlite_error(exc, self.path) from None
+        if found != "ok":  # SQLite's account spans lines ("*** in database main ***" first)
+            found = " ".join(str(found).replace("*** in database main ***", "").split())
+            raise sqlite_file.sqlite_error(sqlite3.DatabaseError(f"database disk image is malformed: {found}"),
+                                           self.path)
+
+    def _feature(self, blob: bytes, c: int, p: int, track: int) -> np.ndarray:
+        """A stored feature [c, p] float32, checked as it is read (a NaN would become every distance's and end a
+        run at its JSON): a UserError saying "damaged" otherwise."""
+        why = _feature_problem(blob, c, p)
+        if why:
+            raise UserError(f"the gallery file is damaged: track {track} {why} (python main.py gallery check lists "
+                            "every such track; remove its identity and enrol it again, or restore a backup)",
+                            self.path)
+        return np.frombuffer(blob, np.float32).reshape(c, p)
+
+    @_mapped
+    def bad_features(self, limit: int = 20) -> list[str]:
+        """Up to ``limit`` accounts of tracks whose stored feature is of the wrong size or not finite."""
+        out = []
+        for tid, name, c, p, blob in self.db.execute(
+                "SELECT t.id, i.name, t.c, t.p, t.feature FROM tracks t JOIN identities i ON i.id = t.identity_id "
+                "ORDER BY t.id"):
+            why = _feature_problem(blob, c, p)
+            if why:
+                out.append(f"track {tid} of {name!r}: {why}")
+                if len(out) >= limit:
+                    break
+        return out
 
     @contextmanager
     def snapshot(self):
@@ -203,7 +260,7 @@ class GalleryStore:
             f"FROM identities i JOIN tracks t ON t.identity_id = i.id {where} ORDER BY i.id, t.id", args).fetchall()
         by: dict[int, tuple[str, list[Embedding]]] = {}
         for iid, name, tid, first, last, n, c, p, blob in rows:
-            feat = np.frombuffer(blob, np.float32).reshape(c, p).copy()
+            feat = self._feature(blob, c, p, tid).copy()
             by.setdefault(iid, (name, []))[1].append(Embedding(GALLERY_VIDEO, tid, feat, n, first, last))
         return [Identity(name, tuple(members), key=iid) for iid, (name, members) in by.items()]
 
@@ -246,7 +303,7 @@ class GalleryStore:
             last = rows[-1][0]
             yield (np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64),
                    np.array([r[2] for r in rows], np.int64),
-                   np.stack([np.frombuffer(r[5], np.float32).reshape(r[3], r[4]) for r in rows]))
+                   np.stack([self._feature(r[5], r[3], r[4], r[0]) for r in rows]))
 
     def tracks_of(self, track_ids: list[int]) -> dict[int, tuple]:
         """Track id → (n_silhouettes, first_frame, last_frame, feature [c, p]) for these tracks."""
@@ -256,7 +313,7 @@ class GalleryStore:
             for tid, n, first, last, c, p, blob in self.db.execute(
                     "SELECT id, n_silhouettes, first_frame, last_frame, c, p, feature FROM tracks WHERE id IN "
                     f"({','.join('?' * len(part))})", part):
-                out[tid] = (n, first, last, np.frombuffer(blob, np.float32).reshape(c, p))
+                out[tid] = (n, first, last, self._feature(blob, c, p, tid))
         return out
 
     def sample_ids(self, k: int, seed: int, min_frames: int = 0) -> list[int]:
@@ -365,9 +422,7 @@ class GalleryStore:
 
     @_mapped
     def rename(self, old: str, new: str) -> None:
-        new = new.strip()
-        if not new:
-            raise UserError("the new name is empty")
+        new = check_name(new, "the new name")
         with self.transaction() as db:
             if db.execute("SELECT 1 FROM identities WHERE name = ?", (new,)).fetchone():
                 raise UserError(f"an identity named {new!r} exists already", self.path)
@@ -389,10 +444,24 @@ class GalleryStore:
 
     @_mapped
     def export(self, out: Path) -> Path:
-        """A folder anyone can read: gallery.json, and per identity its features (.npy), crops and GEIs (.png)."""
-        if out.exists() and any(out.iterdir()):
+        """A folder anyone can read: gallery.json, and per identity its features (.npy), crops and GEIs (.png).
+        Written under a temporary name beside ``out`` and moved into place whole: a failed export leaves nothing."""
+        if out.exists() and not out.is_dir():
+            raise UserError("exists and is not a folder: give a new folder for the export", out)
+        if out.is_dir() and any(out.iterdir()):
             raise UserError("export folder exists and is not empty", out)
-        out.mkdir(parents=True, exist_ok=True)
+        writable_folder(out.parent, "export folder's parent")
+        tmp = temp_beside(out)
+        try:
+            tmp.mkdir()
+            self._export_into(tmp)
+            os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
+    def _export_into(self, out: Path) -> None:
         rows = self.db.execute(
             "SELECT i.name, t.id, t.source, t.track, t.first_frame, t.last_frame, t.n_silhouettes, t.c, t.p, "
             "t.feature, t.crop_png, t.gei_png, t.enrolled FROM identities i JOIN tracks t ON t.identity_id = i.id "
@@ -417,4 +486,3 @@ class GalleryStore:
                     "identities": [{"name": n, "folder": f"{i:03d}", "tracks": t}
                                    for i, (n, t) in enumerate(people.items())]}
         (out / "gallery.json").write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        return out

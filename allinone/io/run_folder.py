@@ -9,12 +9,13 @@ import logging
 import os
 import re
 import shutil
+import uuid
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from allinone.errors import ENVIRONMENT_ERRNO, UserError
+from allinone.errors import ENVIRONMENT_ERRNO, UserError, shorten
 from allinone.records import Track
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,55 @@ def default_run_name() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
+def temp_beside(path: Path) -> Path:
+    """A temporary name in ``path``'s folder (same file system: the final rename is atomic) whose length does not
+    grow with ``path``'s name, which may already be as long as the file system takes; ``path``'s suffix is kept
+    where short (a video writer picks its container by it)."""
+    suffix = path.suffix if len(path.suffix) <= 8 else ""
+    return path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name, in bytes, that the file system holding ``folder`` (or its nearest existing parent)
+    takes."""
+    p = Path(os.path.abspath(folder))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return int(os.pathconf(p, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
+def check_name_lengths(folder: Path, names: list[tuple[str, str]]) -> None:
+    """(file name to be written in ``folder`` or below, the input it is named after): a UserError naming the input
+    whose output name the file system would refuse, so that it fails before any work rather than at its end."""
+    limit = name_max(folder)
+    for name, source in names:
+        n = len(os.fsencode(name))
+        if n > limit:
+            raise UserError(f"too long a name for the output: the file {shorten(name, 60)!r} written for it would "
+                            f"have {n} bytes, over the {limit} the output's file system takes (rename it)", source)
+
+
+def writable_folder(path: Path, what: str) -> Path:
+    """``path`` created where missing and checked writable, by one rule for every command: a fault of the machine
+    (read-only file system, no permission, full disk) raises OSError, exit 1 through errors.fault_line; a path that
+    cannot be a folder (under a file, a file itself) is the user's input: UserError, exit 2."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} is a file, not a folder", path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in ENVIRONMENT_ERRNO:
+            raise
+        raise UserError(f"{what} cannot be created ({exc.strerror or exc})", path) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        code = errno.EROFS if os.statvfs(path).f_flag & os.ST_RDONLY else errno.EACCES
+        raise OSError(code, os.strerror(code), str(path))
+    return path
+
+
 class RunWriter:
     """Owns one run folder. Files go to ``<root>/.<name>.partial`` while the run works; ``finalize`` writes
     run.json last and renames the folder to ``<root>/<name>``. Leaving the ``with`` block by an exception (or
@@ -101,14 +151,7 @@ class RunWriter:
         name = name or default or default_run_name()
         if not name or "/" in name or "\\" in name or name.startswith("."):
             raise UserError(f"run name {name!r} must be a plain folder name")
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            if exc.errno in ENVIRONMENT_ERRNO:  # disk full, permissions: the machine's fault (exit 1)
-                raise
-            raise UserError(f"output folder cannot be created ({exc.strerror or exc})", self.root) from None
-        if not os.access(self.root, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, "output folder is not writable", str(self.root))
+        writable_folder(self.root, "output folder")
         sweep_leftovers(self.root)
         final = self.root / name
         if final.exists():
@@ -172,7 +215,7 @@ class RunWriter:
 
     def finalize_json(self, name: str, manifest: dict) -> Path:
         """Write the folder's manifest ``name`` (atomically) and move the folder into place."""
-        tmp = self.dir / f".{name}.tmp"
+        tmp = temp_beside(self.dir / name)
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=2, allow_nan=False)
             fh.write("\n")
@@ -241,7 +284,7 @@ class MotWriter:
         """Rewrite the (closed) file without the rows of ``ids``."""
         if not ids:
             return
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp = temp_beside(self.path)
         with open(self.path, encoding="utf-8") as src, open(tmp, "w", encoding="utf-8") as dst:
             for line in src:
                 if int(line.split(",", 2)[1]) not in ids:

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from allinone.errors import UserError
+from allinone.io.run_folder import temp_beside
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ class VideoSink:
         from fractions import Fraction
 
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self.tmp = temp_beside(self.path)
         self.size_wh = (int(size_wh[0]), int(size_wh[1]))
         self.count = 0
         self._even = (self.size_wh[0] + self.size_wh[0] % 2, self.size_wh[1] + self.size_wh[1] % 2)
