@@ -205,8 +205,7 @@ class VideoSink:
             self._stream = self._container.add_stream(self.encoder, rate=rate)
             self._stream.width, self._stream.height = self._even
             self._stream.pix_fmt = "yuv420p"
-            self._stream.options = {"preset": self.PRESET, "crf": self.CRF} if self.encoder == "libx264" else \
-                {"preset": "p4", "cq": "26"} if self.encoder == "h264_nvenc" else {}
+            self._stream.options = self._codec_options(float(fps))
         except Exception as exc:  # PyAV raises its own error types (OSError subclasses, FFmpegError)
             self.tmp.unlink(missing_ok=True)
             raise UserError(f"cannot write a video here ({exc})", self.path) from None
@@ -214,6 +213,14 @@ class VideoSink:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._encode, name=f"encode-{self.path.name}", daemon=True)
         self._thread.start()
+
+    def _codec_options(self, fps: float) -> dict[str, str]:
+        return {"preset": self.PRESET, "crf": self.CRF} if self.encoder == "libx264" else \
+            {"preset": "p4", "cq": "26"} if self.encoder == "h264_nvenc" else {}
+
+    def _keyframe_due(self) -> bool:
+        """Whether the next frame must be a keyframe (the encoder's own choice otherwise)."""
+        return False
 
     def _encode(self) -> None:
         import av
@@ -227,7 +234,10 @@ class VideoSink:
                         frame = np.pad(frame, ((0, self._even[1] - frame.shape[0]),
                                                (0, self._even[0] - frame.shape[1]), (0, 0)))
                     yuv = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420)  # [h * 3 / 2, w]: Y, then U, then V
-                    for packet in self._stream.encode(av.VideoFrame.from_ndarray(yuv, format="yuv420p")):
+                    picture = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+                    if self._keyframe_due():
+                        picture.pict_type = av.video.frame.PictureType.I
+                    for packet in self._stream.encode(picture):
                         self._container.mux(packet)
                 except Exception as exc:  # re-raised in the producer's thread by write()/close()
                     self._error = exc

@@ -81,7 +81,7 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
     cutter = stage.video(src.fps, (src.height, src.width), None, tm, keep=lc.window, window=True)
     result.silhouette_stride = cutter.stride
     segments = Segments(writer, info.name, f"G-{gallery_name}_P-{info.name}", src.fps, (src.width, src.height),
-                        lc.segment_s)
+                        lc.segment_s, keyframe_s=lc.keyframe_s)
     partial = {"live": {info.name: {"source": src.spec, "segments": segments.entries}}}
     writer.keep_if_interrupted(partial)  # from here on a failure finalizes the folder as incomplete, never deletes
     step = FrameStep(stages, tracker, MotProxy(segments), tm)
