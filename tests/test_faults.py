@@ -343,6 +343,42 @@ def _stream_server(ctx: Ctx) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}/walk.ts"
 
 
+class _Served:
+    """A context manager entered for the length of a case (ctx.mounts calls shutdown)."""
+
+    def __init__(self, cm) -> None:
+        self.cm = cm
+        self.value = cm.__enter__()
+
+    def shutdown(self) -> None:
+        self.cm.__exit__(None, None, None)
+
+
+def _stream_once(ctx: Ctx, video: Path | None = None, loops: int = 0) -> str:
+    """``video`` (the 80-frame clip as MPEG-TS) played ``loops`` + 1 times at its speed by ffmpeg over HTTP on the
+    loopback to one client, then gone: a stream that drops and never comes back."""
+    from tests.helpers import looped_ts_server
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is missing here (.ci/run installs it)")
+    video = video or _cut_clip(ctx.kit.shared / "fixtures/videos/demo2.mp4", ctx.tmp / "walk.ts", frames=80,
+                               faststart_h264=True)
+    served = _Served(looped_ts_server(video, loops))
+    ctx.mounts.append(served)
+    return served.value
+
+
+def _live(ctx: Ctx, url: str, *extra: str) -> list[str]:
+    return ["--gallery", str(ctx.kit.clip), "--probe", url, *ctx.kit.models(), "--threshold", "1e9", "--output",
+            str(ctx.out), "--quiet", *extra]
+
+
+def _check_duration(ctx: Ctx, res) -> None:
+    """The stream dropped 2.7 s in and never came back: the run still ends at --duration (5 s), not after
+    --reconnect (20 s)."""
+    live = json.loads((ctx.out / "d/run.json").read_text())["live"]["walk"]
+    assert live["wall_s"] <= 5 + 2.0, live["wall_s"]
+
+
 S = "--gallery-db"
 CASES = [
     # ---- run: inputs (all refused before a model loads)
@@ -377,6 +413,9 @@ CASES = [
     Case("live/disk-full", lambda c: ["--gallery-db", str(c.kit.gallery), "--probe", _stream_server(c),
                                       *c.kit.models(), "--output", str(c.full_disk() / "out"), "--quiet",
                                       "--reconnect", "2"], 1, "disk is full", lines=0),
+    Case("live/duration-while-reconnecting", lambda c: _live(c, _stream_once(c), "--name", "d", "--duration", "5",
+                                                             "--reconnect", "20"), 0, "reconnecting", lines=0,
+         check=_check_duration),
     # ---- rematch: the run folder and its features
     Case("rematch/missing-folder", lambda c: ["rematch", str(c.tmp / "nowhere")], 2, "not a run folder"),
     Case("rematch/no-run-json", lambda c: ["rematch", str(c.tmp)], 2, "not a finished run folder"),

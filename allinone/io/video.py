@@ -421,18 +421,35 @@ class StreamSource:
         log.warning("%s: no stream for %.0f s, ending", self.spec, self.reconnect_s)
         return None
 
-    def frames(self):
-        """Yield (BGR frame [H, W, 3] uint8, arrival time) until the stream ends or stop() is called."""
+    def frames(self, deadline: float | None = None):
+        """Yield (BGR frame [H, W, 3] uint8, arrival time) until the stream ends, stop() is called, or
+        time.monotonic() reaches ``deadline`` — also while the stream is down and being reconnected (the reader may
+        then be blocked in an open or a read for up to ``open_timeout_s``: it is not waited for beyond a second,
+        and releases its capture when that call returns)."""
+        import time
         q: queue.Queue = queue.Queue(maxsize=max(1, self.queue_size))
         thread = threading.Thread(target=self._reader, args=(q,), name="stream", daemon=True)
         thread.start()
         try:
-            for item in _consume(q):
+            while deadline is None or time.monotonic() < deadline:
+                try:
+                    item = q.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is _END:
+                    return
+                if isinstance(item, Exception):
+                    raise item
                 self.count += 1
                 yield item
         finally:
             self._stop.set()
-            _drain_and_join(q, thread)
+            end = time.monotonic() + 1.0
+            while thread.is_alive() and time.monotonic() < end:
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    thread.join(timeout=0.05)
 
 
 def stream_name(spec: str) -> str:

@@ -134,7 +134,7 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
     arrived = time.monotonic()
     try:
         try:
-            for frame, arrived in src.frames():
+            for frame, arrived in src.frames(deadline=start + lc.duration_s if lc.duration_s else None):
                 index += 1
                 segments.roll(index)
                 dets, tracked = step(frame, index)
@@ -161,8 +161,6 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
                 ended = cutter.ended(index, gap)
                 if ended:
                     finish(sorted(ended), index, arrived)
-                if lc.duration_s and time.monotonic() - start >= lc.duration_s:
-                    src.stop()
         except KeyboardInterrupt:
             log.warning("interrupted: finishing the run folder with what was seen so far")
             src.stop()
