@@ -717,3 +717,97 @@ def test_a_running_runs_partial_folder_is_left_alone(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+# ------------------------------------------------------------------------------------------------ live kills
+
+def _live_snapshot(folder: Path) -> dict[str, bytes]:
+    """The events and MOT files of a (killed) live run's folder, and its complete result videos, by name."""
+    keep = {}
+    for p in folder.rglob("*"):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_file() and (rel.startswith("events-") or rel.startswith("tracks/")
+                            or (p.suffix == ".mp4" and not p.name.startswith("."))):
+            keep[rel] = p.read_bytes()
+    return keep
+
+
+def _decodable(path: Path) -> int:
+    """Frames decoded from the start of a file that may end in a torn fragment."""
+    import av
+    n = 0
+    try:
+        with av.open(str(path)) as c:
+            for _ in c.decode(video=0):
+                n += 1
+    except av.error.FFmpegError:
+        pass
+    return n
+
+
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGKILL, id="live/SIGKILL-at-a-random-moment-then-another-run"),
+                                 pytest.param(signal.SIGTERM, id="live/SIGTERM")])
+def test_live_killed(sig: int, ctx: Ctx):
+    """A live run with 2 s segments, killed at a random moment once a segment is complete. SIGTERM: it finishes
+    as on Ctrl-C (exit 0, a complete run.json). SIGKILL: the next command into the same output folder recovers the
+    folder instead of removing it (one line says so): every complete segment and every event still there, run.json
+    incomplete and listing the segments, and the open segment's video decodable up to a bounded loss."""
+    from allinone.config import LiveConfig
+    k = ctx.kit
+    url = _stream_once(ctx, k.shared / "fixtures/videos/demo4.mp4", loops=3)
+    env = ctx.env()
+    proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), *_live(ctx, url, "--name", "k", "--segment", "6",
+                                                                          "--reconnect", "2")],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = ctx.out / f".k.partial-{proc.pid}"
+    try:
+        if sig == signal.SIGKILL:  # 2-5 s into the second segment: its video has frames to lose
+            _wait_for(proc, lambda: (partial / "events-001.jsonl").exists(), "the first segment to be complete")
+            time.sleep(float(np.random.default_rng().uniform(2.0, 5.0)))
+        else:
+            _wait_for(proc, _tracked(ctx.out), "people tracked on the stream")
+        snap = _live_snapshot(partial)
+        os.kill(proc.pid, sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in err, err[-3000:]
+    run = ctx.out / "k"
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 0, err
+        assert "interrupted" in err and "FatalError" not in out + err
+        m = json.loads((run / "run.json").read_text())
+        assert "status" not in m and all(s["complete"] for s in m["live"]["walk"]["segments"])
+        assert _leftovers(ctx) == []
+        return
+    assert proc.returncode == -signal.SIGKILL
+    nxt = main_py(*_run(ctx, "--name", _existing(ctx, "taken")), env=env)
+    assert nxt.returncode == 2 and "exists already" in nxt.stderr and "Traceback" not in nxt.stderr
+    said = [x for x in _error_lines(nxt.stderr) if "recovered 1 killed live run" in x]
+    assert len(said) == 1 and "k" in said[0], nxt.stderr
+    assert not partial.exists() and _leftovers(ctx) == []
+    m = json.loads((run / "run.json").read_text())
+    assert m["status"] == "incomplete" and "killed" in m["error"]
+    segs = m["live"]["walk"]["segments"]
+    complete = [s for s in segs if s["complete"]]
+    assert len(complete) >= 1 and len(segs) == len(complete) + 1 and not segs[-1]["complete"]
+    # every event and MOT row written before the kill is still there (the files only grew since the snapshot)
+    for rel, data in snap.items():
+        if not rel.endswith(".mp4"):
+            assert (run / rel).read_bytes().startswith(data), rel
+    events = sum(len((run / s["events"]).read_text().splitlines()) for s in segs)
+    assert events == sum(s["events_written"] for s in segs) >= sum(x.count(b"\n") for r, x in snap.items()
+                                                                   if r.startswith("events-"))
+    for s in complete:  # whole, as written
+        assert (run / s["result_video"]).read_bytes() == snap[s["result_video"]]
+        assert _decodable(run / s["result_video"]) == s["frames"] > 0
+    # the open segment: its video under its own name, decodable up to its last keyframe: it lacks at most the
+    # frames of keyframe_s of wall time (at the rate this run processed frames, with half again for its jitter;
+    # never more than the stream's 30 frames/s), the encoder's queue of 8 and delay, and the frame being drawn
+    last = segs[-1]
+    drawn = last["last_frame"] - last["first_frame"] + 1  # up to its last frame with MOT rows
+    rate = min(30.0, max(s["frames"] for s in complete) / 6)
+    bound = int(np.ceil(1.5 * rate * LiveConfig.keyframe_s)) + 8 + 8 + 1
+    got = _decodable(run / last["result_video"])
+    assert drawn - bound <= got <= drawn + 1 and (got > 0 or drawn <= bound), (drawn, got, bound, last)

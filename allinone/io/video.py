@@ -206,6 +206,9 @@ class VideoSink:
             self._stream.width, self._stream.height = self._even
             self._stream.pix_fmt = "yuv420p"
             self._stream.options = self._codec_options(float(fps))
+            # the file and its header now, not at the first packet: a sink closed before any frame (a live run
+            # stopped just as a segment opened) leaves a valid empty video, not a missing file
+            self._container.start_encoding()
         except Exception as exc:  # PyAV raises its own error types (OSError subclasses, FFmpegError)
             self.tmp.unlink(missing_ok=True)
             raise UserError(f"cannot write a video here ({exc})", self.path) from None
