@@ -379,6 +379,59 @@ def _check_duration(ctx: Ctx, res) -> None:
     assert live["wall_s"] <= 5 + 2.0, live["wall_s"]
 
 
+DONE_SEQS = ["a-001", "a-002", "b-001", "b-002", "c-001", "c-002"]
+
+
+def _done_dataset(ctx: Ctx, damage: str) -> list[str]:
+    """An extract dataset of three done videos (copies of the clip) of two sequences each, recorded in
+    videos.jsonl and manifest.parquet as extract writes them; then its bookkeeping damaged. The command extracts
+    the same three videos again (or, where ``damage`` loses both files, a missing one)."""
+    import pickle
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    ds, videos, recs = ctx.out / "ds", [], []
+    for v in ("a", "b", "c"):
+        src = ctx.tmp / f"{v}.mp4"
+        shutil.copyfile(ctx.kit.clip, src)
+        path = str(src.resolve())
+        rows = [{"sequence": f"{v}-{t:03d}", "type": v, "view": "000", "source_video": path, "track": t}
+                for t in (1, 2)]
+        for r in rows:
+            f = ds / r["sequence"] / v / "000" / f"{r['sequence']}.pkl"
+            f.parent.mkdir(parents=True)
+            f.write_bytes(pickle.dumps(np.zeros((12, 64, 64), np.uint8)))
+        recs.append({"video": path, "id": v, "status": "done", "sequences": 2, "rows": rows})
+        videos.append(path)
+    lines = [json.dumps(r) + "\n" for r in recs]
+    pq.write_table(pa.Table.from_pylist([row for r in recs for row in r["rows"]]), ds / "manifest.parquet")
+    if damage == "torn-first-line":
+        lines[0] = lines[0][: len(lines[0]) // 2] + "\n"
+    (ds / "videos.jsonl").write_text("".join(lines))
+    if damage in ("missing", "both-missing"):
+        (ds / "videos.jsonl").unlink()
+    if damage == "both-missing":
+        (ds / "manifest.parquet").unlink()
+        videos = [str(ctx.tmp / "gone.mp4")]
+    return ["extract", *videos, "--out", str(ds), "--workers", "1", *ctx.kit.models(gait=False), "--quiet"]
+
+
+def _check_all_kept(ctx: Ctx, res) -> None:
+    """Every sequence still in the dataset, and both files listing them: nothing extracted again."""
+    import pyarrow.parquet as pq
+    ds = ctx.out / "ds"
+    assert sorted(p.parent.parent.parent.name for p in ds.glob("*/*/000/*.pkl")) == DONE_SEQS
+    assert sorted(pq.read_table(ds / "manifest.parquet").column("sequence").to_pylist()) == DONE_SEQS
+    assert json.loads(res.stdout.strip().splitlines()[-1])["skipped"] == 3
+
+
+def _check_set_aside(ctx: Ctx, res) -> None:
+    """No record and no manifest row: the sequences are moved aside whole, not deleted."""
+    ds = ctx.out / "ds"
+    assert sorted(p.parent.parent.parent.name for p in ds.glob(".unaccounted/*/*/*/000/*.pkl")) == DONE_SEQS
+    assert not list(ds.glob("*/*/000/*.pkl"))
+
+
 S = "--gallery-db"
 CASES = [
     # ---- run: inputs (all refused before a model loads)
@@ -501,6 +554,12 @@ CASES = [
     # ---- extract
     Case("extract/disk-full", lambda c: ["extract", str(c.kit.clip), "--out", str(c.full_disk() / "ds"),
                                          "--workers", "1", *c.kit.models(gait=False), "--quiet"], 1, "disk is full"),
+    Case("extract/videos-jsonl-torn-first-line", lambda c: _done_dataset(c, "torn-first-line"), 0,
+         "rebuilt from manifest.parquet", lines=0, check=_check_all_kept),
+    Case("extract/videos-jsonl-missing", lambda c: _done_dataset(c, "missing"), 0, "rebuilt from manifest.parquet",
+         lines=0, check=_check_all_kept),
+    Case("extract/records-and-manifest-missing", lambda c: _done_dataset(c, "both-missing"), 1, "not deleted",
+         lines=0, check=_check_set_aside),
     Case("extract/list-with-a-missing-video", lambda c: ["extract", "--list", str(c.file(
         "list.txt", f"{c.tmp / 'gone.mp4'}\n")), "--out", str(c.out / "ds"), "--workers", "1",
         *c.kit.models(gait=False), "--quiet"], 1, "gone.mp4", lines=0),

@@ -33,8 +33,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from allinone.commands.dataset_state import (PARTIAL, STATUS, DatasetLock, assign_ids, reconcile, seq_file,
-                                             write_manifest)
+from allinone.commands.dataset_state import (PARTIAL, STATUS, DatasetLock, assign_ids, clear_journal, reconcile,
+                                             seq_file, write_journal, write_manifest)
 from allinone.commands.extract_worker import failed, run_local
 from allinone.errors import UserError, interrupted_exit, interrupted_line
 
@@ -63,6 +63,7 @@ def _commit(out: Path, rec: dict) -> dict:
             with open(f, "wb") as fh:
                 pickle.dump(sils, fh)
             rows.append({**row, "node": rec.get("node"), "worker_pid": rec.get("worker_pid")})
+        write_journal(out, rec, [row["sequence"] for row in rows])
         for row in rows:
             target = out / row["sequence"]
             if target.exists():
@@ -133,6 +134,7 @@ def extract(videos: list[Path], out: Path, config, *, engine: str = "local", wor
                     for rec in stream:
                         rec = _commit(out, rec)
                         record(rec)
+                        clear_journal(out)
                         n_seq += rec.get("sequences", 0)
                         if rec["status"] != "done":
                             log.warning("%s: failed (%s); recorded, the batch goes on", rec["video"],
