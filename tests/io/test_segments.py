@@ -150,3 +150,21 @@ def test_a_live_writer_keeps_an_interrupted_folder_as_incomplete(tmp_path):
             w.path("x.txt").write_text("x")
             raise RuntimeError("boom")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["live"]
+
+
+def test_a_killed_live_folder_is_recovered_not_swept_even_without_its_journal(tmp_path):
+    # a dead process's live folder whose journal was lost (only its files): the sweep of the next RunWriter keeps
+    # it, finds its segments from the files, and finalizes it as incomplete; a dead file run's folder is removed
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    live = tmp_path / f".cam.partial-{dead}"
+    (live / "tracks").mkdir(parents=True)
+    for i in range(2):
+        (live / f"events-00{i}.jsonl").write_text('{"frame": 1}\n{"frame": 2}\n')
+    (tmp_path / f".file.partial-{dead}").mkdir()
+    with RunWriter(tmp_path, "next"):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cam"]
+    m = json.loads((tmp_path / "cam" / "run.json").read_text())
+    segs = m["live"]["stream"]["segments"]
+    assert m["status"] == "incomplete" and [(s["index"], s["events_written"]) for s in segs] == [(0, 2), (1, 2)]
