@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import cv2
 import numpy as np
 
-from allinone.errors import UserError
+from allinone.errors import ENVIRONMENT_ERRNO, UserError
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,8 @@ class VideoSink:
             self._container.start_encoding()
         except Exception as exc:  # PyAV raises its own error types (OSError subclasses, FFmpegError)
             self.tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNO:  # a full disk: the machine's fault
+                raise
             raise UserError(f"cannot write a video here ({exc})", self.path) from None
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
         self._error: BaseException | None = None
