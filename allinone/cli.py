@@ -150,18 +150,20 @@ class _NoHyphenBreaks(argparse.HelpFormatter):
 
 def main(argv: list[str] | None = None) -> int:
     """The command; a fault of the machine (disk full, permissions: exit 1) or a damaged file (exit 2) ends in one
-    line on stderr, Ctrl-C in one line and exit 130; a bug keeps its traceback."""
-    from allinone.errors import fault_line
+    line on stderr, Ctrl-C in one line and exit 130 (SIGTERM, SIGHUP: the same, exit 128 + the signal); a bug keeps
+    its traceback."""
+    from allinone.errors import fault_line, interrupt_on_stop_signals, interrupted_exit, interrupted_line
     argv = sys.argv[1:] if argv is None else list(argv)
+    interrupt_on_stop_signals()  # SIGTERM (docker stop, systemd) and SIGHUP end every command as Ctrl-C does
     try:
         return _main(argv)
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        print(interrupted_line(exc, "nothing was written"), file=sys.stderr)
+        return interrupted_exit(exc)
     except Exception as exc:
         if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C inside an import (onnxruntime's, say)
-            print("interrupted: nothing was written", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            print(interrupted_line(exc.__context__, "nothing was written"), file=sys.stderr)
+            return interrupted_exit(exc.__context__)
         fault = fault_line(exc, *_fault_context(argv))
         if fault is None:
             raise
@@ -206,9 +208,10 @@ def _main(argv: list[str]) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: no run folder was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        from allinone.errors import interrupted_exit, interrupted_line
+        print(interrupted_line(exc, "no run folder was written"), file=sys.stderr)
+        return interrupted_exit(exc)
     from allinone.results.summary import console_summary
     summary = console_summary(result.manifest, result.run_dir)
     if summary:

@@ -172,6 +172,10 @@ class LiveConfig:
     # Events, MOT rows and the result video start a new file every this many seconds of wall time (an hour: a day
     # is 24 files of each; shorter segments lose less of the video to a crash but make more files).
     segment_s: float = 3600.0
+    # The result video being written starts a keyframe (and so a new fragment in the file) at least this often, in
+    # wall time and in frames at the stream's rate: a killed run loses at most about this much of it. Shorter
+    # loses less and makes the file larger (each keyframe costs several frames' bytes).
+    keyframe_s: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,56 @@ def read_json(path: str | Path, what: str):
         raise UserError(f"not a readable {what} ({exc})", p) from None
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread where Ctrl-C raises KeyboardInterrupt: ``docker stop`` and
+    systemd stop a command as Ctrl-C does, through the same ``except KeyboardInterrupt`` paths."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+        self.signum = int(signum)
+        super().__init__(signal.Signals(signum).name)
+
+
+STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
+def interrupt_on_stop_signals() -> None:
+    """Make SIGTERM and SIGHUP raise ``Interrupted`` in the main thread (call it there, once per process)."""
+    import signal
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _raise_interrupted)
+
+
+def reclaim_signals() -> None:
+    """Give Python back the signals a native library took (Paddle installs C++ handlers that print a crash dump
+    and kill the process on SIGTERM): each signal Python handles gets its Python handler again. Main thread
+    only; elsewhere (a library loaded in a worker thread) nothing changes."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGINT", *STOP_SIGNALS):
+        sig = getattr(signal, name, None)
+        handler = signal.getsignal(sig) if sig is not None else None
+        if handler is not None:
+            signal.signal(sig, handler)
+
+
+def interrupted_exit(exc: BaseException) -> int:
+    """The exit code of an interrupted command: 128 + the signal (130 for Ctrl-C, 143 for SIGTERM)."""
+    return 128 + getattr(exc, "signum", 2)
+
+
+def interrupted_line(exc: BaseException, what: str) -> str:
+    """``interrupted: what`` (Ctrl-C) or ``interrupted (SIGTERM): what``."""
+    return f"interrupted ({exc}): {what}" if isinstance(exc, Interrupted) else f"interrupted: {what}"
+
+
 EXIT_USER_INPUT = 2  # the user's file, flag or model is wrong
 EXIT_ENVIRONMENT = 1  # the machine: disk full, no permission, read-only file system, I/O error
 

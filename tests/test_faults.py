@@ -353,6 +353,95 @@ def _stream_server(ctx: Ctx) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}/walk.ts"
 
 
+class _Served:
+    """A context manager entered for the length of a case (ctx.mounts calls shutdown)."""
+
+    def __init__(self, cm) -> None:
+        self.cm = cm
+        self.value = cm.__enter__()
+
+    def shutdown(self) -> None:
+        self.cm.__exit__(None, None, None)
+
+
+def _stream_once(ctx: Ctx, video: Path | None = None, loops: int = 0) -> str:
+    """``video`` (the 80-frame clip as MPEG-TS) played ``loops`` + 1 times at its speed by ffmpeg over HTTP on the
+    loopback to one client, then gone: a stream that drops and never comes back."""
+    from tests.helpers import looped_ts_server
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is missing here (.ci/run installs it)")
+    video = video or _cut_clip(ctx.kit.shared / "fixtures/videos/demo2.mp4", ctx.tmp / "walk.ts", frames=80,
+                               faststart_h264=True)
+    served = _Served(looped_ts_server(video, loops))
+    ctx.mounts.append(served)
+    return served.value
+
+
+def _live(ctx: Ctx, url: str, *extra: str) -> list[str]:
+    return ["--gallery", str(ctx.kit.clip), "--probe", url, *ctx.kit.models(), "--threshold", "1e9", "--output",
+            str(ctx.out), "--quiet", *extra]
+
+
+def _check_duration(ctx: Ctx, res) -> None:
+    """The stream dropped 2.7 s in and never came back: the run still ends at --duration (5 s), not after
+    --reconnect (20 s)."""
+    live = json.loads((ctx.out / "d/run.json").read_text())["live"]["walk"]
+    assert live["wall_s"] <= 5 + 2.0, live["wall_s"]
+
+
+DONE_SEQS = ["a-001", "a-002", "b-001", "b-002", "c-001", "c-002"]
+
+
+def _done_dataset(ctx: Ctx, damage: str) -> list[str]:
+    """An extract dataset of three done videos (copies of the clip) of two sequences each, recorded in
+    videos.jsonl and manifest.parquet as extract writes them; then its bookkeeping damaged. The command extracts
+    the same three videos again (or, where ``damage`` loses both files, a missing one)."""
+    import pickle
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    ds, videos, recs = ctx.out / "ds", [], []
+    for v in ("a", "b", "c"):
+        src = ctx.tmp / f"{v}.mp4"
+        shutil.copyfile(ctx.kit.clip, src)
+        path = str(src.resolve())
+        rows = [{"sequence": f"{v}-{t:03d}", "type": v, "view": "000", "source_video": path, "track": t}
+                for t in (1, 2)]
+        for r in rows:
+            f = ds / r["sequence"] / v / "000" / f"{r['sequence']}.pkl"
+            f.parent.mkdir(parents=True)
+            f.write_bytes(pickle.dumps(np.zeros((12, 64, 64), np.uint8)))
+        recs.append({"video": path, "id": v, "status": "done", "sequences": 2, "rows": rows})
+        videos.append(path)
+    lines = [json.dumps(r) + "\n" for r in recs]
+    pq.write_table(pa.Table.from_pylist([row for r in recs for row in r["rows"]]), ds / "manifest.parquet")
+    if damage == "torn-first-line":
+        lines[0] = lines[0][: len(lines[0]) // 2] + "\n"
+    (ds / "videos.jsonl").write_text("".join(lines))
+    if damage in ("missing", "both-missing"):
+        (ds / "videos.jsonl").unlink()
+    if damage == "both-missing":
+        (ds / "manifest.parquet").unlink()
+        videos = [str(ctx.tmp / "gone.mp4")]
+    return ["extract", *videos, "--out", str(ds), "--workers", "1", *ctx.kit.models(gait=False), "--quiet"]
+
+
+def _check_all_kept(ctx: Ctx, res) -> None:
+    """Every sequence still in the dataset, and both files listing them: nothing extracted again."""
+    import pyarrow.parquet as pq
+    ds = ctx.out / "ds"
+    assert sorted(p.parent.parent.parent.name for p in ds.glob("*/*/000/*.pkl")) == DONE_SEQS
+    assert sorted(pq.read_table(ds / "manifest.parquet").column("sequence").to_pylist()) == DONE_SEQS
+    assert json.loads(res.stdout.strip().splitlines()[-1])["skipped"] == 3
+
+
+def _check_set_aside(ctx: Ctx, res) -> None:
+    """No record and no manifest row: the sequences are moved aside whole, not deleted."""
+    ds = ctx.out / "ds"
+    assert sorted(p.parent.parent.parent.name for p in ds.glob(".unaccounted/*/*/*/000/*.pkl")) == DONE_SEQS
+    assert not list(ds.glob("*/*/000/*.pkl"))
+
+
 S = "--gallery-db"
 CASES = [
     # ---- run: inputs (all refused before a model loads)
@@ -387,6 +476,9 @@ CASES = [
     Case("live/disk-full", lambda c: ["--gallery-db", str(c.kit.gallery), "--probe", _stream_server(c),
                                       *c.kit.models(), "--output", str(c.full_disk() / "out"), "--quiet",
                                       "--reconnect", "2"], 1, "disk is full", lines=0),
+    Case("live/duration-while-reconnecting", lambda c: _live(c, _stream_once(c), "--name", "d", "--duration", "5",
+                                                             "--reconnect", "20"), 0, "reconnecting", lines=0,
+         check=_check_duration),
     # ---- rematch: the run folder and its features
     Case("rematch/missing-folder", lambda c: ["rematch", str(c.tmp / "nowhere")], 2, "not a run folder"),
     Case("rematch/no-run-json", lambda c: ["rematch", str(c.tmp)], 2, "not a finished run folder"),
@@ -471,6 +563,12 @@ CASES = [
     # ---- extract
     Case("extract/disk-full", lambda c: ["extract", str(c.kit.clip), "--out", str(c.full_disk() / "ds"),
                                          "--workers", "1", *c.kit.models(gait=False), "--quiet"], 1, "disk is full"),
+    Case("extract/videos-jsonl-torn-first-line", lambda c: _done_dataset(c, "torn-first-line"), 0,
+         "rebuilt from manifest.parquet", lines=0, check=_check_all_kept),
+    Case("extract/videos-jsonl-missing", lambda c: _done_dataset(c, "missing"), 0, "rebuilt from manifest.parquet",
+         lines=0, check=_check_all_kept),
+    Case("extract/records-and-manifest-missing", lambda c: _done_dataset(c, "both-missing"), 1, "not deleted",
+         lines=0, check=_check_set_aside),
     Case("extract/list-with-a-missing-video", lambda c: ["extract", "--list", str(c.file(
         "list.txt", f"{c.tmp / 'gone.mp4'}\n")), "--out", str(c.out / "ds"), "--workers", "1",
         *c.kit.models(gait=False), "--quiet"], 1, "gone.mp4", lines=0),
@@ -782,6 +880,11 @@ KILLS = [  # (id, command, the point where the signal is sent, signal)
     ("enroll/SIGINT-while-models-load", "enroll", "partial", signal.SIGINT),
     ("extract/SIGKILL-after-the-first-video", "extract", "first-done", signal.SIGKILL),
     ("extract/SIGINT-after-the-first-video", "extract", "first-done", signal.SIGINT),
+    # SIGTERM (docker stop, systemd) ends a command as Ctrl-C does (exit 143), also with Paddle loaded (its own
+    # C++ handlers print a crash dump) and with worker processes (none leaves its scratch folder)
+    ("run/SIGTERM-on-the-probe-video-paddle", "run-paddle", "tracked", signal.SIGTERM),
+    ("enroll/SIGTERM-while-models-load", "enroll", "partial", signal.SIGTERM),
+    ("extract/SIGTERM-two-paddle-workers", "extract-paddle", "first-done", signal.SIGTERM),
 ]
 
 
@@ -790,8 +893,9 @@ def test_killed(cmd: str, point: str, sig: int, ctx: Ctx):
     k = ctx.kit
     env = ctx.env()
     systmp = Path(env["TMPDIR"])
-    if cmd == "run":
-        argv = _run(ctx, "--name", "k", gait=True)
+    paddle = ["--seg-model", str(k.shared / "weights/pphumanseg_v1_lite_192x192_with_softmax")]
+    if cmd.startswith("run"):
+        argv = _run(ctx, "--name", "k", gait=True) + (paddle if cmd == "run-paddle" else [])
         watch = ctx.out
     elif cmd == "enroll":
         argv = _enroll(ctx, k.clip, ctx.tmp / "g.sqlite")
@@ -800,8 +904,9 @@ def test_killed(cmd: str, point: str, sig: int, ctx: Ctx):
         videos = [ctx.tmp / f"walk{i}.mp4" for i in range(3)]
         for v in videos:
             shutil.copyfile(k.clip, v)
-        argv = ["extract", *map(str, videos), "--out", str(ctx.out / "ds"), "--workers", "1",
-                *k.models(gait=False), "--quiet"]
+        workers = "2" if cmd == "extract-paddle" else "1"
+        argv = ["extract", *map(str, videos), "--out", str(ctx.out / "ds"), "--workers", workers,
+                *k.models(gait=False), *(paddle if cmd == "extract-paddle" else []), "--quiet"]
         watch = ctx.out / "ds"
     proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), *argv], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -809,20 +914,22 @@ def test_killed(cmd: str, point: str, sig: int, ctx: Ctx):
         cond = {"partial": _partial_exists, "tracked": _tracked, "first-done": _first_video_done}[point](watch)
         _wait_for(proc, cond, point)
         os.kill(proc.pid, sig)
-        _, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=120)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # extract's worker, had it outlived its parent
         except ProcessLookupError:
             pass
     assert "Traceback" not in err, err[-3000:]
-    if sig == signal.SIGINT:
-        assert proc.returncode == 130, err
+    if sig != signal.SIGKILL:
+        assert proc.returncode == 128 + sig, err
         lines = _error_lines(err)
         assert len(lines) == 1 and lines[0].startswith("interrupted"), err
+        assert "FatalError" not in out + err, (out + err)[-3000:]  # no native library's crash dump
         assert _leftovers(ctx) == [], _leftovers(ctx)
         assert _complete_looking(ctx, set()) == []
-        if cmd == "extract":
+        assert list(systmp.glob("allinone-extract-*")) == []  # no worker's scratch folder
+        if cmd.startswith("extract"):
             _done_sequences_only(ctx.out / "ds")
         return
     assert proc.returncode == -signal.SIGKILL
@@ -862,3 +969,97 @@ def test_a_running_runs_partial_folder_is_left_alone(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+# ------------------------------------------------------------------------------------------------ live kills
+
+def _live_snapshot(folder: Path) -> dict[str, bytes]:
+    """The events and MOT files of a (killed) live run's folder, and its complete result videos, by name."""
+    keep = {}
+    for p in folder.rglob("*"):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_file() and (rel.startswith("events-") or rel.startswith("tracks/")
+                            or (p.suffix == ".mp4" and not p.name.startswith("."))):
+            keep[rel] = p.read_bytes()
+    return keep
+
+
+def _decodable(path: Path) -> int:
+    """Frames decoded from the start of a file that may end in a torn fragment."""
+    import av
+    n = 0
+    try:
+        with av.open(str(path)) as c:
+            for _ in c.decode(video=0):
+                n += 1
+    except av.error.FFmpegError:
+        pass
+    return n
+
+
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGKILL, id="live/SIGKILL-at-a-random-moment-then-another-run"),
+                                 pytest.param(signal.SIGTERM, id="live/SIGTERM")])
+def test_live_killed(sig: int, ctx: Ctx):
+    """A live run with 2 s segments, killed at a random moment once a segment is complete. SIGTERM: it finishes
+    as on Ctrl-C (exit 0, a complete run.json). SIGKILL: the next command into the same output folder recovers the
+    folder instead of removing it (one line says so): every complete segment and every event still there, run.json
+    incomplete and listing the segments, and the open segment's video decodable up to a bounded loss."""
+    from allinone.config import LiveConfig
+    k = ctx.kit
+    url = _stream_once(ctx, k.shared / "fixtures/videos/demo4.mp4", loops=3)
+    env = ctx.env()
+    proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), *_live(ctx, url, "--name", "k", "--segment", "6",
+                                                                          "--reconnect", "2")],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = ctx.out / f".k.partial-{proc.pid}"
+    try:
+        if sig == signal.SIGKILL:  # 2-5 s into the second segment: its video has frames to lose
+            _wait_for(proc, lambda: (partial / "events-001.jsonl").exists(), "the first segment to be complete")
+            time.sleep(float(np.random.default_rng().uniform(2.0, 5.0)))
+        else:
+            _wait_for(proc, _tracked(ctx.out), "people tracked on the stream")
+        snap = _live_snapshot(partial)
+        os.kill(proc.pid, sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in err, err[-3000:]
+    run = ctx.out / "k"
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 0, err
+        assert "interrupted" in err and "FatalError" not in out + err
+        m = json.loads((run / "run.json").read_text())
+        assert "status" not in m and all(s["complete"] for s in m["live"]["walk"]["segments"])
+        assert _leftovers(ctx) == []
+        return
+    assert proc.returncode == -signal.SIGKILL
+    nxt = main_py(*_run(ctx, "--name", _existing(ctx, "taken")), env=env)
+    assert nxt.returncode == 2 and "exists already" in nxt.stderr and "Traceback" not in nxt.stderr
+    said = [x for x in _error_lines(nxt.stderr) if "recovered 1 killed live run" in x]
+    assert len(said) == 1 and "k" in said[0], nxt.stderr
+    assert not partial.exists() and _leftovers(ctx) == []
+    m = json.loads((run / "run.json").read_text())
+    assert m["status"] == "incomplete" and "killed" in m["error"]
+    segs = m["live"]["walk"]["segments"]
+    complete = [s for s in segs if s["complete"]]
+    assert len(complete) >= 1 and len(segs) == len(complete) + 1 and not segs[-1]["complete"]
+    # every event and MOT row written before the kill is still there (the files only grew since the snapshot)
+    for rel, data in snap.items():
+        if not rel.endswith(".mp4"):
+            assert (run / rel).read_bytes().startswith(data), rel
+    events = sum(len((run / s["events"]).read_text().splitlines()) for s in segs)
+    assert events == sum(s["events_written"] for s in segs) >= sum(x.count(b"\n") for r, x in snap.items()
+                                                                   if r.startswith("events-"))
+    for s in complete:  # whole, as written
+        assert (run / s["result_video"]).read_bytes() == snap[s["result_video"]]
+        assert _decodable(run / s["result_video"]) == s["frames"] > 0
+    # the open segment: its video under its own name, decodable up to its last keyframe: it lacks at most the
+    # frames of keyframe_s of wall time (at the rate this run processed frames, with half again for its jitter;
+    # never more than the stream's 30 frames/s), the encoder's queue of 8 and delay, and the frame being drawn
+    last = segs[-1]
+    drawn = last["last_frame"] - last["first_frame"] + 1  # up to its last frame with MOT rows
+    rate = min(30.0, max(s["frames"] for s in complete) / 6)
+    bound = int(np.ceil(1.5 * rate * LiveConfig.keyframe_s)) + 8 + 8 + 1
+    got = _decodable(run / last["result_video"])
+    assert drawn - bound <= got <= drawn + 1 and (got > 0 or drawn <= bound), (drawn, got, bound, last)

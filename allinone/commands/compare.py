@@ -187,9 +187,10 @@ def compare_command(argv: list[str]) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: no comparison folder was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        from allinone.errors import interrupted_exit, interrupted_line
+        print(interrupted_line(exc, "no comparison folder was written"), file=sys.stderr)
+        return interrupted_exit(exc)
     q, r = rec["questioned"], rec["reference"]
     print(f"questioned {q['name']} track {q['track']} (frames {q['first_frame']}-{q['last_frame']}) vs reference "
           f"{r['name']} track {r['track']} (frames {r['first_frame']}-{r['last_frame']}): distance "

@@ -108,9 +108,10 @@ def enroll_command(argv: list[str]) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: the gallery file is as it was", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        from allinone.errors import interrupted_exit, interrupted_line
+        print(interrupted_line(exc, "the gallery file is as it was"), file=sys.stderr)
+        return interrupted_exit(exc)
     print(f"enrolled {', '.join(names)} in {args.gallery_db}")
     return 0
 

@@ -326,9 +326,11 @@ def evaluate_command(argv: list[str]) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: embeddings computed so far are cached; run the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        from allinone.errors import interrupted_exit, interrupted_line
+        print(interrupted_line(exc, "embeddings computed so far are cached; run the same command to resume"),
+              file=sys.stderr)
+        return interrupted_exit(exc)
     print(metrics["table"])
     log.info("evaluated in %.1f s", time.perf_counter() - t0)
     print(out)

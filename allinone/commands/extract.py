@@ -13,8 +13,9 @@ The driver alone writes the dataset, holding its lock (one driver per dataset): 
 back in memory, the driver stages them under DATASET/.partial/, moves each into place whole, then appends the video's
 line to videos.jsonl (fsynced); manifest.parquet is rewritten at the end, and at the start of every run both files are
 rebuilt from what is on disk (dataset_state.py). A video that fails, or is missing, is recorded and does not stop the
-batch. SIGTERM, SIGHUP or Ctrl-C: the workers are stopped, the bookkeeping written, and the driver exits 128+signal;
-workers end with the driver also when it is killed (extract_worker.py).
+batch. SIGTERM, SIGHUP or Ctrl-C (all three raised as KeyboardInterrupt, cli.py): the workers are stopped, the
+bookkeeping written, and the driver exits 128+signal; workers end with the driver also when it is killed
+(extract_worker.py).
 
 Engines: ``local`` (the default) runs a worker process per CPU core (or one per GPU), each loading the models once;
 ``ray`` runs the same per-video task on Ray actors sized per node (extract_ray.py).
@@ -27,27 +28,18 @@ import logging
 import os
 import pickle
 import shutil
-import signal
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from allinone.commands.args import Parser
-from allinone.commands.dataset_state import (PARTIAL, STATUS, DatasetLock, assign_ids, reconcile, seq_file,
-                                             write_manifest)
+from allinone.commands.dataset_state import (PARTIAL, STATUS, DatasetLock, assign_ids, clear_journal, reconcile,
+                                             seq_file, write_journal, write_manifest)
 from allinone.commands.extract_worker import failed, run_local
-from allinone.errors import UserError
+from allinone.errors import UserError, interrupted_exit, interrupted_line
 
 log = logging.getLogger(__name__)
-
-
-class Interrupted(Exception):
-    """SIGTERM or SIGHUP reached the driver: the workers are stopped and the bookkeeping written before it exits."""
-
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-        super().__init__(signal.Signals(signum).name)
 
 
 def _absolute_models(config):
@@ -72,6 +64,7 @@ def _commit(out: Path, rec: dict) -> dict:
             with open(f, "wb") as fh:
                 pickle.dump(sils, fh)
             rows.append({**row, "node": rec.get("node"), "worker_pid": rec.get("worker_pid")})
+        write_journal(out, rec, [row["sequence"] for row in rows])
         for row in rows:
             target = out / row["sequence"]
             if target.exists():
@@ -138,6 +131,7 @@ def extract(videos: list[Path], out: Path, config, *, engine: str = "local", wor
                     for rec in stream:
                         rec = _commit(out, rec)
                         record(rec)
+                        clear_journal(out)
                         n_seq += rec.get("sequences", 0)
                         if rec["status"] != "done":
                             log.warning("%s: failed (%s); recorded, the batch goes on", rec["video"],
@@ -154,10 +148,6 @@ def extract(videos: list[Path], out: Path, config, *, engine: str = "local", wor
             "sequences_new": n_seq, "sequences_total": total, "wall_s": round(wall, 2),
             "sequences_per_s": round(n_seq / wall, 3) if wall > 0 and n_seq else None, "engine": engine,
             "workers": n_workers if engine == "local" else (workers or "per node"), "mended": fixed}
-
-
-def _raise_interrupted(signum, frame) -> None:
-    raise Interrupted(signum)
 
 
 def extract_command(argv: list[str]) -> int:
@@ -189,22 +179,16 @@ def extract_command(argv: list[str]) -> int:
         ns = argparse.Namespace(**{**vars(args), "gallery": videos[0], "probe": [], "output": args.out,
                                    "name": None, "gallery_db": None})
         config = config_from_args(ns)
-        old = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGHUP)}
-        try:
-            summary = extract(videos, args.out, config, engine=args.engine, workers=args.workers or 0,
-                              ray_address=args.ray_address, min_frames=args.min_frames, cut44=args.cut44,
-                              quiet=args.quiet)
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+        summary = extract(videos, args.out, config, engine=args.engine, workers=args.workers or 0,
+                          ray_address=args.ray_address, min_frames=args.min_frames, cut44=args.cut44,
+                          quiet=args.quiet)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except (Interrupted, KeyboardInterrupt) as exc:
-        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-        print(f"interrupted ({signal.Signals(signum).name}): {args.out}: workers stopped, the finished "
-              "videos recorded; run the same command again to go on", file=sys.stderr)
-        return 128 + int(signum)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP (errors.Interrupted, raised the same way)
+        print(interrupted_line(exc, f"{args.out}: workers stopped, the finished videos recorded; run the same "
+                               "command again to go on"), file=sys.stderr)
+        return interrupted_exit(exc)
     print(json.dumps(summary, allow_nan=False))
     if summary["failed"]:
         print(f"error: {args.out}: {summary['failed']} of {summary['videos']} video(s) failed (each is in "

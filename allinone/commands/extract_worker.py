@@ -29,6 +29,7 @@ from allinone.errors import first_line
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 2  # a video whose worker dies is tried this many times in all
+SCRATCH_PREFIX = "allinone-extract-"  # a worker's scratch folder in its temporary folder: <prefix><pid>-*
 
 
 class ExtractWorker:
@@ -68,7 +69,7 @@ class ExtractWorker:
         src.set_rotation(degrees)
         out = []
         # the run writer's scratch folder on this worker's machine (never the dataset); removed when done
-        with tempfile.TemporaryDirectory(prefix=f"allinone-extract-{os.getpid()}-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
             with RunWriter(tmp, "v") as writer:
                 info = VideoInfo(path=path, name=vid, role="gallery", frames=src.frame_count_hint, fps=src.fps,
                                  width=src.width, height=src.height, rotation=degrees, rotation_basis=basis)
@@ -122,11 +123,22 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
+def _stop_quietly(signum, frame) -> None:
+    """A worker's SIGTERM (the driver stopping the pool, at its end or on its own interrupt): unwind, so that its
+    scratch folder is removed and multiprocessing's own cleanup runs, and end without a traceback (a SystemExit;
+    nothing a worker holds belongs to the dataset)."""
+    raise SystemExit(128 + signum)
+
+
 def _init_local(parent: int, *args) -> None:
     global _WORKER
+    import signal
     _die_with_parent(parent)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _WORKER = ExtractWorker(*args)
+    signal.signal(signal.SIGTERM, _stop_quietly)  # after the models: Paddle's import sets its own handlers
+    # the driver's verbosity (Paddle's import lowers the root logger's level to INFO in this fresh process)
+    logging.getLogger().setLevel(logging.WARNING if args[0].quiet else logging.INFO)
 
 
 def _run_local(path: str, vid: str) -> dict:
@@ -139,13 +151,17 @@ def _terminate(pool) -> None:
     # ProcessPoolExecutor has no public way to end running workers before Python 3.14 (terminate_workers)
     procs = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
+    for _ in range(2):  # a worker stopped mid-video hands its SystemExit back and waits: the second one ends it
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(2)
     for p in procs:
-        if p.is_alive():
-            p.terminate()
-    for p in procs:
-        p.join(2)
         if p.is_alive():
             p.kill()
+            p.join(2)
+    pool.shutdown(wait=True)  # its processes are gone: its manager thread ends and releases the queues' semaphores
 
 
 def run_local(todo: list[tuple[str, str]], worker_args: tuple, workers: int):

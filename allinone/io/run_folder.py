@@ -65,21 +65,34 @@ def pid_alive(pid: int) -> bool:
 def sweep_leftovers(root: str | Path, pattern: re.Pattern = PARTIAL_RUN, what: str = "interrupted run") -> list[str]:
     """Remove the folders in ``root`` whose name matches ``pattern`` (with a ``pid`` group) and whose process is
     gone (killed, or the machine went down), saying so in one warning; returns their names. Folders of running
-    processes are left alone."""
+    processes are left alone, and a killed live run's folder (its journal or events: work that cannot be made
+    again) is never removed: it is recovered as an incomplete run (io/recovery.py), with its own warning."""
+    from allinone.io.recovery import recover, recoverable
     root = Path(root)
     try:
         entries = list(os.scandir(root))
     except OSError:
         return []
-    gone = []
+    gone, kept = [], []
     for entry in entries:
         m = pattern.match(entry.name)
-        if m and entry.is_dir(follow_symlinks=False) and not pid_alive(int(m.group("pid"))):
-            shutil.rmtree(entry.path, ignore_errors=True)
-            gone.append(entry.name)
+        if not (m and entry.is_dir(follow_symlinks=False) and not pid_alive(int(m.group("pid")))):
+            continue
+        if pattern is PARTIAL_RUN and recoverable(Path(entry.path)):
+            try:
+                kept.append(recover(Path(entry.path), m.group("name"), int(m.group("pid"))).name)
+            except OSError as exc:  # left exactly as it is (never removed): say where it is
+                log.warning("%s: a killed live run's folder could not be recovered (%s); it is left as it is",
+                            entry.path, exc)
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        gone.append(entry.name)
     if gone:
         log.warning("%s: removed %d leftover folder(s) of %s(s) whose process is gone: %s", root, len(gone), what,
                     ", ".join(sorted(gone)))
+    if kept:
+        log.warning("%s: recovered %d killed live run(s), not removed (their segments and events kept, run.json "
+                    "status incomplete): %s", root, len(kept), ", ".join(sorted(kept)))
     return gone
 
 
@@ -141,7 +154,8 @@ class RunWriter:
     run.json last and renames the folder to ``<root>/<name>``. Leaving the ``with`` block by an exception (or
     Ctrl-C) removes the partial folder, so nothing that looks complete is left behind — except after
     ``keep_if_interrupted`` (live runs): then the folder is finalized with run.json ``status: "incomplete"``. A
-    killed run's partial folder is removed by the next RunWriter in the same root (``sweep_leftovers``)."""
+    killed run's partial folder is removed by the next RunWriter in the same root (``sweep_leftovers``), except a
+    live run's, which is recovered (io/recovery.py)."""
 
     def __init__(self, root: str | Path, name: str | None = None, default: str | None = None) -> None:
         """``name``: the user's (refused if it exists); else ``default`` (a timestamp when None), numbered -2, -3 …
@@ -215,6 +229,8 @@ class RunWriter:
 
     def finalize_json(self, name: str, manifest: dict) -> Path:
         """Write the folder's manifest ``name`` (atomically) and move the folder into place."""
+        from allinone.io.recovery import JOURNAL
+        (self.dir / JOURNAL).unlink(missing_ok=True)
         tmp = temp_beside(self.dir / name)
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=2, allow_nan=False)
@@ -232,8 +248,22 @@ class RunWriter:
 
     def keep_if_interrupted(self, manifest: dict) -> None:
         """From now on, leaving the ``with`` block by an exception finalizes the folder as incomplete (``manifest``,
-        read then, plus the error) instead of deleting it: a live run's files cannot be made again."""
+        read then, plus the error) instead of deleting it: a live run's files cannot be made again. ``manifest`` is
+        also kept in the folder as its journal (``journal``), for a later run to recover it if this one is
+        killed."""
         self._incomplete = manifest
+        self.journal()
+
+    def journal(self) -> None:
+        """Rewrite the journal (the manifest given to ``keep_if_interrupted``, as it is now) atomically; nothing
+        before keep_if_interrupted."""
+        from allinone.io.recovery import JOURNAL
+        if self._incomplete is None:
+            return
+        tmp = self.dir / f"{JOURNAL}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(self._incomplete, fh, allow_nan=False)
+        os.replace(tmp, self.dir / JOURNAL)
 
     def finalize_incomplete(self, error: BaseException) -> Path:
         """Write run.json with ``status: "incomplete"`` and the error, and move the folder into place."""

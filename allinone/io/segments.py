@@ -3,8 +3,9 @@ kill loses at most the segment being written — and not even that for the video
 
 Per segment i (3 digits): ``events-<i>.jsonl`` (decision events), ``tracks/<name>-<i>.txt`` (MOT rows) and
 ``<video stem>-<i>.mp4`` (the result video). The video is a fragmented MP4 (``movflags
-frag_keyframe+empty_moov+default_base_moof``: the index is written up front and each keyframe starts a fragment),
-so the file being written plays up to its last complete fragment even if the process is killed; it is written
+frag_keyframe+empty_moov+default_base_moof``: the index is written up front and each keyframe starts a fragment;
+a keyframe at least every ``LiveConfig.keyframe_s``), so the file being written plays up to its last complete
+fragment even if the process is killed, losing about that interval; it is written
 under a hidden partial name and renamed when its segment is complete, like every other VideoSink. Events and MOT
 rows are flushed line by line as they are written.
 """
@@ -16,6 +17,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from allinone.config import LiveConfig
 from allinone.io.run_folder import MotWriter, RunWriter
 from allinone.io.video import VideoSink
 
@@ -23,11 +25,37 @@ log = logging.getLogger(__name__)
 
 
 class FragmentedSink(VideoSink):
-    """VideoSink writing fragmented MP4: playable while (and if killed while) it is written."""
+    """VideoSink writing fragmented MP4: playable while (and if killed while) it is written.
+
+    The muxer holds the fragment being built until the next keyframe starts another, so the keyframe interval is
+    what a kill loses: a keyframe is forced whenever ``keyframe_s`` seconds of wall time have passed since the last
+    one (a stream that falls behind still gets one on that clock) and the encoder's GOP is capped at
+    ``keyframe_s`` seconds of frames at the stream's rate. A kill loses the open fragment plus the frames waiting in
+    the encoder's queue and delay: about ``keyframe_s`` seconds and a few frames."""
 
     # the index up front, a fragment per keyframe, and every packet handed to the file at once (not held in
     # FFmpeg's I/O buffer), so a kill loses at most the fragment being built
     CONTAINER_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+
+    def __init__(self, path, fps: float, size_wh: tuple[int, int], keyframe_s: float = LiveConfig.keyframe_s,
+                 **kw) -> None:
+        if not keyframe_s > 0:
+            raise ValueError(f"keyframe interval must be > 0 s, got {keyframe_s}")
+        self.keyframe_s = float(keyframe_s)
+        self._last_key: float | None = None
+        super().__init__(path, fps, size_wh, **kw)
+
+    def _codec_options(self, fps: float) -> dict[str, str]:
+        gop = str(max(1, round(fps * self.keyframe_s)))
+        extra = {"g": gop, "forced-idr": "1"} if self.encoder == "h264_nvenc" else {"g": gop}
+        return {**super()._codec_options(fps), **extra}
+
+    def _keyframe_due(self) -> bool:
+        now = time.monotonic()
+        if self._last_key is None or now - self._last_key >= self.keyframe_s:
+            self._last_key = now
+            return True
+        return False
 
 
 class _FlushedMot(MotWriter):
@@ -41,11 +69,12 @@ class Segments:
     ``segment_s`` seconds of wall time have passed. ``entries`` lists the segments written (for run.json)."""
 
     def __init__(self, writer: RunWriter, name: str, video_stem: str, fps: float, size_wh: tuple[int, int],
-                 segment_s: float = 3600.0, clock=time.monotonic) -> None:
+                 segment_s: float = LiveConfig.segment_s, clock=time.monotonic,
+                 keyframe_s: float = LiveConfig.keyframe_s) -> None:
         if not segment_s > 0:
             raise ValueError(f"segment length must be > 0 s, got {segment_s}")
         self.writer, self.name, self.stem, self.fps, self.size_wh = writer, name, video_stem, fps, size_wh
-        self.segment_s, self.clock = float(segment_s), clock
+        self.segment_s, self.clock, self.keyframe_s = float(segment_s), clock, keyframe_s
         self.entries: list[dict] = []
         self.events = self.mot = self.sink = None
         self._open(0)
@@ -59,8 +88,9 @@ class Segments:
         self.entries.append(entry)
         self.events = open(self.writer.path(entry["events"]), "a", encoding="utf-8")
         self.mot = _FlushedMot(self.writer.path(entry["tracks_file"]))
-        self.sink = FragmentedSink(self.writer.path(entry["result_video"]), self.fps, self.size_wh)
+        self.sink = FragmentedSink(self.writer.path(entry["result_video"]), self.fps, self.size_wh, self.keyframe_s)
         self.t0 = self.clock()
+        self.writer.journal()  # the segments so far, for a later run to recover the folder if this one is killed
 
     def _close_current(self) -> None:
         """Close the current segment's files; the video renamed into place (its fragments stay playable if

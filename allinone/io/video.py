@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import cv2
 import numpy as np
 
-from allinone.errors import UserError
+from allinone.errors import ENVIRONMENT_ERRNO, UserError
 from allinone.io.run_folder import temp_beside
 
 log = logging.getLogger(__name__)
@@ -206,15 +206,27 @@ class VideoSink:
             self._stream = self._container.add_stream(self.encoder, rate=rate)
             self._stream.width, self._stream.height = self._even
             self._stream.pix_fmt = "yuv420p"
-            self._stream.options = {"preset": self.PRESET, "crf": self.CRF} if self.encoder == "libx264" else \
-                {"preset": "p4", "cq": "26"} if self.encoder == "h264_nvenc" else {}
+            self._stream.options = self._codec_options(float(fps))
+            # the file and its header now, not at the first packet: a sink closed before any frame (a live run
+            # stopped just as a segment opened) leaves a valid empty video, not a missing file
+            self._container.start_encoding()
         except Exception as exc:  # PyAV raises its own error types (OSError subclasses, FFmpegError)
             self.tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNO:  # a full disk: the machine's fault
+                raise
             raise UserError(f"cannot write a video here ({exc})", self.path) from None
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._encode, name=f"encode-{self.path.name}", daemon=True)
         self._thread.start()
+
+    def _codec_options(self, fps: float) -> dict[str, str]:
+        return {"preset": self.PRESET, "crf": self.CRF} if self.encoder == "libx264" else \
+            {"preset": "p4", "cq": "26"} if self.encoder == "h264_nvenc" else {}
+
+    def _keyframe_due(self) -> bool:
+        """Whether the next frame must be a keyframe (the encoder's own choice otherwise)."""
+        return False
 
     def _encode(self) -> None:
         import av
@@ -228,7 +240,10 @@ class VideoSink:
                         frame = np.pad(frame, ((0, self._even[1] - frame.shape[0]),
                                                (0, self._even[0] - frame.shape[1]), (0, 0)))
                     yuv = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420)  # [h * 3 / 2, w]: Y, then U, then V
-                    for packet in self._stream.encode(av.VideoFrame.from_ndarray(yuv, format="yuv420p")):
+                    picture = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+                    if self._keyframe_due():
+                        picture.pict_type = av.video.frame.PictureType.I
+                    for packet in self._stream.encode(picture):
                         self._container.mux(packet)
                 except Exception as exc:  # re-raised in the producer's thread by write()/close()
                     self._error = exc
@@ -412,18 +427,35 @@ class StreamSource:
         log.warning("%s: no stream for %.0f s, ending", self.spec, self.reconnect_s)
         return None
 
-    def frames(self):
-        """Yield (BGR frame [H, W, 3] uint8, arrival time) until the stream ends or stop() is called."""
+    def frames(self, deadline: float | None = None):
+        """Yield (BGR frame [H, W, 3] uint8, arrival time) until the stream ends, stop() is called, or
+        time.monotonic() reaches ``deadline`` — also while the stream is down and being reconnected (the reader may
+        then be blocked in an open or a read for up to ``open_timeout_s``: it is not waited for beyond a second,
+        and releases its capture when that call returns)."""
+        import time
         q: queue.Queue = queue.Queue(maxsize=max(1, self.queue_size))
         thread = threading.Thread(target=self._reader, args=(q,), name="stream", daemon=True)
         thread.start()
         try:
-            for item in _consume(q):
+            while deadline is None or time.monotonic() < deadline:
+                try:
+                    item = q.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is _END:
+                    return
+                if isinstance(item, Exception):
+                    raise item
                 self.count += 1
                 yield item
         finally:
             self._stop.set()
-            _drain_and_join(q, thread)
+            end = time.monotonic() + 1.0
+            while thread.is_alive() and time.monotonic() < end:
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    thread.join(timeout=0.05)
 
 
 def stream_name(spec: str) -> str:

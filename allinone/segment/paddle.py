@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from allinone.errors import UserError, first_line
+from allinone.errors import UserError, first_line, reclaim_signals
 from allinone.segment.crop import check_crops, person_probability, resize_probs, to_model_input
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,10 @@ class PaddleSegmenter:
             warnings.filterwarnings("ignore", message=".*ccache.*")
             import paddle
             import paddle.inference as pdi
+        # Paddle's C++ signal handlers (installed at import) turn SIGTERM into a crash dump and a kill: the
+        # process's signals stay Python's, so SIGTERM ends a command as Ctrl-C does (errors.Interrupted)
+        getattr(paddle, "disable_signal_handler", lambda: None)()
+        reclaim_signals()
 
         model_dir = Path(model_dir)
         if not model_dir.is_dir():

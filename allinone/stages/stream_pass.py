@@ -81,7 +81,7 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
     cutter = stage.video(src.fps, (src.height, src.width), None, tm, keep=lc.window, window=True)
     result.silhouette_stride = cutter.stride
     segments = Segments(writer, info.name, f"G-{gallery_name}_P-{info.name}", src.fps, (src.width, src.height),
-                        lc.segment_s)
+                        lc.segment_s, keyframe_s=lc.keyframe_s)
     partial = {"live": {info.name: {"source": src.spec, "segments": segments.entries}}}
     writer.keep_if_interrupted(partial)  # from here on a failure finalizes the folder as incomplete, never deletes
     step = FrameStep(stages, tracker, MotProxy(segments), tm)
@@ -134,7 +134,7 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
     arrived = time.monotonic()
     try:
         try:
-            for frame, arrived in src.frames():
+            for frame, arrived in src.frames(deadline=start + lc.duration_s if lc.duration_s else None):
                 index += 1
                 segments.roll(index)
                 dets, tracked = step(frame, index)
@@ -161,8 +161,6 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
                 ended = cutter.ended(index, gap)
                 if ended:
                     finish(sorted(ended), index, arrived)
-                if lc.duration_s and time.monotonic() - start >= lc.duration_s:
-                    src.stop()
         except KeyboardInterrupt:
             log.warning("interrupted: finishing the run folder with what was seen so far")
             src.stop()

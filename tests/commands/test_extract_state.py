@@ -63,18 +63,48 @@ def _rec(path: str, vid: str, seqs: list[str]) -> dict:
 def test_reconcile_makes_the_records_agree_with_the_folders(tmp_path):
     out = tmp_path
     _seq(out, "x-001", "x")                    # recorded, present: kept
-    _seq(out, "y-001", "y")                    # on disk, no record (killed between the move and the record)
+    _seq(out, "y-001", "y")                    # on disk, no record, named by the journal: staged by a killed run
+    _seq(out, "w-001", "w")                    # on disk, no record, no journal: set aside, not deleted
     _seq(out, "z-002", "z")                    # its record also lists z-001, which is gone
     (out / "notes").mkdir()                    # not a sequence: left alone
-    (out / ".partial" / "w" / "w-001").mkdir(parents=True)
+    (out / ".partial" / "v" / "v-001").mkdir(parents=True)
+    (out / ".committing.json").write_text(json.dumps({"video": "/v/y.mp4", "id": "y", "sequences": ["y-001"]}))
     lines = [_rec("/v/x.mp4", "x", ["x-001"]), _rec("/v/z.mp4", "z", ["z-001", "z-002"]),
              {"video": "/v/f.mp4", "id": "f", "status": "failed", "error": "E"}]
     (out / "videos.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"video": "/v/tor')
     recs, fixed = reconcile(out)
-    assert fixed == {"records_dropped": 1, "folders_removed": 2}
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.parquet", "notes", "videos.jsonl", "x-001"]
+    assert fixed == {"records_dropped": 1, "records_rebuilt": 0, "folders_removed": 1, "folders_set_aside": 2}
+    assert sorted(p.name for p in out.iterdir()) == [".unaccounted", "manifest.parquet", "notes", "videos.jsonl",
+                                                    "x-001"]
+    aside = sorted(p.relative_to(out / ".unaccounted").parts[1] for p in (out / ".unaccounted").glob("*/*"))
+    assert aside == ["w-001", "z-002"]  # whole, with their pickles
+    assert len(list((out / ".unaccounted").glob("*/*/*/000/*.pkl"))) == 2
     assert set(read_records(out)) == {"/v/x.mp4", "/v/f.mp4"} == set(recs)
     assert pq.read_table(out / "manifest.parquet").column("sequence").to_pylist() == ["x-001"]
+
+
+@pytest.mark.parametrize("damage", ["first-line", "middle-line", "missing"])
+def test_lost_records_are_rebuilt_from_the_manifest_not_deleted(tmp_path, damage):
+    # three done videos of two sequences each, recorded in both files; then videos.jsonl is damaged or lost
+    out = tmp_path
+    recs = [_rec(f"/v/{v}.mp4", v, [f"{v}-001", f"{v}-002"]) for v in ("a", "b", "c")]
+    for r in recs:
+        for row in r["rows"]:
+            _seq(out, row["sequence"], r["id"])
+    (out / "videos.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    reconcile(out)  # writes manifest.parquet from the records
+    lines = (out / "videos.jsonl").read_text().splitlines(keepends=True)
+    if damage == "missing":
+        (out / "videos.jsonl").unlink()
+    else:
+        i = 0 if damage == "first-line" else 1
+        lines[i] = lines[i][: len(lines[i]) // 2] + "\n"  # torn in the middle of the file, not at its end
+        (out / "videos.jsonl").write_text("".join(lines))
+    got, fixed = reconcile(out)
+    assert fixed["records_rebuilt"] == (3 if damage == "missing" else 1) and fixed["folders_removed"] == 0
+    assert sorted(got) == ["/v/a.mp4", "/v/b.mp4", "/v/c.mp4"] and all(r["status"] == "done" for r in got.values())
+    assert _agree(out) == ["a-001", "a-002", "b-001", "b-002", "c-001", "c-002"]
+    assert not (out / ".unaccounted").exists()
 
 
 def test_video_ids_are_unique_across_runs(tmp_path):
@@ -88,6 +118,24 @@ def test_video_ids_are_unique_across_runs(tmp_path):
     # an id taken only by folders on disk (records lost) is taken too; and two new ones in one call differ
     again = assign_ids([Path(a2), Path(a3)], {}, tmp_path)
     assert len({"a", *again.values()}) == 3 and again[a2] == later[a2]  # the same path gets the same id
+
+
+def test_video_ids_never_differ_only_in_case_or_normalisation(tmp_path):
+    # names a case-folding, normalising file system (macOS, Windows) would take for one: their ids must differ
+    # there, here in one call, across runs, and against folders already on disk
+    names = ["Walk.mp4", "walk.mp4", "WALK.mp4", "caf\u00e9.mp4", "cafe\u0301.mp4", "CAF\u00c9.mp4", "stra\u00dfe.mp4",
+             "STRASSE.mp4"]
+    paths = [tmp_path / f"cam{i}" / n for i, n in enumerate(names)]
+    ids = assign_ids(paths, {}, tmp_path)
+
+    def folded(x: str) -> str:  # what such a file system compares: NFD (as HFS+ stores names), then case-folded
+        import unicodedata
+        return unicodedata.normalize("NFD", x).casefold()
+    assert len({folded(v) for v in ids.values()}) == len(names)
+    assert ids[str(paths[0])] == "Walk"  # the first keeps its stem
+    _seq(tmp_path, "walk-001", "walk")  # a folder of another run, no record: its id is taken too
+    later = assign_ids([tmp_path / "new" / "WaLk.mp4"], {}, tmp_path)
+    assert folded(later[str(tmp_path / "new" / "WaLk.mp4")]) != "walk"
 
 
 def _cmd(shared, out, *videos, workers="2"):

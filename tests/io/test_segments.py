@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 
 import av
 import numpy as np
@@ -80,6 +81,58 @@ def test_the_video_being_written_plays_after_a_kill(tmp_path):
     assert 250 <= n <= 600  # everything up to the last fragment the muxer flushed
 
 
+def _decodable(path) -> int:
+    """Frames decoded from the start of a file that may end in a torn fragment (decoding stops at the tear)."""
+    n = 0
+    try:
+        with av.open(str(path)) as c:
+            for _ in c.decode(video=0):
+                n += 1
+    except av.error.FFmpegError:
+        pass
+    return n
+
+
+def test_the_open_segment_decodes_after_a_kill_at_a_random_moment(tmp_path):
+    # a child writes frames at a live stream's pace (25 frames/s) and says how many it has handed over; it is killed
+    # with SIGKILL at a random moment 1-4 s in: the open file decodes up to its last keyframe, which comes at least
+    # every LiveConfig.keyframe_s, so it lacks at most that many seconds of frames plus the encoder's queue (8)
+    # and delay (x264's frame threads: a few)
+    from allinone.config import LiveConfig
+    fps, queue, delay = 25.0, 8, 8
+    code = textwrap.dedent(f"""
+        import sys, time
+        import numpy as np
+        sys.path.insert(0, {str(REPO)!r})
+        from allinone.io.segments import FragmentedSink
+        s = FragmentedSink({str(tmp_path / "v.mp4")!r}, {fps}, (96, 64))
+        t0 = time.monotonic()
+        for i in range(100000):
+            f = np.zeros((64, 96, 3), np.uint8); f[:, : (i % 96) + 1] = (40, 200, 90)
+            s.write(f)
+            print(i + 1, flush=True)
+            time.sleep(max(0.0, t0 + (i + 1) / {fps} - time.monotonic()))
+    """)
+    rng = np.random.default_rng()
+    at = float(rng.uniform(1.0, 4.0))
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    written = 0
+    try:
+        t0 = None
+        for line in p.stdout:
+            written = int(line)
+            t0 = t0 or time.monotonic()  # from the first frame: the import's time does not count
+            if time.monotonic() - t0 >= at:
+                break
+    finally:
+        p.kill()
+        p.wait()
+    partial = tmp_path / ".v.partial.mp4"
+    bound = round(fps * LiveConfig.keyframe_s) + queue + delay
+    got = _decodable(partial)
+    assert written - bound <= got <= written, (at, written, got, partial.stat().st_size)
+
+
 def test_a_live_writer_keeps_an_interrupted_folder_as_incomplete(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         with RunWriter(tmp_path, "live") as w:
@@ -97,3 +150,21 @@ def test_a_live_writer_keeps_an_interrupted_folder_as_incomplete(tmp_path):
             w.path("x.txt").write_text("x")
             raise RuntimeError("boom")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["live"]
+
+
+def test_a_killed_live_folder_is_recovered_not_swept_even_without_its_journal(tmp_path):
+    # a dead process's live folder whose journal was lost (only its files): the sweep of the next RunWriter keeps
+    # it, finds its segments from the files, and finalizes it as incomplete; a dead file run's folder is removed
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    live = tmp_path / f".cam.partial-{dead}"
+    (live / "tracks").mkdir(parents=True)
+    for i in range(2):
+        (live / f"events-00{i}.jsonl").write_text('{"frame": 1}\n{"frame": 2}\n')
+    (tmp_path / f".file.partial-{dead}").mkdir()
+    with RunWriter(tmp_path, "next"):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cam"]
+    m = json.loads((tmp_path / "cam" / "run.json").read_text())
+    segs = m["live"]["stream"]["segments"]
+    assert m["status"] == "incomplete" and [(s["index"], s["events_written"]) for s in segs] == [(0, 2), (1, 2)]
