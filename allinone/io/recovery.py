@@ -71,11 +71,14 @@ def _segments(folder: Path, live: dict) -> list[dict]:
     for e in entries:
         if e.get("complete"):
             continue
-        video = e.get("result_video")
-        if video:
-            hidden = (folder / video).with_name(f".{Path(video).stem}.partial{Path(video).suffix}")
-            if hidden.exists() and not (folder / video).exists():
-                os.replace(hidden, folder / video)
+        video, partial = e.pop("result_video", None), e.pop("partial_video", None)
+        if video and partial and Path(partial).name == partial and not (folder / video).exists():
+            try:
+                os.replace(folder / partial, folder / video)
+            except FileNotFoundError:  # killed before the sink made its file: the segment has no video
+                pass
+        if video and (folder / video).exists():
+            e["result_video"] = video
         if e.get("tracks_file"):
             last = _last_mot_frame(folder / e["tracks_file"])
             if last is not None:

@@ -89,6 +89,7 @@ class Segments:
         self.events = open(self.writer.path(entry["events"]), "a", encoding="utf-8")
         self.mot = _FlushedMot(self.writer.path(entry["tracks_file"]))
         self.sink = FragmentedSink(self.writer.path(entry["result_video"]), self.fps, self.size_wh, self.keyframe_s)
+        entry["partial_video"] = self.sink.tmp.name  # where a later run's recovery finds the open segment's video
         self.t0 = self.clock()
         self.writer.journal()  # the segments so far, for a later run to recover the folder if this one is killed
 
@@ -104,6 +105,7 @@ class Segments:
                 errors.append(exc)
         if errors:
             raise errors[0]
+        entry.pop("partial_video", None)
         entry["complete"] = True
 
     def roll(self, frame_index: int) -> bool:

@@ -50,7 +50,8 @@ def test_segments_roll_by_wall_time_and_list_what_they_wrote(tmp_path):
         assert [int(r.split(",")[0]) for r in rows] == list(range(e["first_frame"], e["last_frame"] + 1))
         got = [json.loads(x)["frame"] for x in (run / e["events"]).read_text().splitlines()]
         assert got == [f + 1 for f in range(e["first_frame"] - 1, e["last_frame"]) if f % 4 == 0]
-    assert not list(run.rglob(".*partial*"))
+    assert not list(run.rglob(".*partial*")) and not list(run.rglob(".tmp-*"))
+    assert not any("partial_video" in e for e in entries)
 
 
 def test_the_video_being_written_plays_after_a_kill(tmp_path):
@@ -75,8 +76,9 @@ def test_the_video_being_written_plays_after_a_kill(tmp_path):
     finally:
         p.kill()
         p.wait()
-    partial = tmp_path / ".v.partial.mp4"
-    assert partial.exists() and not (tmp_path / "v.mp4").exists()
+    partials = list(tmp_path.glob(".tmp-*.mp4"))  # the sink's temporary name (io.run_folder.temp_beside)
+    assert len(partials) == 1 and not (tmp_path / "v.mp4").exists()
+    partial = partials[0]
     n = _frames(partial)
     assert 250 <= n <= 600  # everything up to the last fragment the muxer flushed
 
@@ -127,7 +129,7 @@ def test_the_open_segment_decodes_after_a_kill_at_a_random_moment(tmp_path):
     finally:
         p.kill()
         p.wait()
-    partial = tmp_path / ".v.partial.mp4"
+    [partial] = tmp_path.glob(".tmp-*.mp4")
     bound = round(fps * LiveConfig.keyframe_s) + queue + delay
     got = _decodable(partial)
     assert written - bound <= got <= written, (at, written, got, partial.stat().st_size)
