@@ -74,7 +74,7 @@ def is_duplicate(shared: int, dup: int) -> bool:
 def run_pairs(embeddings: list[Embedding], together: list[list], identities: list[Identity], metric: str,
               min_overlap: int, min_frames: int) -> RunPairs:
     """The run's impostor pairs (module doc). ``together``: CoVisibility rows of every video."""
-    from allinone.decide.match import distance_matrix
+    from allinone.decide.distance import distance_matrix
 
     by_key = {(e.video, e.track_id): e for e in embeddings if e.n_frames >= min_frames}
     dup_keys = set()

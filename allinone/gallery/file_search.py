@@ -17,7 +17,7 @@ import logging
 
 import numpy as np
 
-from allinone.decide.match import distance_matrix
+from allinone.decide.distance import distance_matrix
 from allinone.gallery.search import BoundIndex, default_lists
 from allinone.records import Embedding, Identity
 

@@ -157,7 +157,7 @@ def test_a_track_that_float32_puts_within_the_threshold_is_measured(metric):
     """Near-duplicates of long vectors: OpenGait's float32 formula (|a|^2 + |b|^2 - 2 a.b) loses digits to
     cancellation and can put a track within a threshold that its true distance exceeds. The index must measure it:
     the decision is taken on the float32 distance."""
-    from allinone.decide.match import distance_matrix
+    from allinone.decide.distance import distance_matrix
     rng = np.random.default_rng(7)
     base = 40 * rng.normal(size=(C, P)).astype(np.float32)
     noise = 0.003 if metric == "euc" else 0.03  # cos: distances about float32's resolution of 1 - u.v
