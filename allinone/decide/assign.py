@@ -8,8 +8,11 @@ Objective: maximise the total weight of the chosen pairs, subject to
   - two tracks whose frame ranges overlap (seen at the same time) never take the same identity.
 With weight = t − d (the margin under the threshold) this is "the total margin Σ(t − d)"; a score model can give
 any other non-negative weight per pair (for example a log likelihood ratio where it is positive) and nothing here
-changes. Ties (a pair at weight exactly 0, i.e. at the threshold) are broken towards matching: every weight gets
-TIE added.
+changes. Ties are broken towards more matches: the weights are scaled so the largest is SCALE and every one gets
+TIE * SCALE added, so of two assignments whose totals differ by less than TIE times the largest weight per extra
+match, the one with more matches wins (a pair exactly at the threshold, weight 0, still matches when nothing else
+wants its identity). The scale keeps that margin (1e-3 absolute) far above HiGHS's absolute gap (1e-6) and its
+optimality tolerances (1e-7), which a tie-break relative to weights of about 1 would fall under.
 
 How it scales (README, "How a probe person is decided"):
   - components: two tracks interact only when they overlap AND share a candidate identity. Per identity, its
@@ -30,7 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-TIE = 1e-9  # added to every weight, relative to the largest: a pair exactly at the threshold still matches
+SCALE = 1000.0  # the largest weight, once scaled (module doc)
+TIE = 1e-6  # added to every weight, relative to the largest: ties go to more matches
 
 
 def _find(parent: np.ndarray, a: int) -> int:
@@ -147,7 +151,8 @@ def assign_identities(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, sp
         return out
     if np.any(w < 0) or not np.all(np.isfinite(w)):
         raise ValueError("candidate weights must be finite and >= 0")
-    w = w + TIE * max(1.0, float(w.max()))
+    top = float(w.max())
+    w = (w / top if top > 0 else w) * SCALE + TIE * SCALE
     if exact:
         chosen = _milp(rows, cols, w, spans)
         for p in np.flatnonzero(chosen):
@@ -174,4 +179,4 @@ def assign_identities(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, sp
     return out
 
 
-__all__ = ["TIE", "assign_identities", "components"]
+__all__ = ["SCALE", "TIE", "assign_identities", "components"]

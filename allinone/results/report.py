@@ -142,8 +142,8 @@ def _bar(distance: float | None, threshold: float | None, status: str = "", reas
     mark = min(100.0, 100 * threshold / top)
     within = distance <= threshold
     color = "#1a7f37" if status == "match" else "#b54708" if within else "#b42318"
-    note = " — within the threshold, but every candidate went to a person seen at the same time who fits it " \
-           "better" if within and status != "match" and reason == "taken" else ""
+    note = " — within the threshold, but every candidate went to a person seen at the same time, which gave the " \
+           "larger total margin" if within and status != "match" and reason == "taken" else ""
     return (f'<div class="bar" title="distance {distance:.4g} vs threshold {threshold:.4g}">'
             f'<div class="fill" style="width:{fill:.1f}%;background:{color}"></div>'
             f'<div class="mark" style="left:{mark:.1f}%"></div></div>'
