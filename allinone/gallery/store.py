@@ -111,6 +111,8 @@ class GalleryStore:
     def __init__(self, path: str | Path, create: bool = False, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
+        self.held_indexes: dict = {}  # metric → ((generation, settings), the bound index): gallery/file_search.py
+        self._count: tuple[int, int] | None = None  # (generation, tracks): count_tracks
         if self.path.is_dir():
             raise UserError("is a directory, not a gallery file", self.path)
         if not self.path.exists():
@@ -214,7 +216,15 @@ class GalleryStore:
 
     @_mapped
     def count_tracks(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM tracks").fetchone()[0])
+        """The number of tracks; remembered per generation outside transactions (COUNT(*) reads the whole table,
+        and a live stream asks at every decision). The generation is read first: a change committed between the
+        two reads leaves a newer count under the older generation, which the next call replaces."""
+        if self.db.in_transaction:
+            return int(self.db.execute("SELECT COUNT(*) FROM tracks").fetchone()[0])
+        gen = self.generation()
+        if self._count is None or self._count[0] != gen:
+            self._count = (gen, int(self.db.execute("SELECT COUNT(*) FROM tracks").fetchone()[0]))
+        return self._count[1]
 
     @_mapped
     def generation(self) -> int:
