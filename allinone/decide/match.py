@@ -61,6 +61,7 @@ class Matcher:
         if config.metric not in METRICS:  # "auto" is resolved from the gait model before a Matcher is built
             raise UserError(f"unknown match metric {config.metric!r} (expected euc or cos)")
         self.config = config
+        self.solved: list[dict] = []  # per probe video of the last call whose integer program ran: how it went
 
     def usable(self, identities: list[Identity]) -> list[Identity]:
         """The identities with at least one track of min_frames silhouettes (only those tracks kept)."""
@@ -80,6 +81,7 @@ class Matcher:
         gallery = self.usable(identities)
         names = [g.name for g in gallery]
         decisions: list[Decision | None] = [None] * len(probes)
+        self.solved = []
         for video in dict.fromkeys(p.video for p in probes):
             rows = []
             for i, p in enumerate(probes):
@@ -99,7 +101,15 @@ class Matcher:
             if blocked is not None and any(blocked[i] for i in rows):
                 allowed = np.array([[n not in blocked[i] for n in names] for i in rows], dtype=bool)
             spans = [(probes[i].first_frame, probes[i].last_frame) for i in rows]
-            chosen = assign_identities(*margin_pairs(dist, threshold, allowed), spans)
+            solve: dict = {}
+            chosen = assign_identities(*margin_pairs(dist, threshold, allowed), spans, seconds=cfg.solve_seconds,
+                                       solve=solve)
+            if solve:
+                self.solved.append({"video": video, **solve})
+                if solve["status"] != "optimal":
+                    log.warning("%s: the assignment's integer program stopped at its time limit (%g s); the best "
+                                "assignment found is within %s of the optimum", video, cfg.solve_seconds,
+                                "an unknown gap" if solve["gap"] is None else f"{solve['gap']:.1%}")
             for r, i in enumerate(rows):
                 p = probes[i]
                 order = np.argsort(dist[r], kind="stable")

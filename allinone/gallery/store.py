@@ -14,6 +14,8 @@ Features are float32 blobs; pictures are PNG blobs.
 
 Large galleries (more than SearchConfig.exact_limit tracks) are searched through a bound index kept beside the file
 (gallery/search.py): every identity within the threshold is found; the ranking beyond it is approximate.
+
+Over 400 lines because reading, writing and checking the file share one connection and its transactions.
 """
 from __future__ import annotations
 
@@ -111,8 +113,8 @@ class GalleryStore:
     def __init__(self, path: str | Path, create: bool = False, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
-        self.held_indexes: dict = {}  # metric → ((generation, settings), the bound index): gallery/file_search.py
-        self._count: tuple[int, int] | None = None  # (generation, tracks): count_tracks
+        self.held_indexes: dict = {}  # metric → ((generation, settings), index): gallery/file_search.py
+        self._count: tuple | None = None  # (generation, tracks): count_tracks
         if self.path.is_dir():
             raise UserError("is a directory, not a gallery file", self.path)
         if not self.path.exists():
@@ -216,13 +218,10 @@ class GalleryStore:
 
     @_mapped
     def count_tracks(self) -> int:
-        """The number of tracks; remembered per generation outside transactions (COUNT(*) reads the whole table,
-        and a live stream asks at every decision). The generation is read first: a change committed between the
-        two reads leaves a newer count under the older generation, which the next call replaces."""
-        if self.db.in_transaction:
-            return int(self.db.execute("SELECT COUNT(*) FROM tracks").fetchone()[0])
-        gen = self.generation()
-        if self._count is None or self._count[0] != gen:
+        """Remembered per generation outside transactions (COUNT(*) reads the whole table; a stream asks at every
+        decision). Generation first: a change between the reads leaves a newer count, replaced at the next call."""
+        gen = None if self.db.in_transaction else self.generation()
+        if gen is None or self._count is None or self._count[0] != gen:
             self._count = (gen, int(self.db.execute("SELECT COUNT(*) FROM tracks").fetchone()[0]))
         return self._count[1]
 

@@ -78,6 +78,13 @@ def decisions_entries(identities: list[Identity], usable: list[Identity], thresh
             "matches": rows, "matches_file": MATCHES_CSV}
 
 
+def assignment_entry(seconds: float, programs: list[dict]) -> dict:
+    """run.json "assignment": the integer program's time limit and, per probe video where one ran, its pairs,
+    seconds, status (optimal | time_limit) and gap to the optimum's bound (decide/assign.py)."""
+    limited = [p for p in programs if p.get("status") != "optimal"]
+    return {"time_limit_s": seconds, "exact": not limited, "programs": programs}
+
+
 def weights_entry(path: str | None, sha256: str | None = None) -> dict:
     """A model file and its sha256 (``sha256`` when the caller hashed it already)."""
     if not path:
