@@ -135,6 +135,9 @@ class MatchConfig:
     # crowd over a long video can take minutes more, so past it the best assignment found (or the rounded linear
     # relaxation, if better) is taken and its gap to the optimum's bound is recorded in run.json "assignment".
     solve_seconds: float = 10.0
+    # A decision's ranking (run.json, matches.csv, the report's runners-up) keeps its nearest this many identities;
+    # every distance is in the binary file beside run.json (distances.npz), read by tools and the heat map.
+    ranking_kept: int = 10
 
 
 @dataclass(frozen=True)

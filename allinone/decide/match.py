@@ -62,6 +62,8 @@ class Matcher:
             raise UserError(f"unknown match metric {config.metric!r} (expected euc or cos)")
         self.config = config
         self.solved: list[dict] = []  # per probe video of the last call whose integer program ran: how it went
+        self.distances: dict[str, tuple[list[int], np.ndarray]] = {}  # of the last call (__call__)
+        self.names: list[str] = []
 
     def usable(self, identities: list[Identity]) -> list[Identity]:
         """The identities with at least one track of min_frames silhouettes (only those tracks kept)."""
@@ -76,12 +78,13 @@ class Matcher:
                  blocked: list[set[str]] | None = None) -> list[Decision]:
         """One Decision per probe track, in the order of ``probes``. ``blocked``: per probe, identity names it may
         not take (held by a track already closed that overlaps it); a track whose only candidates are blocked is
-        "taken"."""
+        "taken". Afterwards ``distances`` holds, per probe video, its decided track ids and their [tracks,
+        identities] distances to ``names`` (the usable identities), for run.json's binary file beside it."""
         cfg = self.config
         gallery = self.usable(identities)
         names = [g.name for g in gallery]
         decisions: list[Decision | None] = [None] * len(probes)
-        self.solved = []
+        self.solved, self.distances, self.names = [], {}, names
         for video in dict.fromkeys(p.video for p in probes):
             rows = []
             for i, p in enumerate(probes):
@@ -93,32 +96,37 @@ class Matcher:
                     decisions[i] = Decision(p.video, p.track_id, "unknown", None, None, "no_gallery", [])
                 else:
                     rows.append(i)
-            if not rows:
-                continue
-            dist = identity_distances([probes[i] for i in rows], gallery, cfg.metric)
-            candidate = dist <= threshold
-            allowed = None
-            if blocked is not None and any(blocked[i] for i in rows):
-                allowed = np.array([[n not in blocked[i] for n in names] for i in rows], dtype=bool)
-            spans = [(probes[i].first_frame, probes[i].last_frame) for i in rows]
-            solve: dict = {}
-            chosen = assign_identities(*margin_pairs(dist, threshold, allowed), spans, seconds=cfg.solve_seconds,
-                                       solve=solve)
-            if solve:
-                self.solved.append({"video": video, **solve})
-                if solve["status"] != "optimal":
-                    log.warning("%s: the assignment's integer program stopped at its time limit (%g s); the best "
-                                "assignment found is within %s of the optimum", video, cfg.solve_seconds,
-                                "an unknown gap" if solve["gap"] is None else f"{solve['gap']:.1%}")
-            for r, i in enumerate(rows):
-                p = probes[i]
-                order = np.argsort(dist[r], kind="stable")
-                ranking = [(names[j], float(dist[r, j])) for j in order]
-                k = chosen[r]
-                if k is not None:
-                    decisions[i] = Decision(p.video, p.track_id, "match", names[k], float(dist[r, k]), None, ranking)
-                else:
-                    reason = "taken" if candidate[r].any() else "no_candidate"
-                    decisions[i] = Decision(p.video, p.track_id, "unknown", None, float(dist[r, order[0]]), reason,
-                                            ranking)
-        return decisions  # type: ignore[return-value]  # every slot is filled above
+            if rows:
+                self._video(video, [probes[i] for i in rows], rows, gallery, threshold, blocked, decisions)
+        return decisions  # type: ignore[return-value]  # every slot is filled
+
+    def _video(self, video: str, probes: list[Embedding], rows: list[int], gallery: list[Identity],
+               threshold: float, blocked, decisions: list) -> None:
+        """Decide one probe video's tracks (``probes``, at ``rows`` of the call's order) into ``decisions``."""
+        cfg, names = self.config, self.names
+        dist = identity_distances(probes, gallery, cfg.metric)
+        self.distances[video] = ([p.track_id for p in probes], dist)
+        candidate = dist <= threshold
+        allowed = None
+        if blocked is not None and any(blocked[i] for i in rows):
+            allowed = np.array([[n not in blocked[i] for n in names] for i in rows], dtype=bool)
+        spans = [(p.first_frame, p.last_frame) for p in probes]
+        solve: dict = {}
+        chosen = assign_identities(*margin_pairs(dist, threshold, allowed), spans, seconds=cfg.solve_seconds,
+                                   solve=solve)
+        if solve:
+            self.solved.append({"video": video, **solve})
+            if solve["status"] != "optimal":
+                log.warning("%s: the assignment's integer program stopped at its time limit (%g s); the best "
+                            "assignment found is within %s of the optimum", video, cfg.solve_seconds,
+                            "an unknown gap" if solve["gap"] is None else f"{solve['gap']:.1%}")
+        nearest = np.argsort(dist, axis=1, kind="stable")[:, :cfg.ranking_kept]
+        for r, (i, p) in enumerate(zip(rows, probes)):
+            ranking = [(names[j], float(dist[r, j])) for j in nearest[r]]
+            k = chosen[r]
+            if k is not None:
+                decisions[i] = Decision(p.video, p.track_id, "match", names[k], float(dist[r, k]), None, ranking)
+            else:
+                reason = "taken" if candidate[r].any() else "no_candidate"
+                decisions[i] = Decision(p.video, p.track_id, "unknown", None, float(dist[r, nearest[r, 0]]), reason,
+                                        ranking)
