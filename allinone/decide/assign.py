@@ -8,11 +8,16 @@ Objective: maximise the total weight of the chosen pairs, subject to
   - two tracks whose frame ranges overlap (seen at the same time) never take the same identity.
 With weight = t − d (the margin under the threshold) this is "the total margin Σ(t − d)"; a score model can give
 any other non-negative weight per pair (for example a log likelihood ratio where it is positive) and nothing here
-changes. Ties are broken towards more matches: the weights are scaled so the largest is SCALE and every one gets
-TIE * SCALE added, so of two assignments whose totals differ by less than TIE times the largest weight per extra
-match, the one with more matches wins (a pair exactly at the threshold, weight 0, still matches when nothing else
-wants its identity). The scale keeps that margin (1e-3 absolute) far above HiGHS's absolute gap (1e-6) and its
-optimality tolerances (1e-7), which a tie-break relative to weights of about 1 would fall under.
+changes. Ties are broken towards more matches: the weights are scaled so the largest is at least SCALE, and every
+one gets TIE times the largest added, so of two assignments whose totals differ by less than TIE times the largest
+weight per extra match, the one with more matches wins (a pair exactly at the threshold, weight 0, still matches
+when nothing else wants its identity). The scale keeps that margin (at least 1e-3 absolute) far above HiGHS's
+absolute gap (1e-6) and its optimality tolerances (1e-7), which a tie-break relative to weights of about 1 would
+fall under.
+
+Time limit: the integer program stops after 3/4 of ``seconds`` (MatchConfig.solve_seconds); then its best assignment
+and the linear relaxation rounded (pairs in order of their LP value, while they fit) are compared and the better is
+taken, with its gap to the best bound on the optimum (the LP's value, or HiGHS's bound) reported.
 
 How it scales (README, "How a probe person is decided"):
   - components: two tracks interact only when they overlap AND share a candidate identity. Per identity, its
@@ -35,7 +40,7 @@ import time
 
 import numpy as np
 
-SCALE = 1000.0  # the largest weight, once scaled (module doc)
+SCALE = 1000.0  # the largest weight at least, once scaled (module doc)
 TIE = 1e-6  # added to every weight, relative to the largest: ties go to more matches
 
 
@@ -205,7 +210,9 @@ def assign_identities(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, sp
     if np.any(w < 0) or not np.all(np.isfinite(w)):
         raise ValueError("candidate weights must be finite and >= 0")
     top = float(w.max())
-    w = (w / top if top > 0 else w) * SCALE + TIE * SCALE
+    if 0 < top < SCALE:  # scaled up only: a scale-down would shrink the differences of huge weights below tolerance
+        w, top = w * (SCALE / top), SCALE
+    w = w + TIE * max(top, SCALE)
     if exact:
         chosen, _ = _milp(rows, cols, w, spans)
         for p in np.flatnonzero(chosen):
