@@ -8,8 +8,10 @@ Canonical: a float32 matrix product rounds differently with the shape it is give
 for a few rows or columns than for many), so the same pair measured beside 1 or 8 other probes could come out
 5e-6 apart and fall on either side of a threshold. Here every product has the same shape whatever the caller asks:
 probes in tiles of exactly ``PROBE_TILE`` (the last one padded with zeros), against at least ``MIN_GALLERY``
-gallery tracks (padded likewise), one batched product per part. Each entry is then computed by the same kernel
-call with the same operands, and the sums over parts are added in one fixed order; tests/decide/test_distance.py checks bit-identity across batch sizes.
+gallery tracks (padded likewise), one batched product per part on one thread (the count of threads is not left to
+decide how the work is split), and each tile's sums of squares likewise. What
+follows is elementwise (every entry rounded on its own whatever the tensor's shape) and the sums over parts are
+added in one fixed order; tests/decide/test_distance.py checks bit-identity across batch sizes.
 """
 from __future__ import annotations
 
@@ -53,23 +55,32 @@ def distance_matrix(probe: np.ndarray, gallery: np.ndarray, metric: str = "euc")
     yp = _parts_first(y, max(m, MIN_GALLERY))  # [p, m', c]
     if metric == "cos":  # over the channels, contiguous in this layout (a zero row stays zero)
         yp = F.normalize(yp, p=2, dim=2)
+    if n == 0:
+        return np.zeros((0, m), np.float32)
     yt = yp.transpose(1, 2)
     # squared lengths as sums of squares, as OpenGait (a squared norm rounds 5x worse here)
     ysq = (yp * yp).sum(2).unsqueeze(1)  # [p, 1, m']
-    out = np.empty((n, m), np.float32)
-    for a in range(0, n, PROBE_TILE):
-        xp = _parts_first(x[a:a + PROBE_TILE], PROBE_TILE)  # [p, tile, c]
-        if metric == "cos":
-            xp = F.normalize(xp, p=2, dim=2)
-        inner = torch.bmm(xp, yt)  # [p, tile, m']
-        if metric == "cos":
-            d = 1 - _part_sum(inner) / parts
-        else:
-            xsq = (xp * xp).sum(2).unsqueeze(2)
-            d = _part_sum(torch.sqrt(F.relu(xsq + ysq - 2 * inner))) / parts
-        k = min(PROBE_TILE, n - a)
-        out[a:a + k] = d[:k, :m].numpy()
-    return out
+    tiles = -(-n // PROBE_TILE)
+    xp = _parts_first(x, tiles * PROBE_TILE)  # [p, rows, c]
+    if metric == "cos":
+        xp = F.normalize(xp, p=2, dim=2)
+    xt = xp.reshape(parts, tiles, PROBE_TILE, -1).transpose(0, 1).contiguous()  # [tiles, p, tile, c]
+    inner = torch.empty((tiles, parts, PROBE_TILE, yp.shape[1]), dtype=torch.float32)
+    xsq = torch.empty((tiles, parts, PROBE_TILE, 1), dtype=torch.float32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small products: a thread pool costs more than it gives, and splits work by count
+    try:
+        for k in range(tiles):  # the shape-bound steps, one tile of the same shape at a time
+            torch.bmm(xt[k], yt, out=inner[k])
+            torch.sum(xt[k] * xt[k], 2, keepdim=True, out=xsq[k])
+    finally:
+        torch.set_num_threads(threads)
+    # the rest is elementwise (each entry rounded on its own, whatever the shape) and the fixed-order part sum
+    if metric == "cos":
+        d = 1 - _part_sum(inner.transpose(0, 1)) / parts
+    else:
+        d = _part_sum(torch.sqrt(F.relu(xsq + ysq.unsqueeze(0) - 2 * inner)).transpose(0, 1)) / parts
+    return d.reshape(tiles * PROBE_TILE, -1)[:n, :m].numpy().copy()
 
 
 __all__ = ["METRICS", "MIN_GALLERY", "PROBE_TILE", "distance_matrix"]
