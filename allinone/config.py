@@ -131,6 +131,13 @@ class MatchConfig:
     calibration: str = ""
     # An LR model (python main.py calibrate --lr): each decision's distance also gets its likelihood ratio.
     lr_model: str = ""
+    # The assignment's integer program (decide/assign.py) is exact up to this many seconds per probe video; a dense
+    # crowd over a long video can take minutes more, so past it the best assignment found (or the rounded linear
+    # relaxation, if better) is taken and its gap to the optimum's bound is recorded in run.json "assignment".
+    solve_seconds: float = 10.0
+    # A decision's ranking (run.json, matches.csv, the report's runners-up) keeps its nearest this many identities;
+    # every distance is in the binary file beside run.json (distances.npz), read by tools and the heat map.
+    ranking_kept: int = 10
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,7 @@ class Decision:
     """Who a probe track is: a gallery identity, unknown (with the reason), or too short to tell.
 
     distance: to ``identity`` when matched, else to the nearest identity (None when nothing was compared).
-    ranking: every usable gallery identity as (name, distance), nearest first.
+    ranking: the nearest usable gallery identities (MatchConfig.ranking_kept) as (name, distance), nearest first.
     """
 
     probe_video: str

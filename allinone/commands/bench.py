@@ -112,6 +112,9 @@ def bench_command(argv: list[str] | None = None) -> int:
                    help="instead: the decision rule on N synthetic probe tracks over a long video (time, memory, "
                         "and the same decisions as the one-program exact solver up to 3000 tracks)")
     p.add_argument("--identities", type=int, default=500, help="with --decisions: gallery identities")
+    p.add_argument("--dense", action="store_true",
+                   help="with --decisions: a dense crowd (40 people in view, 10 candidates each) that the integer "
+                        "program may not finish within its time limit: how it ended and its gap")
     p.add_argument("--live-soak", type=float, default=0.0, metavar="MINUTES",
                    help="instead: a live run on a looped loopback stream for MINUTES, its RSS over time")
     p.add_argument("--soak-segment", type=float, default=60.0, metavar="S", help="with --live-soak: segment length")
@@ -237,7 +240,7 @@ def _decisions_or_soak(args) -> dict:
     machine = f"{_machine()}, {_cpu_name()}"
     if args.decisions:
         from allinone.decide.scale import benchmark
-        return {"machine": machine, **benchmark(args.decisions, args.identities)}
+        return {"machine": machine, **benchmark(args.decisions, args.identities, dense=args.dense)}
     from allinone.commands.soak import live_soak
     with tempfile.TemporaryDirectory(prefix="allinone-soak-ckpt-") as tmp:
         gait = args.gait_model or str(_random_gaitbase(Path(tmp)))

@@ -107,7 +107,7 @@ def compare(args: argparse.Namespace) -> tuple[Path, dict]:
     from allinone.commands.args import config_from_args
     from allinone.commands.run import run
     from allinone.decide.lr_model import read_lr_model, verbal
-    from allinone.decide.match import distance_matrix
+    from allinone.decide.distance import distance_matrix
     from allinone.evaluate.validation import tippett_plot
     from allinone.io.run_folder import RunWriter, sha256_path
     from allinone.io.video import VideoSource

@@ -16,7 +16,7 @@ import numpy as np
 
 from allinone.commands.args import Parser
 from allinone.errors import UserError, read_json
-from allinone.decide.match import distance_matrix
+from allinone.decide.distance import distance_matrix
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from allinone.decide.calibration import load_calibration
 from allinone.config import MatchConfig
 from allinone.errors import UserError, read_json
 from allinone.decide.identities import check_named, gallery_identities, parse_identity
-from allinone.results.manifest import GALLERY_DB_PICTURES, decisions_entries
+from allinone.results.manifest import GALLERY_DB_PICTURES, assignment_entry, decisions_entries, write_distances
 from allinone.decide.match import Matcher
 from allinone.io.run_folder import MANIFEST, RunWriter
 from allinone.records import Decision, Embedding, VideoInfo
@@ -191,6 +191,8 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
                 first = i["tracks"][0]
                 pictures.setdefault((first["video"], first["track"]), {k: i[k] for k in ("crop", "gei") if k in i})
         extra = decisions_entries(identities, usable, thr, decisions, writer, spans, pictures)
+        extra["assignment"] = assignment_entry(cfg.solve_seconds, matcher.solved)
+        extra.update(write_distances(writer, matcher.names, matcher.distances))
         new_videos = []
         for v in videos:
             entry = {k: x for k, x in v.items() if k not in ("annotated_video", "result_video", "timings_s",
@@ -219,7 +221,8 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
             if (run_dir / folder).is_dir():
                 shutil.copytree(run_dir / folder, writer.path(folder))
         manifest = {**{k: x for k, x in m.items() if k not in ("videos", "matches", "identities", "threshold",
-                                                                 "timings_s", "created", "report")},
+                                                                 "timings_s", "created", "report", "assignment",
+                                                                 "distances_file")},
                     "created": created, "source_run": str(run_dir.resolve()),
                     "settings": {**m["settings"], "match": {**settings, "threshold": thr.to_json()["value"],
                                                             "target_fpir": cfg.target_fpir},

@@ -282,6 +282,9 @@ def run(config: RunConfig) -> RunResult:
                                                   pictures))
                 if lr_model is not None:
                     extra["lr_model"] = add_lrs(extra["matches"], lr_model)
+                if not live:  # (a stream's decisions are many small ones, as it plays)
+                    extra["assignment"] = mf.assignment_entry(config.match.solve_seconds, stages.matcher.solved)
+                    extra.update(mf.write_distances(writer, stages.matcher.names, stages.matcher.distances))
                 extra["timings_s"] = {"match": round(match_s, 4)}
             manifest = mf.run_manifest(created, config, device, stages, videos, extra, gait_sha)
             if decision is not None:

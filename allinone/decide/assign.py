@@ -8,8 +8,16 @@ Objective: maximise the total weight of the chosen pairs, subject to
   - two tracks whose frame ranges overlap (seen at the same time) never take the same identity.
 With weight = t − d (the margin under the threshold) this is "the total margin Σ(t − d)"; a score model can give
 any other non-negative weight per pair (for example a log likelihood ratio where it is positive) and nothing here
-changes. Ties (a pair at weight exactly 0, i.e. at the threshold) are broken towards matching: every weight gets
-TIE added.
+changes. Ties are broken towards more matches: the weights are scaled so the largest is at least SCALE, and every
+one gets TIE times the largest added, so of two assignments whose totals differ by less than TIE times the largest
+weight per extra match, the one with more matches wins (a pair exactly at the threshold, weight 0, still matches
+when nothing else wants its identity). The scale keeps that margin (at least 1e-3 absolute) far above HiGHS's
+absolute gap (1e-6) and its optimality tolerances (1e-7), which a tie-break relative to weights of about 1 would
+fall under.
+
+Time limit: the integer program stops after 3/4 of ``seconds`` (MatchConfig.solve_seconds); then its best assignment
+and the linear relaxation rounded (pairs in order of their LP value, while they fit) are compared and the better is
+taken, with its gap to the best bound on the optimum (the LP's value, or HiGHS's bound) reported.
 
 How it scales (README, "How a probe person is decided"):
   - components: two tracks interact only when they overlap AND share a candidate identity. Per identity, its
@@ -28,9 +36,12 @@ the benchmark and the tests compare against.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-TIE = 1e-9  # added to every weight, relative to the largest: a pair exactly at the threshold still matches
+SCALE = 1000.0  # the largest weight at least, once scaled (module doc)
+TIE = 1e-6  # added to every weight, relative to the largest: ties go to more matches
 
 
 def _find(parent: np.ndarray, a: int) -> int:
@@ -96,9 +107,8 @@ def _hungarian(rows: np.ndarray, cols: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.array([(int(a), int(b)) in chosen for a, b in zip(r, c)])
 
 
-def _milp(rows: np.ndarray, cols: np.ndarray, w: np.ndarray, spans: np.ndarray) -> np.ndarray:
-    """0/1 per pair: the exact integer program with sparse constraints."""
-    from scipy.optimize import Bounds, LinearConstraint, milp
+def _constraints(rows: np.ndarray, cols: np.ndarray, spans: np.ndarray):
+    """The program's rows as a sparse [rows, pairs] 0/1 matrix (each row: at most one of its pairs)."""
     from scipy.sparse import coo_array
 
     m = len(rows)
@@ -120,23 +130,75 @@ def _milp(rows: np.ndarray, cols: np.ndarray, w: np.ndarray, spans: np.ndarray) 
             r_idx.extend([n_rows] * len(clique))
             c_idx.extend(pair_of[i] for i in clique)
             n_rows += 1
-    constraints = []
-    if n_rows:
-        a = coo_array((np.ones(len(r_idx)), (np.array(r_idx), np.array(c_idx))), shape=(n_rows, m)).tocsr()
-        constraints.append(LinearConstraint(a, -np.inf, 1.0))
-    res = milp(-w, constraints=constraints, integrality=np.ones(m), bounds=Bounds(0, 1),
-               options={"mip_rel_gap": 0.0})
-    if res.x is None:  # cannot happen: choosing nothing is always feasible
-        raise RuntimeError(f"identity assignment failed: {res.message}")
-    return np.round(res.x) > 0.5
+    return coo_array((np.ones(len(r_idx)), (np.array(r_idx, np.int64), np.array(c_idx, np.int64))),
+                     shape=(n_rows, m)).tocsr()
+
+
+def _program(w: np.ndarray, a, integral: bool, seconds: float | None):
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    options: dict = {"mip_rel_gap": 0.0}
+    if seconds is not None:
+        options["time_limit"] = max(0.01, float(seconds))
+    constraints = [LinearConstraint(a, -np.inf, 1.0)] if a.shape[0] else []
+    return milp(-w, constraints=constraints, integrality=np.full(len(w), 1 if integral else 0),
+                bounds=Bounds(0, 1), options=options)
+
+
+def _fill(chosen: np.ndarray, order: np.ndarray, a) -> np.ndarray:
+    """``chosen`` with every other pair added that still fits, in ``order``."""
+    chosen = chosen.copy()
+    load = a @ chosen.astype(np.float64)
+    at = a.T.tocsr()
+    for p in order:
+        rows_p = at.indices[at.indptr[p]:at.indptr[p + 1]]
+        if not chosen[p] and not (load[rows_p] > 0.5).any():
+            chosen[p] = True
+            load[rows_p] += 1
+    return chosen
+
+
+def _rounded_relaxation(w: np.ndarray, a, seconds: float) -> tuple[np.ndarray, float]:
+    """(an assignment, the bound on the optimum): the linear relaxation solved, then its pairs taken greedily in
+    order of their LP value (heavier first among equal values) while they fit; the LP's value bounds the optimum."""
+    lp = _program(w, a, False, seconds)
+    if lp.x is None or lp.status != 0:
+        return np.zeros(len(w), bool), np.inf
+    order = np.lexsort((-w, -np.round(lp.x, 9)))
+    return _fill(np.zeros(len(w), bool), order, a), float(-lp.fun)
+
+
+def _milp(rows: np.ndarray, cols: np.ndarray, w: np.ndarray, spans: np.ndarray,
+          seconds: float | None = None) -> tuple[np.ndarray, dict]:
+    """(0/1 per pair, how it was solved): the integer program with sparse constraints; exact, unless it runs past
+    3/4 of ``seconds``: then the better of its best assignment and the rounded relaxation (the rest of the time),
+    with the gap to the best bound on the optimum (module doc)."""
+    a = _constraints(rows, cols, spans)
+    res = _program(w, a, True, None if seconds is None else 0.75 * seconds)
+    if res.status == 0:
+        return np.round(res.x) > 0.5, {"status": "optimal", "gap": 0.0}
+    heavy = np.argsort(-w, kind="stable")
+    found = _fill(np.round(res.x) > 0.5 if res.x is not None else np.zeros(len(w), bool), heavy, a)
+    bound = getattr(res, "mip_dual_bound", None)
+    bound = np.inf if bound is None or not np.isfinite(bound) else -float(bound)
+    fixed, lp_bound = _rounded_relaxation(w, a, max(1.0, 0.25 * seconds))
+    method = "integer program (time limit)"
+    if w[fixed].sum() > w[found].sum():
+        found, method = fixed, "relaxation rounded"
+    value, bound = float(w[found].sum()), min(bound, lp_bound)
+    gap = (bound - value) / bound if np.isfinite(bound) and bound > 0 else None
+    return found, {"status": "time_limit", "method": method, "gap": gap}
 
 
 def assign_identities(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, spans, n_tracks: int | None = None,
-                      exact: bool = False) -> list[int | None]:
+                      exact: bool = False, seconds: float | None = None,
+                      solve: dict | None = None) -> list[int | None]:
     """Per track (0 … n_tracks-1) the identity column it takes, or None (the module's objective).
 
     rows, cols, weight: the candidate pairs (track index, identity column, weight >= 0); spans: [n_tracks, 2]
-    (first, last) frames, closed."""
+    (first, last) frames, closed. seconds: the integer program's time limit (None: none; exact=True never has
+    one). solve: a dict that receives how the integer program went, when one ran: pairs, seconds, status
+    (optimal | time_limit), gap (relative, to the best bound on the optimum) and, past the limit, the method."""
     spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
     n = len(spans) if n_tracks is None else n_tracks
     out: list[int | None] = [None] * n
@@ -147,9 +209,12 @@ def assign_identities(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, sp
         return out
     if np.any(w < 0) or not np.all(np.isfinite(w)):
         raise ValueError("candidate weights must be finite and >= 0")
-    w = w + TIE * max(1.0, float(w.max()))
+    top = float(w.max())
+    if 0 < top < SCALE:  # scaled up only: a scale-down would shrink the differences of huge weights below tolerance
+        w, top = w * (SCALE / top), SCALE
+    w = w + TIE * max(top, SCALE)
     if exact:
-        chosen = _milp(rows, cols, w, spans)
+        chosen, _ = _milp(rows, cols, w, spans)
         for p in np.flatnonzero(chosen):
             out[int(rows[p])] = int(cols[p])
         return out
@@ -169,9 +234,13 @@ def assign_identities(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, sp
             general.append(grp)
     if general:
         grp = np.concatenate(general)
-        for p in np.flatnonzero(_milp(rows[grp], cols[grp], w[grp], spans)):
+        t0 = time.perf_counter()
+        chosen, how = _milp(rows[grp], cols[grp], w[grp], spans, seconds)
+        for p in np.flatnonzero(chosen):
             out[int(rows[grp][p])] = int(cols[grp][p])
+        if solve is not None:
+            solve.update(pairs=int(len(grp)), seconds=round(time.perf_counter() - t0, 3), **how)
     return out
 
 
-__all__ = ["TIE", "assign_identities", "components"]
+__all__ = ["SCALE", "TIE", "assign_identities", "components"]

@@ -58,30 +58,43 @@ class CoVisibility:
 
 @dataclass
 class RunPairs:
-    """Impostor pairs found in a run, as distances and the track keys (video, track id) of each pair."""
+    """Impostor pairs found in a run, as distances and the track keys of each pair: (RUN, video, track id) for a
+    track of one of the run's videos (names unique within a run), (STORED, video, track id) for a gallery file's
+    track, so a probe video that carries a gallery file's video name never shares a key with its tracks."""
 
     distances: np.ndarray
-    keys: list[tuple[tuple[str, int], tuple[str, int]]]
+    keys: list[tuple[tuple[str, str, int], tuple[str, str, int]]]
     seen_together: int
     gallery: int
     duplicates: int
+
+
+RUN, STORED = "run", "stored"
 
 
 def is_duplicate(shared: int, dup: int) -> bool:
     return dup * 2 > shared
 
 
+def _member_key(m: Embedding, run: dict) -> tuple[str, str, int]:
+    """A gallery member's key: the run's own track when the run has it (a gallery video's), else a stored one."""
+    own = run.get((RUN, m.video, m.track_id))
+    same = own is not None and (own is m or np.array_equal(own.feature, m.feature))
+    return (RUN if same else STORED, m.video, m.track_id)
+
+
 def run_pairs(embeddings: list[Embedding], together: list[list], identities: list[Identity], metric: str,
               min_overlap: int, min_frames: int) -> RunPairs:
-    """The run's impostor pairs (module doc). ``together``: CoVisibility rows of every video."""
-    from allinone.decide.match import distance_matrix
+    """The run's impostor pairs (module doc). ``embeddings``: the tracks of the run's videos; ``together``:
+    CoVisibility rows of every video."""
+    from allinone.decide.distance import distance_matrix
 
-    by_key = {(e.video, e.track_id): e for e in embeddings if e.n_frames >= min_frames}
+    by_key = {(RUN, e.video, e.track_id): e for e in embeddings if e.n_frames >= min_frames}
     dup_keys = set()
     pairs: dict[tuple, None] = {}
     duplicates = 0
     for video, a, b, shared, dup in together:
-        ka, kb = (video, int(a)), (video, int(b))
+        ka, kb = (RUN, video, int(a)), (RUN, video, int(b))
         if int(shared) < min_overlap:
             continue
         if is_duplicate(int(shared), int(dup)):
@@ -91,22 +104,23 @@ def run_pairs(embeddings: list[Embedding], together: list[list], identities: lis
         if ka in by_key and kb in by_key:
             pairs[(ka, kb)] = None
     n_seen = len(pairs)
-    members: list[tuple[int, Embedding]] = []
+    members: list[tuple[int, tuple, Embedding]] = []
+    run = dict(by_key)
     for i, ident in enumerate(identities):
         for m in ident.members:
             if m.n_frames >= min_frames and len(members) < GALLERY_CAP:
-                members.append((i, m))
+                members.append((i, _member_key(m, run), m))
+    for _, k, m in members:  # each key with its own track's feature, whatever order a pair's keys sort in
+        by_key.setdefault(k, m)
     n_gallery = 0
     for x in range(len(members)):
         for y in range(x + 1, len(members)):
-            (i, a), (j, b) = members[x], members[y]
-            if i == j:
+            (i, ka, _), (j, kb, _) = members[x], members[y]
+            if i == j or ka == kb:
                 continue
-            ka, kb = sorted([(a.video, a.track_id), (b.video, b.track_id)])
+            ka, kb = sorted([ka, kb])
             if (ka, kb) in dup_keys or (ka, kb) in pairs:
                 continue
-            by_key.setdefault(ka, a)
-            by_key.setdefault(kb, b)
             pairs[(ka, kb)] = None
             n_gallery += 1
     keys = list(pairs)
@@ -122,4 +136,4 @@ def run_pairs(embeddings: list[Embedding], together: list[list], identities: lis
     return RunPairs(d, keys, n_seen, n_gallery, duplicates)
 
 
-__all__ = ["CoVisibility", "DUPLICATE_IOU", "GALLERY_CAP", "RunPairs", "is_duplicate", "run_pairs"]
+__all__ = ["CoVisibility", "DUPLICATE_IOU", "GALLERY_CAP", "RUN", "RunPairs", "STORED", "is_duplicate", "run_pairs"]

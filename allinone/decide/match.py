@@ -1,4 +1,4 @@
-"""Probe-to-gallery decisions: OpenGait's part-averaged distance, gallery identities, and the decision rule.
+"""Probe-to-gallery decisions: distances to gallery identities (decide/distance.py per track), and the decision rule.
 
 The rule (README, "How a probe person is decided"), for one threshold t:
   1. distance(probe track, identity) = the smallest distance to any of the identity's tracks (multi-shot);
@@ -19,61 +19,11 @@ import numpy as np
 
 from allinone.config import MatchConfig
 from allinone.decide.assign import assign_identities
+from allinone.decide.distance import METRICS, distance_matrix  # noqa: F401  (re-exported: evaluate/lr.py)
 from allinone.errors import UserError
 from allinone.records import Decision, Embedding, Identity
 
 log = logging.getLogger(__name__)
-
-METRICS = ("euc", "cos")
-
-
-def distance_matrix(probe: np.ndarray, gallery: np.ndarray, metric: str = "euc") -> np.ndarray:
-    """OpenGait's cuda_dist on CPU, float32. probe [n, c, p], gallery [m, c, p] → [n, m].
-
-    euc: mean over parts of sqrt(relu(|x|^2 + |y|^2 - 2 x.y)) per part.
-    cos: 1 - mean over parts of x.y, with x and y L2-normalised over the channel dim (per part).
-
-    The per-part products are OpenGait's; only how they are laid out differs. Permuting a large gallery to parts
-    first costs more than the products themselves (memory-bound here), so up to 4 probes are multiplied with the
-    gallery as it lies ([m, c * p]) by a block matrix holding each probe part in its own column; more probes
-    amortise the permutation and take one batched product per part.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    x = torch.as_tensor(np.asarray(probe), dtype=torch.float32)
-    y = torch.as_tensor(np.asarray(gallery), dtype=torch.float32)
-    if x.dim() != 3 or y.dim() != 3 or x.shape[1:] != y.shape[1:]:
-        raise ValueError(f"probe [n, c, p] and gallery [m, c, p] must agree, got {tuple(x.shape)} and {tuple(y.shape)}")
-    parts = x.shape[2]
-    if metric == "cos":
-        x = F.normalize(x, p=2, dim=1)
-        y = F.normalize(y, p=2, dim=1)
-    if x.shape[0] <= 4:  # few probes against many tracks: no copy of the gallery (module note below)
-        n, c, _ = x.shape
-        blocks = torch.zeros((c, parts, n, parts), dtype=torch.float32)
-        for k in range(parts):
-            blocks[:, k, :, k] = x[:, :, k].T
-        inner = (y.reshape(len(y), -1) @ blocks.reshape(c * parts, n * parts)).reshape(len(y), n, parts)
-        inner = inner.permute(2, 1, 0)  # [p, n, m]
-        if metric == "cos":
-            return (1 - inner.sum(0) / parts).numpy()
-        # squared lengths as sums of squares, as OpenGait (a squared norm rounds 5x worse here)
-        xsq = (x * x).sum(1).T.unsqueeze(2)  # [p, n, 1]
-        ysq = (y * y).sum(1).T.unsqueeze(1)  # [p, 1, m]
-    else:
-        xp = x.permute(2, 0, 1).contiguous()  # [p, n, c]
-        yp = y.permute(2, 0, 1).contiguous()  # [p, m, c]
-        inner = torch.bmm(xp, yp.transpose(1, 2))  # [p, n, m]
-        if metric == "cos":
-            return (1 - inner.sum(0) / parts).numpy()
-        xsq = (xp * xp).sum(2).unsqueeze(2)
-        ysq = (yp * yp).sum(2).unsqueeze(1)
-    sq = xsq + ysq - 2 * inner
-    return (torch.sqrt(F.relu(sq)).sum(0) / parts).numpy()
-
 
 def identity_distances(probes: list[Embedding], identities: list[Identity], metric: str) -> np.ndarray:
     """[n probes, k identities]: for each identity the smallest distance to any of its tracks."""
@@ -111,6 +61,9 @@ class Matcher:
         if config.metric not in METRICS:  # "auto" is resolved from the gait model before a Matcher is built
             raise UserError(f"unknown match metric {config.metric!r} (expected euc or cos)")
         self.config = config
+        self.solved: list[dict] = []  # per probe video of the last call whose integer program ran: how it went
+        self.distances: dict[str, tuple[list[int], np.ndarray]] = {}  # of the last call (__call__)
+        self.names: list[str] = []
 
     def usable(self, identities: list[Identity]) -> list[Identity]:
         """The identities with at least one track of min_frames silhouettes (only those tracks kept)."""
@@ -125,11 +78,13 @@ class Matcher:
                  blocked: list[set[str]] | None = None) -> list[Decision]:
         """One Decision per probe track, in the order of ``probes``. ``blocked``: per probe, identity names it may
         not take (held by a track already closed that overlaps it); a track whose only candidates are blocked is
-        "taken"."""
+        "taken". Afterwards ``distances`` holds, per probe video, its decided track ids and their [tracks,
+        identities] distances to ``names`` (the usable identities), for run.json's binary file beside it."""
         cfg = self.config
         gallery = self.usable(identities)
         names = [g.name for g in gallery]
         decisions: list[Decision | None] = [None] * len(probes)
+        self.solved, self.distances, self.names = [], {}, names
         for video in dict.fromkeys(p.video for p in probes):
             rows = []
             for i, p in enumerate(probes):
@@ -141,24 +96,37 @@ class Matcher:
                     decisions[i] = Decision(p.video, p.track_id, "unknown", None, None, "no_gallery", [])
                 else:
                     rows.append(i)
-            if not rows:
-                continue
-            dist = identity_distances([probes[i] for i in rows], gallery, cfg.metric)
-            candidate = dist <= threshold
-            allowed = None
-            if blocked is not None and any(blocked[i] for i in rows):
-                allowed = np.array([[n not in blocked[i] for n in names] for i in rows], dtype=bool)
-            spans = [(probes[i].first_frame, probes[i].last_frame) for i in rows]
-            chosen = assign_identities(*margin_pairs(dist, threshold, allowed), spans)
-            for r, i in enumerate(rows):
-                p = probes[i]
-                order = np.argsort(dist[r], kind="stable")
-                ranking = [(names[j], float(dist[r, j])) for j in order]
-                k = chosen[r]
-                if k is not None:
-                    decisions[i] = Decision(p.video, p.track_id, "match", names[k], float(dist[r, k]), None, ranking)
-                else:
-                    reason = "taken" if candidate[r].any() else "no_candidate"
-                    decisions[i] = Decision(p.video, p.track_id, "unknown", None, float(dist[r, order[0]]), reason,
-                                            ranking)
-        return decisions  # type: ignore[return-value]  # every slot is filled above
+            if rows:
+                self._video(video, [probes[i] for i in rows], rows, gallery, threshold, blocked, decisions)
+        return decisions  # type: ignore[return-value]  # every slot is filled
+
+    def _video(self, video: str, probes: list[Embedding], rows: list[int], gallery: list[Identity],
+               threshold: float, blocked, decisions: list) -> None:
+        """Decide one probe video's tracks (``probes``, at ``rows`` of the call's order) into ``decisions``."""
+        cfg, names = self.config, self.names
+        dist = identity_distances(probes, gallery, cfg.metric)
+        self.distances[video] = ([p.track_id for p in probes], dist)
+        candidate = dist <= threshold
+        allowed = None
+        if blocked is not None and any(blocked[i] for i in rows):
+            allowed = np.array([[n not in blocked[i] for n in names] for i in rows], dtype=bool)
+        spans = [(p.first_frame, p.last_frame) for p in probes]
+        solve: dict = {}
+        chosen = assign_identities(*margin_pairs(dist, threshold, allowed), spans, seconds=cfg.solve_seconds,
+                                   solve=solve)
+        if solve:
+            self.solved.append({"video": video, **solve})
+            if solve["status"] != "optimal":
+                log.warning("%s: the assignment's integer program stopped at its time limit (%g s); the best "
+                            "assignment found is within %s of the optimum", video, cfg.solve_seconds,
+                            "an unknown gap" if solve["gap"] is None else f"{solve['gap']:.1%}")
+        nearest = np.argsort(dist, axis=1, kind="stable")[:, :cfg.ranking_kept]
+        for r, (i, p) in enumerate(zip(rows, probes)):
+            ranking = [(names[j], float(dist[r, j])) for j in nearest[r]]
+            k = chosen[r]
+            if k is not None:
+                decisions[i] = Decision(p.video, p.track_id, "match", names[k], float(dist[r, k]), None, ranking)
+            else:
+                reason = "taken" if candidate[r].any() else "no_candidate"
+                decisions[i] = Decision(p.video, p.track_id, "unknown", None, float(dist[r, nearest[r, 0]]), reason,
+                                        ranking)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from allinone.errors import UserError, read_json
-from allinone.decide.match import distance_matrix
+from allinone.decide.distance import distance_matrix
 
 
 @dataclass

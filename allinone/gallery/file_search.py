@@ -17,7 +17,7 @@ import logging
 
 import numpy as np
 
-from allinone.decide.match import distance_matrix
+from allinone.decide.distance import distance_matrix
 from allinone.gallery.search import BoundIndex, default_lists
 from allinone.records import Embedding, Identity
 
@@ -25,16 +25,24 @@ log = logging.getLogger(__name__)
 
 
 def search_index(store, config, metric: str) -> BoundIndex:
-    """The store's bound index for ``metric`` (module doc)."""
+    """The store's bound index for ``metric`` (module doc). The store object holds the index it last returned: while
+    the file's generation and the settings are the same, that one is returned without reading anything more (a live
+    stream asks at every decision; an index of a million tracks takes seconds to read)."""
+    settings = (config.bound_dims, config.sample, config.seed, config.lists)
+    held = store.held_indexes.get(metric)
+    if held is not None and held[0] == (store.generation(), settings):
+        return held[1]
     path = store.path.with_name(f"{store.path.name}.{metric}.index.npz")
     with store.snapshot():
+        generation = store.generation()
         n = store.count_tracks()
-        stamp = {"uuid": store.meta().get("uuid", ""), "generation": store.generation(),
+        stamp = {"uuid": store.meta().get("uuid", ""), "generation": generation,
                  "tracks": n, "dims": config.bound_dims, "sample": config.sample,
                  "seed": config.seed, "lists": config.lists or default_lists(n, min(n, config.sample))}
         want = {k: str(v) for k, v in stamp.items()}
         found = BoundIndex.load(path) if path.is_file() else None
         if found is not None and found.metric == metric and found.stamp == want:
+            store.held_indexes[metric] = ((generation, settings), found)
             return found
         log.info("%s: building the search index over %d tracks", store.path, stamp["tracks"])
         sample = np.stack([r[3] for r in store.tracks_of(store.sample_ids(config.sample, config.seed)).values()])
@@ -45,6 +53,7 @@ def search_index(store, config, metric: str) -> BoundIndex:
     except OSError as exc:  # a read-only folder: the index serves this run only
         log.warning("%s: cannot keep the search index beside the gallery file (%s); it is built anew each run",
                     path, exc.strerror or exc)
+    store.held_indexes[metric] = ((generation, settings), index)
     return index
 
 

@@ -1,7 +1,7 @@
 """Gallery search for large galleries that is exact within the threshold: a lower bound on OpenGait's distance
 rules tracks out, and only the tracks it cannot rule out are measured exactly.
 
-OpenGait's distances are part-averaged (decide/match.py distance_matrix): for features a, b of shape [c, p],
+OpenGait's distances are part-averaged (decide/distance.py distance_matrix): for features a, b of shape [c, p],
 
     euc(a, b) = 1/p * sum_k |a_k - b_k|          cos(a, b) = 1 - 1/p * sum_k u_k . v_k   (u_k = a_k / |a_k|)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from allinone.config import SearchConfig
-from allinone.decide.match import distance_matrix
+from allinone.decide.distance import distance_matrix
 from allinone.gallery.search import BoundIndex, default_lists
 
 

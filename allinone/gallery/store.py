@@ -131,6 +131,8 @@ class GalleryStore:
     def __init__(self, path: str | Path, create: bool = False, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
+        self.held_indexes: dict = {}  # metric → ((generation, settings), index): gallery/file_search.py
+        self._count: tuple | None = None  # (generation, tracks): count_tracks
         if self.path.is_dir():
             raise UserError("is a directory, not a gallery file", self.path)
         if not self.path.exists():
@@ -271,7 +273,12 @@ class GalleryStore:
 
     @_mapped
     def count_tracks(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM tracks").fetchone()[0])
+        """Remembered per generation outside transactions (COUNT(*) reads the whole table; a stream asks at every
+        decision). Generation first: a change between the reads leaves a newer count, replaced at the next call."""
+        gen = None if self.db.in_transaction else self.generation()
+        if gen is None or self._count is None or self._count[0] != gen:
+            self._count = (gen, int(self.db.execute("SELECT COUNT(*) FROM tracks").fetchone()[0]))
+        return self._count[1]
 
     @_mapped
     def generation(self) -> int:

@@ -4,12 +4,15 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
+import numpy as np
+
 from allinone import __version__
 from allinone.io.run_folder import sha256_path
 from allinone.records import DROP_REASONS, Decision, Identity, TrackResult, VideoInfo
 from allinone.decide.threshold import Threshold
 
 MATCHES_CSV = "matches.csv"
+DISTANCES = "distances.npz"  # every decided probe track × usable identity distance (the rankings keep a few)
 GALLERY_DB_PICTURES = "gallery-db-pictures"  # a gallery file's pictures, apart from pictures/<video name>/
 MATCHES_HEADER = ["probe_video", "probe_track", "status", "identity", "distance", "reason", "first_frame",
                   "last_frame", "ranking"]
@@ -76,6 +79,25 @@ def decisions_entries(identities: list[Identity], usable: list[Identity], thresh
          r["last_frame"], ";".join(f"{x['identity']}:{x['distance']:.6f}" for x in r["ranking"])] for r in rows])
     return {"identities": [identity_entry(i, ok, pictures) for i in identities], "threshold": threshold.to_json(),
             "matches": rows, "matches_file": MATCHES_CSV}
+
+
+def write_distances(writer, names: list[str], distances: dict[str, tuple[list[int], np.ndarray]]) -> dict:
+    """distances.npz beside run.json: probe_video [n], probe_track [n], identity [k] and distance [n, k] float32
+    for every probe track that was compared (run.json's rankings keep the nearest few); returns run.json's entry."""
+    videos = [v for v, (ids, _) in distances.items() for _ in ids]
+    tracks = [t for ids, _ in distances.values() for t in ids]
+    d = np.concatenate([m for _, m in distances.values()]) if distances else np.zeros((0, len(names)))
+    with open(writer.path(DISTANCES), "wb") as f:
+        np.savez(f, probe_video=np.array(videos, dtype=str), probe_track=np.array(tracks, np.int64),
+                 identity=np.array(names, dtype=str), distance=np.asarray(d, np.float32))
+    return {"distances_file": DISTANCES}
+
+
+def assignment_entry(seconds: float, programs: list[dict]) -> dict:
+    """run.json "assignment": the integer program's time limit and, per probe video where one ran, its pairs,
+    seconds, status (optimal | time_limit) and gap to the optimum's bound (decide/assign.py)."""
+    limited = [p for p in programs if p.get("status") != "optimal"]
+    return {"time_limit_s": seconds, "exact": not limited, "programs": programs}
 
 
 def weights_entry(path: str | None, sha256: str | None = None) -> dict:

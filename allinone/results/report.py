@@ -3,9 +3,10 @@ and the pictures in the run folder. The result videos are played from the run fo
 
 Per probe person: their crop and silhouette average (GEI), the status and reason, the identity they were matched to
 (its crop and GEI beside theirs), the distance against the threshold as a bar, the runner-up identities, and a
-timeline of when they are visible, which plays the result video from that moment when clicked. Then the gallery
-identities, the threshold and its basis, the models and device, per-stage timings, and a probe × gallery distance
-heat map (also written as heatmap.png).
+timeline of when they are visible, which plays the result video from that moment when clicked (cards for the first
+CARDS_MAX tracks of a video, then one table row per track, so a long run's page stays a few megabytes). Then the
+gallery identities, the threshold and its basis, the models and device, per-stage timings, and a probe × gallery
+distance heat map where its cells can be read, else each track's nearest distance by outcome (heatmap.png).
 """
 from __future__ import annotations
 
@@ -88,25 +89,76 @@ def _dropped(track: dict) -> str:
             + (f" (left out: {reasons})" if reasons else ""))
 
 
-def heatmap(manifest: dict, path: Path) -> bool:
-    """Probe tracks × gallery identities distance matrix as a PNG; False when there is nothing to draw."""
+HEATMAP_MAX = (120, 80)  # probe tracks, identities: beyond either, one row or column is too thin to read
+CARDS_MAX = 200  # per probe video: cards with pictures; every track is in the table under them
+
+
+def _matrix(manifest: dict, run: Path | None) -> tuple[np.ndarray, list[str], list[dict]]:
+    """(distances [rows, identities], identity names, the match entries of the rows): from the run's
+    distances.npz when it has one, else from the rankings run.json keeps (an older run, a live one)."""
     rows = [m for m in manifest.get("matches", []) if m["ranking"]]
+    file = manifest.get("distances_file")
+    if run is not None and file and (run / file).is_file():
+        with np.load(run / file, allow_pickle=False) as f:
+            names = [str(x) for x in f["identity"]]
+            at = {(str(v), int(t)): i for i, (v, t) in enumerate(zip(f["probe_video"], f["probe_track"]))}
+            keep = [m for m in rows if (m["probe_video"], m["probe_track"]) in at]
+            d = f["distance"][[at[(m["probe_video"], m["probe_track"])] for m in keep]].astype(np.float64)
+        return d.reshape(len(keep), len(names)), names, keep
     names = [i["name"] for i in manifest.get("identities", [])]
-    if not rows or not names:
-        return False
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    col = {n: k for k, n in enumerate(names)}
     d = np.full((len(rows), len(names)), np.nan)
     for r, m in enumerate(rows):
         for x in m["ranking"]:
-            if x["identity"] in names:
-                d[r, names.index(x["identity"])] = x["distance"]
+            if x["identity"] in col:
+                d[r, col[x["identity"]]] = x["distance"]
+    return d, names, rows
+
+
+def heatmap(manifest: dict, path: Path, run: Path | None = None) -> str | None:
+    """Probe tracks × gallery identities distances as a PNG: the heat map where every cell can be read, else a
+    summary (each track's nearest distance by outcome, against the threshold). Returns which, or None when there is
+    nothing to draw."""
+    d, names, rows = _matrix(manifest, run)
+    if not len(rows) or not names:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     from allinone.results.fonts import font_rc
+    if len(rows) > HEATMAP_MAX[0] or len(names) > HEATMAP_MAX[1]:
+        with plt.rc_context(font_rc([], str(path))):
+            _draw_summary(plt, d, rows, manifest, path)
+        return "summary"
     labels = [f"{m['probe_video']} P{m['probe_track']}" for m in rows]
     with plt.rc_context(font_rc(names + labels, str(path))):  # names in any script the system has a font for
         _draw_heatmap(plt, d, names, labels, rows, manifest, path)
-    return True
+    return "heatmap"
+
+
+def _draw_summary(plt, d: np.ndarray, rows: list[dict], manifest: dict, path: Path) -> None:
+    nearest = np.nanmin(np.where(np.isnan(d), np.inf, d), axis=1)
+    t = manifest.get("threshold", {}).get("value")
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+    groups = [("matched", "#1a7f37", lambda m: m["status"] == "match"),
+              ("unknown: taken", "#b54708", lambda m: m["reason"] == "taken"),
+              ("unknown: none within", "#b42318", lambda m: m["status"] != "match" and m["reason"] != "taken")]
+    finite = nearest[np.isfinite(nearest)]
+    bins = np.linspace(float(finite.min()), float(finite.max()) + 1e-9, 60) if len(finite) else 10
+    for label, color, pick in groups:
+        sel = np.array([pick(m) for m in rows], bool) & np.isfinite(nearest)
+        if sel.any():
+            ax.hist(nearest[sel], bins=bins, color=color, alpha=0.7, label=f"{label} ({int(sel.sum())})")
+    if t is not None:
+        ax.axvline(t, color="k", lw=1.5, label=f"threshold {t:.4g}")
+    ax.set_xlabel("distance to the nearest identity")
+    ax.set_ylabel("probe tracks")
+    ax.set_title(f"{len(rows)} probe tracks × {d.shape[1]} identities: too many cells for a heat map "
+                 "(every distance: distances.npz)", fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _draw_heatmap(plt, d: np.ndarray, names: list[str], labels: list[str], rows: list[dict], manifest: dict,
@@ -142,8 +194,8 @@ def _bar(distance: float | None, threshold: float | None, status: str = "", reas
     mark = min(100.0, 100 * threshold / top)
     within = distance <= threshold
     color = "#1a7f37" if status == "match" else "#b54708" if within else "#b42318"
-    note = " — within the threshold, but every candidate went to a person seen at the same time who fits it " \
-           "better" if within and status != "match" and reason == "taken" else ""
+    note = " — within the threshold, but every candidate went to a person seen at the same time, which gave the " \
+           "larger total margin" if within and status != "match" and reason == "taken" else ""
     return (f'<div class="bar" title="distance {distance:.4g} vs threshold {threshold:.4g}">'
             f'<div class="fill" style="width:{fill:.1f}%;background:{color}"></div>'
             f'<div class="mark" style="left:{mark:.1f}%"></div></div>'
@@ -180,6 +232,31 @@ def _card(run: Path, m: dict, track: dict, video: dict, idents: dict, threshold:
             + timeline + "</div>")
 
 
+def _video_section(run: Path, v: dict, vid: str, rows: list[dict], idents: dict, t: float | None) -> str:
+    """A probe video's heading, result video and cards (the first CARDS_MAX; beyond them one table row a track).
+    ``vid``: the video element's id (never a name)."""
+    e = html.escape
+    tracks = {tr["id"]: tr for tr in v["tracks"]}
+    counts = {s: sum(m["status"] == s for m in rows) for s in ("match", "unknown", "too_short")}
+    out = [f"<h2>{e(v['name'])} <span class='muted'>· {counts['match']} matched, {counts['unknown']} unknown, "
+           f"{counts['too_short']} too short</span></h2>"]
+    if v.get("result_video"):
+        out.append(f"<video id='{vid}' src='{e(url(v['result_video']))}' controls preload='auto' "
+                   "muted playsinline></video>")
+    out.append("<div class='cards'>" + "".join(
+        _card(run, m, tracks.get(m["probe_track"], {"first_frame": 1, "last_frame": 1}), v, idents, t, vid)
+        for m in rows[:CARDS_MAX]) + "</div>")
+    if len(rows) > CARDS_MAX:
+        out.append(f"<p class='muted'>cards for the first {CARDS_MAX} of {len(rows)} probe tracks; every track is "
+                   "in this table and in matches.csv</p><table class='all'><tr><th>track</th><th>status</th>"
+                   "<th>identity or reason</th><th>distance</th><th>frames</th></tr>" + "".join(
+                       f"<tr><td>P{m['probe_track']}</td><td>{e(m['status'])}</td>"
+                       f"<td>{e(str(m['identity'] or m.get('reason') or ''))}</td>"
+                       f"<td>{'—' if m.get('distance') is None else format(m['distance'], '.4g')}</td>"
+                       f"<td>{m.get('first_frame')}–{m.get('last_frame')}</td></tr>" for m in rows) + "</table>")
+    return "".join(out)
+
+
 def render_report(run: Path, manifest: dict) -> str:
     e = html.escape
     thr = manifest.get("threshold", {})
@@ -203,26 +280,19 @@ def render_report(run: Path, manifest: dict) -> str:
            f"<h1>Who walked by</h1><div class='muted'>allinone {e(str(manifest.get('allinone_version', '')))} · "
            "open the result videos below, or click a person's timeline</div>",
            "<div class='facts'>" + "".join(f"<div><b>{e(k)}</b>{e(str(v))}</div>" for k, v in facts) + "</div>"]
-    tracks = {(v["name"], tr["id"]): tr for v in manifest["videos"] for tr in v["tracks"]}
+    by_video: dict[str, list[dict]] = {}
+    for m in manifest.get("matches", []):
+        by_video.setdefault(m["probe_video"], []).append(m)
     for n, v in enumerate(manifest["videos"]):
-        if v["role"] != "probe":
-            continue
-        vid = f"video-{n}"  # element ids never carry a name
-        rows = [m for m in manifest.get("matches", []) if m["probe_video"] == v["name"]]
-        counts = {s: sum(m["status"] == s for m in rows) for s in ("match", "unknown", "too_short")}
-        out.append(f"<h2>{e(v['name'])} <span class='muted'>· {counts['match']} matched, {counts['unknown']} "
-                   f"unknown, {counts['too_short']} too short</span></h2>")
-        if v.get("result_video"):
-            out.append(f"<video id='{vid}' src='{e(url(v['result_video']))}' controls preload='auto' "
-                       "muted playsinline></video>")
-        out.append("<div class='cards'>" + "".join(
-            _card(run, m, tracks.get((v["name"], m["probe_track"]), {"first_frame": 1, "last_frame": 1}), v,
-                  idents, t, vid) for m in rows) + "</div>")
+        if v["role"] == "probe":
+            out.append(_video_section(run, v, f"video-{n}", by_video.get(v["name"], []), idents, t))
     out.append("<h2>Gallery identities</h2><div class='tiles'>" + "".join(
         f"<div class='tile'><div class='pics'>{_img(run, i.get('crop'), '')}{_img(run, i.get('gei'), '', gei=True)}"
         f"</div><b>{e(i['name'])}</b><br>{len(i['tracks'])} track(s)</div>" for i in idents.values()) + "</div>")
-    if heatmap(manifest, run / HEATMAP):
-        out.append(f"<h2>Distances</h2><img alt='probe × gallery distances' src='{_data_uri(run / HEATMAP)}'>")
+    drawn = heatmap(manifest, run / HEATMAP, run)
+    if drawn:
+        alt = "probe × gallery distances" if drawn == "heatmap" else "each probe track's nearest distance"
+        out.append(f"<h2>Distances</h2><img alt='{alt}' src='{_data_uri(run / HEATMAP)}'>")
     stages = ["decode_wait", "detect", "track", "crop", "segment", "align", "embed", "render", "total"]
     out.append("<h2>Timings (s)</h2><table><tr><th>video</th>" + "".join(f"<th>{s}</th>" for s in stages)
                + "<th>frames/s</th></tr>" + "".join(

@@ -6,7 +6,8 @@ import pytest
 from allinone.config import MatchConfig
 from allinone.errors import UserError
 from allinone.decide.assign import assign_identities, components
-from allinone.decide.match import Matcher, distance_matrix, identity_distances, margin_pairs
+from allinone.decide.distance import distance_matrix
+from allinone.decide.match import Matcher, identity_distances, margin_pairs
 from allinone.records import Embedding, Identity
 from tests.helpers import assert_float32_distances, exact_distance, float32_distance_bound
 

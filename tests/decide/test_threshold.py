@@ -66,12 +66,13 @@ def test_run_pairs_seen_together_gallery_identities_and_duplicates_left_out():
     rp = run_pairs(g + p, together, idents, "euc", min_overlap=5, min_frames=10)
     # p1-p2 (4 apart); p2-p3 a near-duplicate; p1-p3 only 4 frames together; g1-g2 seen together and also two
     # identities (counted once); g3 too short
-    assert sorted(rp.keys) == [(("g", 1), ("g", 2)), (("p", 1), ("p", 2))]
+    assert sorted(rp.keys) == [(("run", "g", 1), ("run", "g", 2)), (("run", "p", 1), ("run", "p", 2))]
     d = dict(zip(rp.keys, rp.distances))
-    assert d[(("p", 1), ("p", 2))] == pytest.approx(4.0) and d[(("g", 1), ("g", 2))] == pytest.approx(3.0)
+    assert d[(("run", "p", 1), ("run", "p", 2))] == pytest.approx(4.0)
+    assert d[(("run", "g", 1), ("run", "g", 2))] == pytest.approx(3.0)
     assert (rp.seen_together, rp.gallery, rp.duplicates) == (2, 0, 1)
     rp = run_pairs(g + p, [], idents, "euc", min_overlap=5, min_frames=10)
-    assert rp.keys == [(("g", 1), ("g", 2))] and rp.gallery == 1
+    assert rp.keys == [(("run", "g", 1), ("run", "g", 2))] and rp.gallery == 1
 
 
 def test_a_given_threshold_states_its_estimated_fpir(caplog):

@@ -157,7 +157,7 @@ def test_a_track_that_float32_puts_within_the_threshold_is_measured(metric):
     """Near-duplicates of long vectors: OpenGait's float32 formula (|a|^2 + |b|^2 - 2 a.b) loses digits to
     cancellation and can put a track within a threshold that its true distance exceeds. The index must measure it:
     the decision is taken on the float32 distance."""
-    from allinone.decide.match import distance_matrix
+    from allinone.decide.distance import distance_matrix
     rng = np.random.default_rng(7)
     base = 40 * rng.normal(size=(C, P)).astype(np.float32)
     noise = 0.003 if metric == "euc" else 0.03  # cos: distances about float32's resolution of 1 - u.v
@@ -191,3 +191,30 @@ def test_the_bounds_rule_out_most_of_a_clustered_gallery(metric):
         assert truth <= set(index.track_ids[hits.within].tolist())
         assert hits.looked_at < len(g) / 2, hits.looked_at  # lists skipped whole
         assert len(hits.within) < len(g) / 10, len(hits.within)  # and few tracks measured
+
+
+def test_the_live_lookup_keeps_its_index_and_reloads_it_only_when_the_file_changes(tmp_path, monkeypatch):
+    g, probes = _adversarial(_gallery(300), "euc")
+    cfg = SearchConfig(exact_limit=50, shortlist=1, bound_dims=3, sample=100)
+    with _store(tmp_path, g, "euc"):
+        pass
+    read = []  # every time an index is read from its file or built
+    real_load, real_build = BoundIndex.load.__func__, BoundIndex.build.__func__
+    monkeypatch.setattr(BoundIndex, "load", classmethod(lambda cls, *a, **k: read.append("load")
+                                                        or real_load(cls, *a, **k)))
+    monkeypatch.setattr(BoundIndex, "build", classmethod(lambda cls, *a, **k: read.append("build")
+                                                         or real_build(cls, *a, **k)))
+    t = _threshold(probes[0], g, "euc")
+    with GalleryStore(tmp_path / "big-euc.sqlite", readonly=True) as live:
+        find = live.lookup(cfg, "euc", t, 10)
+        for k in range(6):  # six decisions of a stream
+            find([Embedding("live", k, probes[k % len(probes)], 30, 0, 29)])
+        assert read == ["build"]  # built once (no file yet), never read again while the file is unchanged
+        with GalleryStore(tmp_path / "big-euc.sqlite") as writer:  # someone enrols beside the stream
+            writer.add([Enrolment("New", "synthetic", [TrackResult(1, 0, 9, 30, 30, {},
+                                                                  Embedding("s", 1, g[3], 30, 0, 9))])],
+                       ModelInfo("ab" * 32, "m.pt", "gaitbase", "euc"))
+        for k in range(3):
+            found = find([Embedding("live", 10 + k, g[3], 30, 0, 29)])
+        assert read == ["build", "load", "build"]  # stale: its file read once (stale too), built again, then kept
+        assert "New" in {i.name for i in found}
