@@ -67,6 +67,11 @@ class RunPairs:
     duplicates: int
 
 
+def track_key(e: Embedding) -> tuple[str, int]:
+    """The key of a track in the run's impostor pairs."""
+    return (e.video, e.track_id)
+
+
 def is_duplicate(shared: int, dup: int) -> bool:
     return dup * 2 > shared
 
@@ -122,4 +127,4 @@ def run_pairs(embeddings: list[Embedding], together: list[list], identities: lis
     return RunPairs(d, keys, n_seen, n_gallery, duplicates)
 
 
-__all__ = ["CoVisibility", "DUPLICATE_IOU", "GALLERY_CAP", "RunPairs", "is_duplicate", "run_pairs"]
+__all__ = ["CoVisibility", "DUPLICATE_IOU", "GALLERY_CAP", "RunPairs", "is_duplicate", "run_pairs", "track_key"]
