@@ -229,11 +229,13 @@ def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
         if getattr(args, "lr_model", None) is not None:
             from allinone.commands.calibrate_lr import embedding_of, evaluation_lr_outputs
             lr_summary = evaluation_lr_outputs(writer.dir, args.lr_model, d.feature, d.label, metric, sha,
-                                               embedding_of(metrics), sha256_path(writer.path("embeddings.npz")))
+                                               embedding_of(metrics), sha256_path(writer.path("embeddings.npz")),
+                                               str(args.dataset))
             writer.path("lr_validation.json").write_text(json.dumps(lr_summary, indent=2, allow_nan=False) + "\n",
                                                          encoding="utf-8")
             metrics["lr_validation"] = {k: lr_summary[k] for k in ("cllr", "cllr_min", "cllr_cal", "eer")} | {
-                "file": "lr_validation.json"}
+                "file": "lr_validation.json", "held_out": lr_summary["model"]["held_out"],
+                "note": lr_summary["model"]["note"]}
         table = format_table(metrics, res.table)
         writer.path("table.txt").write_text(table + "\n", encoding="utf-8")
         metrics = finite_or_null(metrics)  # undefined cells (NaN) are null: metrics.json is strict JSON

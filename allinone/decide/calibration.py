@@ -138,7 +138,7 @@ def read_calibration(path: Path) -> dict:
 
 
 def load_calibration(path: Path, checkpoint_sha256: str | None, metric: str,
-                     embedding: str | None = None) -> Calibration:
+                     embedding: str | None = None, found: str = "given") -> Calibration:
     """A calibration file, after checking it was made for this checkpoint, metric and embedding."""
     rec = read_calibration(path)
     if checkpoint_sha256 and rec.get("checkpoint_sha256") != checkpoint_sha256:
@@ -148,7 +148,7 @@ def load_calibration(path: Path, checkpoint_sha256: str | None, metric: str,
         raise UserError(f"made for the {rec.get('metric')} metric, not {metric}", path)
     if embedding and rec.get("embedding", "embed_1") != embedding:
         raise UserError(f"made with the {rec.get('embedding', 'embed_1')} embedding, not {embedding}", path)
-    detail = {"file": str(path), "dataset": rec.get("dataset"), "protocol": rec.get("protocol")}
+    detail = {"file": str(path), "found": found, "dataset": rec.get("dataset"), "protocol": rec.get("protocol")}
     if "impostor" in rec:
         return Calibration(impostor_source(rec, path), None, detail)
     value = rec.get("threshold")
@@ -173,7 +173,10 @@ def find_calibration(explicit: str | None, checkpoint: str | None, checkpoint_sh
         near = beside(checkpoint)
         if near.is_file():
             try:
-                return load_calibration(near, checkpoint_sha256, metric, embedding)
+                cal = load_calibration(near, checkpoint_sha256, metric, embedding, "found beside the checkpoint")
+                log.info("%s: calibration file found beside the checkpoint: its impostor evidence joins the "
+                         "threshold's", near)
+                return cal
             except UserError as exc:
                 log.warning("%s: ignored", exc)
     return None

@@ -119,7 +119,8 @@ def gather_evidence(embeddings: list[Embedding], together: list[list], identitie
     if cal is not None:
         sources.append(cal)
         account["sources"]["calibration"] = {"file": calibration.detail.get("file"), "pairs": cal.count,
-                                             "independent": cal.independent}
+                                             "independent": cal.independent,
+                                             "found": calibration.detail.get("found", "given")}
     ev = Evidence(sources)
     account["pairs"], account["independent_pairs"] = ev.n, ev.n_eff
     return ev, account

@@ -317,7 +317,7 @@ def test_calibrate_stores_the_impostor_distribution_and_a_run_uses_it(evaluation
     t = json.loads((tmp_path / "runs/cal/run.json").read_text())["threshold"]
     # the calibration's 1152 pairs join the run's own impostor evidence; the threshold is chosen for this gallery
     assert t["basis"] == "auto" and t["evidence"]["sources"]["calibration"] == {
-        "file": str(cal), "pairs": 1152, "independent": 2}
+        "file": str(cal), "pairs": 1152, "independent": 2, "found": "given"}
     assert t["evidence"]["pairs"] >= 1152 and t["fpir"]["supported"] is False and "cannot show" in t["statement"]
     # refused by name for another checkpoint
     torch.manual_seed(2)
