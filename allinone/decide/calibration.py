@@ -49,7 +49,8 @@ def impostor_record(distances: np.ndarray, independent: int) -> dict:
     """The ``impostor`` field of a calibration file from all impostor distances of a dataset."""
     d = np.sort(np.asarray(distances, np.float64))
     p = np.linspace(0.0, 1.0, 101)
-    return {"count": int(len(d)), "independent": int(independent), "independent_unit": UNIT, "lowest": [float(x) for x in d[:LOWEST]],
+    return {"count": int(len(d)), "independent": int(independent), "independent_unit": UNIT,
+            "lowest": [float(x) for x in d[:LOWEST]],
             "quantiles": {"p": [round(float(x), 2) for x in p],
                           "d": [float(x) for x in np.quantile(d, p)] if len(d) else []}}
 

@@ -14,9 +14,9 @@ LR = P(distance | same person) / P(distance | different persons). Two fits:
 
 Both are clipped to the model's bounds (ELUB, Vergeer et al. 2016), so no LR exceeds what the fitted data support.
 
-The verbal scale is the ENFSI Guideline for Evaluative Reporting in Forensic Science (2015): an LR of 2–10 gives weak
-support, 10–100 moderate, 100–1,000 moderately strong, 1,000–10,000 strong, 10,000–1,000,000 very strong and from
-1,000,000 extremely strong support to one proposition over the other. Between 1 and 2 the findings give no support
+The verbal scale is the ENFSI Guideline for Evaluative Reporting in Forensic Science (2015): an LR of 2–10 gives
+weak support, 10–100 moderate, 100–1,000 moderately strong, 1,000–10,000 strong, 10,000–1,000,000 very strong and
+from 1,000,000 extremely strong support to one proposition over the other. Between 1 and 2 the findings give no support
 worth the name (ENFSI's weak support starts at 2): that is a band of its own, "no support". Each band holds from
 its lower edge (inclusive) to the next edge (exclusive); below 1 the same bands with 1/LR support the other
 proposition (the edges compared as LR <= 1/edge, exact for these edges), and an LR of exactly 1 supports neither.
