@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a calibration file from python main.py calibrate (default: <checkpoint stem>.calibration"
                         ".json beside the gait checkpoint, when there is one); --threshold D overrides it")
     p.add_argument("--lr-model", default="", metavar="FILE",
-                   help="an LR model from calibrate --lr: each decision's distance also gets its likelihood ratio "
-                        "and verbal equivalent (run.json matches[].lr, lr_verbal; the report)")
+                   help="refused on a run: a likelihood ratio belongs to one designated comparison (python main.py "
+                        "compare), not to a search's nearest of N identities")
     p.add_argument("--identity", action="append", type=parse_identity, default=[], metavar="NAME=ID[,ID...]",
                    help="name a gallery person and give them one or more gallery track ids (repeat for several); "
                         "other gallery tracks are identities of their own, G<id>")
@@ -203,6 +203,9 @@ def _main(argv: list[str]) -> int:
     _setup_logging(args.quiet)
     from allinone.commands.run import run
     try:
+        if args.lr_model:
+            from allinone.decide.lr_model import NOT_FOR_SEARCH
+            raise UserError(NOT_FOR_SEARCH)
         check_named(tuple(args.identity))
         result = run(config_from_args(args))
     except UserError as exc:

@@ -129,8 +129,6 @@ class MatchConfig:
     # A calibration file (python main.py calibrate) whose impostor distances join the evidence. Empty: the one
     # beside the gait checkpoint (<stem>.calibration.json), if any.
     calibration: str = ""
-    # An LR model (python main.py calibrate --lr): each decision's distance also gets its likelihood ratio.
-    lr_model: str = ""
     # The assignment's integer program (decide/assign.py) is exact up to this many seconds per probe video; a dense
     # crowd over a long video can take minutes more, so past it the best assignment found (or the rounded linear
     # relaxation, if better) is taken and its gap to the optimum's bound is recorded in run.json "assignment".
@@ -138,6 +136,17 @@ class MatchConfig:
     # A decision's ranking (run.json, matches.csv, the report's runners-up) keeps its nearest this many identities;
     # every distance is in the binary file beside run.json (distances.npz), read by tools and the heat map.
     ranking_kept: int = 10
+
+
+@dataclass(frozen=True)
+class EvidenceConfig:
+    """When compare's report may call the gait checkpoint validated (decide/lr_model.py checkpoint_validation): its
+    LR model file must hold a held-out validation (cross-validation by identity) of this very checkpoint over at
+    least `min_identities` people with a held-out Cllr below `max_cllr` (1 is an LR that says nothing; a lab sets
+    its own bar here). Fewer people cannot show how LRs behave for people not in the data."""
+
+    min_identities: int = 50
+    max_cllr: float = 0.5
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,6 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
                         trust_checkpoint=a.trust_checkpoint, embedding=getattr(a, "embedding", "auto")),
         match=MatchConfig(metric=getattr(a, "metric", "auto"), threshold=getattr(a, "threshold", None),
                           min_frames=a.min_frames, calibration=getattr(a, "calibration", ""),
-                          lr_model=str(getattr(a, "lr_model", None) or ""),
                           target_fpir=getattr(a, "target_fpir", MatchConfig().target_fpir)),
         identities=tuple(getattr(a, "identity", ())),
         live=LiveConfig(duration_s=getattr(a, "duration", 0.0), reconnect_s=getattr(a, "reconnect", 30.0),

@@ -109,7 +109,7 @@ def fit_from_evaluation(evaluation: Path, method: str, folds: int, out_dir: Path
         raise UserError(f"cannot validate: {exc}", evaluation) from None
     validation = write_validation(out_dir, lrs, pairs, f"{method}, {evaluation.name} (held out by identity)")
     validation["cross_validation"] = how
-    fit = fit_lr(pairs.distance, pairs.mated, pairs.weight, method)
+    fit = fit_lr(pairs.distance, pairs.mated, pairs.weight, method, units=pairs.units())
     cond = conditions(emb)
     record = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -160,11 +160,39 @@ def calibrate_lr_command(argv: list[str]) -> int:
     return 0
 
 
+def overlap_with_fit(record: dict, labels: np.ndarray, dataset_root: str | None,
+                     embeddings_sha256: str | None) -> dict:
+    """How far an evaluation is the LR model's own fitting data: the identities both hold (by label), whether the
+    dataset root and the embeddings are the same. ``held_out`` only when no identity is shared: a pair of people the
+    model was fitted on is an in-sample figure whatever the sequences."""
+    data = record.get("data") or {}
+    fitted = set(data.get("identity_labels") or [])
+    here = set(np.asarray(labels).astype(str).tolist())
+    shared = sorted(fitted & here)
+    same_root = bool(dataset_root and data.get("dataset") and
+                     Path(str(data["dataset"])).resolve() == Path(dataset_root).resolve())
+    same_emb = bool(embeddings_sha256 and data.get("embeddings_sha256") == embeddings_sha256)
+    known = bool(fitted)
+    held_out = known and not shared and not same_emb
+    if held_out:
+        note = None
+    elif not known:
+        note = ("the model file lists no identity labels, so whether these people were in its fit is unknown: not "
+                "shown to be held out")
+    else:
+        note = (f"not held out: {len(shared)} of these {len(here)} identities were in the model's fit"
+                + (" (the same embeddings)" if same_emb else "") + (", from the same dataset" if same_root else "")
+                + "; these figures are in-sample")
+    return {"held_out": held_out, "shared_identities": len(shared), "identities": len(here),
+            "same_dataset_root": same_root, "same_embeddings": same_emb, "note": note}
+
+
 def evaluation_lr_outputs(out_dir: Path, model_path: Path, features: np.ndarray, labels: np.ndarray, metric: str,
                           checkpoint_sha256: str, embedding: str = "embed_1",
-                          embeddings_sha256: str | None = None) -> dict:
+                          embeddings_sha256: str | None = None, dataset_root: str | None = None) -> dict:
     """``evaluate --lr-model``: the model's LRs on every pair of this evaluation, their figures (lr_tippett.png,
-    lr_ece.png) and summary; the model is refused if it is for another checkpoint, metric or embedding."""
+    lr_ece.png) and summary, with whether these people were held out from the model's fit (overlap_with_fit; a
+    warning when not); the model is refused if it is for another checkpoint, metric or embedding."""
     from allinone.decide.lr_model import read_lr_model
     from allinone.evaluate.lr import pairs_from_embeddings
     model = read_lr_model(model_path)
@@ -180,13 +208,13 @@ def evaluation_lr_outputs(out_dir: Path, model_path: Path, features: np.ndarray,
         (tmp / name).replace(out_dir / f"lr_{name}")
     tmp.rmdir()
     summary["files"] = {"tippett": "lr_tippett.png", "ece": "lr_ece.png"}
-    same_data = model.record.get("data", {}).get("embeddings_sha256")
+    overlap = overlap_with_fit(model.record, labels, dataset_root, embeddings_sha256)
+    if overlap["note"]:
+        log.warning("%s: %s", model_path, overlap["note"])
     summary["model"] = {"file": str(model_path), "method": model.fit.method,
-                        "fitted_on": model.record.get("data", {}).get("name"),
-                        "note": "the model was fitted on these same embeddings: not held apart" if same_data and
-                        same_data == embeddings_sha256 else None}
+                        "fitted_on": model.record.get("data", {}).get("name"), **overlap}
     return summary
 
 
 __all__ = ["calibrate_lr_command", "calibrate_lr_parser", "evaluation_lr_outputs", "fit_from_evaluation",
-           "read_evaluation", "write_validation"]
+           "overlap_with_fit", "read_evaluation", "write_validation"]

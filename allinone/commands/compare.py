@@ -42,9 +42,6 @@ def compare_parser() -> argparse.ArgumentParser:
                    help="the questioned video's track to compare (default: its longest usable one)")
     p.add_argument("--ref-track", type=positive_int, default=None, metavar="N",
                    help="the reference video's track (default: its longest usable one)")
-    p.add_argument("--validated-checkpoint", action="store_true",
-                   help="state that the gait checkpoint is one you have validated for casework (otherwise the "
-                        "report carries a warning that its numbers are not evidence)")
     p.add_argument("--no-pdf", action="store_true", help="write the HTML report only")
     p.add_argument("--output", type=Path, default=Path("output"), metavar="DIR")
     p.add_argument("--name", default=None, metavar="NAME")
@@ -106,7 +103,7 @@ def compare(args: argparse.Namespace) -> tuple[Path, dict]:
     from allinone import __version__
     from allinone.commands.args import config_from_args
     from allinone.commands.run import run
-    from allinone.decide.lr_model import read_lr_model, verbal
+    from allinone.decide.lr_model import checkpoint_validation, read_lr_model, verbal
     from allinone.decide.distance import distance_matrix
     from allinone.evaluate.validation import tippett_plot
     from allinone.io.run_folder import RunWriter, sha256_path
@@ -127,10 +124,13 @@ def compare(args: argparse.Namespace) -> tuple[Path, dict]:
     config = resolve_models(config)
     gait_sha = sha256_path(config.gait.model)
     model.check_for(gait_sha, model.metric)
+
+    def models_ready(stages) -> None:  # the embedding is known once the checkpoint is loaded, before any video
+        model.check_for(gait_sha, model.metric, getattr(stages.embedder, "embedding", "embed_1"))
     shas = {"questioned": sha256_path(args.questioned), "reference": sha256_path(args.reference)}
     default = f"compare-{args.questioned.stem}-{args.reference.stem}"
     with RunWriter(args.output, args.name, default=default) as writer:
-        result = run(replace(config, output=writer.dir, name="pipeline"))
+        result = run(replace(config, output=writer.dir, name="pipeline"), models_ready=models_ready)
         q_video, r_video = result.videos
         qt = pick_track(q_video, args.track, config.match.min_frames, "--track")
         rt = pick_track(r_video, args.ref_track, config.match.min_frames, "--ref-track")
@@ -148,6 +148,7 @@ def compare(args: argparse.Namespace) -> tuple[Path, dict]:
             tippett_plot(curves, writer.path("tippett_case.png"), math.log10(lr),
                          title=f"validation data ({model.record['data']['name']}, held out) and this comparison")
         weights = result.manifest["weights"]
+        validation = checkpoint_validation(model.record, gait_sha)
         rec = {
             "version": 1, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "allinone_version": __version__,
@@ -164,7 +165,7 @@ def compare(args: argparse.Namespace) -> tuple[Path, dict]:
                          "fitted_on": model.record.get("data"), "validation": {
                              k: model.record.get("validation", {}).get(k)
                              for k in ("cllr", "cllr_min", "cllr_cal", "eer", "misleading", "cross_validation")}},
-            "checkpoint_validated": bool(args.validated_checkpoint),
+            "checkpoint_validated": validation["validated"], "checkpoint_validation": validation,
             "models": {**weights, "gait": {**weights.get("gait", {})}},
             "settings": result.manifest["settings"], "device": result.manifest["device"],
             "platform": result.manifest["platform"],
@@ -197,8 +198,8 @@ def compare_command(argv: list[str]) -> int:
           f"{rec['distance']:.4g} ({rec['metric']}), LR {rec['lr']:.3g} (log10 {rec['log10_lr']:.2f}): "
           f"{rec['lr_verbal']}")
     if not rec["checkpoint_validated"]:
-        print(f"warning: gait checkpoint sha256 {rec['models']['gait'].get('sha256')} is not marked validated: "
-              "these numbers are not evidence", file=sys.stderr)
+        print(f"warning: gait checkpoint sha256 {rec['models']['gait'].get('sha256')} has no validation on record "
+              f"({rec['checkpoint_validation']['reason']}): these numbers are not evidence", file=sys.stderr)
     print(out / REPORT)
     return 0
 

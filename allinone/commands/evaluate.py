@@ -86,17 +86,18 @@ def _cmc(dist: np.ndarray, probe_y: np.ndarray, gallery_y: np.ndarray, max_rank:
     return [float((first < r).mean()) for r in range(1, k + 1)]
 
 
-def independent_impostors(probe: np.ndarray, gallery: np.ndarray, labels: np.ndarray, used: set[int]) -> int:
-    """Impostor pairs (probe, gallery sequence of another label) taken greedily so that each sequence is in at
-    most one of them (also across the calls sharing ``used``): probes in order, each with the first free gallery
-    sequence of another label."""
+def independent_impostors(probe: np.ndarray, gallery: np.ndarray, labels: np.ndarray, used: set) -> int:
+    """Disjoint pairs of people among the impostor pairs (probe, gallery sequence of another label): the sequences
+    of one person are alike, so independence is counted in people (decide/fpir.py). Greedy: probe labels in order,
+    each with the first free gallery label of another person; ``used`` (labels) is shared across calls, since the
+    conditions of one evaluation are the same people."""
     n = 0
-    free = [int(g) for g in gallery if int(g) not in used]
-    for p in (int(x) for x in probe):
+    free = [g for g in dict.fromkeys(str(labels[int(i)]) for i in gallery) if g not in used]
+    for p in dict.fromkeys(str(labels[int(i)]) for i in probe):
         if p in used:
             continue
         for i, g in enumerate(free):
-            if g != p and labels[g] != labels[p]:
+            if g != p and g not in used:
                 used.update((p, g))
                 free.pop(i)
                 n += 1
@@ -126,6 +127,7 @@ def impostor_tables(conditions, feature: np.ndarray, labels: np.ndarray, metric:
 
 def _table(name: str, rec: dict) -> dict[str, np.ndarray]:
     return {f"{name}.lowest": np.asarray(rec["lowest"]), f"{name}.count": np.asarray(rec["count"]),
+            f"{name}.unit": np.asarray(rec["independent_unit"]),
             f"{name}.independent": np.asarray(rec["independent"]), f"{name}.p": np.asarray(rec["quantiles"]["p"]),
             f"{name}.d": np.asarray(rec["quantiles"]["d"])}
 
@@ -230,11 +232,13 @@ def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
         if getattr(args, "lr_model", None) is not None:
             from allinone.commands.calibrate_lr import embedding_of, evaluation_lr_outputs
             lr_summary = evaluation_lr_outputs(writer.dir, args.lr_model, d.feature, d.label, metric, sha,
-                                               embedding_of(metrics), sha256_path(writer.path("embeddings.npz")))
+                                               embedding_of(metrics), sha256_path(writer.path("embeddings.npz")),
+                                               str(args.dataset))
             writer.path("lr_validation.json").write_text(json.dumps(lr_summary, indent=2, allow_nan=False) + "\n",
                                                          encoding="utf-8")
             metrics["lr_validation"] = {k: lr_summary[k] for k in ("cllr", "cllr_min", "cllr_cal", "eer")} | {
-                "file": "lr_validation.json"}
+                "file": "lr_validation.json", "held_out": lr_summary["model"]["held_out"],
+                "note": lr_summary["model"]["note"]}
         table = format_table(metrics, res.table)
         writer.path("table.txt").write_text(table + "\n", encoding="utf-8")
         metrics = finite_or_null(metrics)  # undefined cells (NaN) are null: metrics.json is strict JSON
@@ -389,11 +393,14 @@ def calibrate(evaluation: Path, target: float, condition: str | None, out: Path 
     key = condition or "all"
     if not len(non) or not len(mated) or f"{key}.count" not in imp or not int(imp[f"{key}.count"]):
         raise UserError("this evaluation has no mated and non-mated searches to calibrate on", evaluation)
+    if f"{key}.unit" not in imp:
+        raise UserError("impostors.npz counts independent pairs by sequences (an evaluation from an older version): "
+                        "evaluate again", evaluation)
     impostor = {"count": int(imp[f"{key}.count"]), "independent": int(imp[f"{key}.independent"]),
+                "independent_unit": str(imp[f"{key}.unit"]),
                 "lowest": [float(x) for x in imp[f"{key}.lowest"]],
                 "quantiles": {"p": [float(x) for x in imp[f"{key}.p"]], "d": [float(x) for x in imp[f"{key}.d"]]},
-                "independence": "each sequence in at most one pair (a greedy matching of probes to gallery "
-                                "sequences of other people)"}
+                "independence": "disjoint pairs of people (a greedy matching of probe people to gallery people)"}
     # the evaluation's own gallery size: its searches compare each probe with every gallery sequence
     sizes = m.get("gallery_sequences") or {}
     n_gallery = sizes.get(key) or max([v for c, v in sizes.items() if c in conds] or [0]) or None
@@ -439,8 +446,8 @@ def calibrate_command(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     imp = rec["impostor"]
-    print(f"{imp['count']} impostor pairs ({imp['independent']} independent), {rec['metric']}, "
-          f"{rec['embedding']}")
+    print(f"{imp['count']} impostor pairs ({imp['independent']} independent: disjoint pairs of people), "
+          f"{rec['metric']}, {rec['embedding']}")
     if "threshold" in rec:
         est = rec["estimated_fpir"]
         print(f"for this evaluation's gallery of {rec['gallery_size']}: threshold {rec['threshold']:.6g} for FPIR "

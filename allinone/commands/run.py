@@ -17,7 +17,6 @@ from allinone.config import RunConfig
 from allinone.decide.calibration import find_calibration
 from allinone.decide.identities import gallery_identities
 from allinone.decide.calibration import Calibration, load_calibration, read_calibration
-from allinone.decide.lr_model import add_lrs, read_lr_model
 from allinone.decide.threshold import Threshold, check_threshold, resolve_threshold, without_threshold
 from allinone.errors import UserError
 from allinone.io.devices import resolve_device
@@ -165,9 +164,10 @@ def _live(src, name: str, results: list[VideoResult], config: RunConfig, stages:
     return (identities, usable, threshold, decisions), {name: {"outputs": outputs, "stats": stats}}
 
 
-def run(config: RunConfig) -> RunResult:
+def run(config: RunConfig, models_ready=None) -> RunResult:
     """Process the gallery (video or file) and every probe video; write the run folder; return where it is, its
-    manifest and the per-video results."""
+    manifest and the per-video results. ``models_ready(stages)``: a caller's check of the loaded models (compare:
+    the LR model's embedding), run before any video is processed."""
     if (config.gallery is None) == (config.gallery_db is None):
         raise UserError("give a gallery video or a gallery file (--gallery or --gallery-db), one of them")
     inputs = ([(config.gallery, "gallery")] if config.gallery is not None else []) + \
@@ -187,7 +187,6 @@ def run(config: RunConfig) -> RunResult:
         check_threshold(config.match.threshold, config.match.metric)
     if config.match.calibration and not config.track_only:  # its form and checkpoint, before any model loads
         _check_calibration_early(Path(config.match.calibration), config.gait.model)
-    lr_model = read_lr_model(config.match.lr_model) if config.match.lr_model and not config.track_only else None
     check_models_given(config)
     store = None
     if config.gallery_db is not None and not config.track_only:
@@ -208,8 +207,8 @@ def run(config: RunConfig) -> RunResult:
             if stages.matcher is not None:  # evidence for the FPIR of a given threshold too
                 calibrated = find_calibration(config.match.calibration, config.gait.model, gait_sha,
                                               config.match.metric, getattr(stages.embedder, "embedding", None))
-            if lr_model is not None and stages.embedder is not None:
-                lr_model.check_for(gait_sha, config.match.metric)  # before any video is processed
+            if models_ready is not None:
+                models_ready(stages)  # the caller's checks of the loaded models, before any video is processed
             results: list[VideoResult] = []
             for src, (path, role), name in zip(sources, inputs, names):
                 if is_stream(path):
@@ -280,8 +279,6 @@ def run(config: RunConfig) -> RunResult:
                             pictures.setdefault(("gallery", tid), {})[key] = rel
                 extra.update(mf.decisions_entries(identities, usable, threshold, decisions, writer, spans,
                                                   pictures))
-                if lr_model is not None:
-                    extra["lr_model"] = add_lrs(extra["matches"], lr_model)
                 if not live:  # (a stream's decisions are many small ones, as it plays)
                     extra["assignment"] = mf.assignment_entry(config.match.solve_seconds, stages.matcher.solved)
                     extra.update(mf.write_distances(writer, stages.matcher.names, stages.matcher.distances))

@@ -1,7 +1,9 @@
 """Calibration files: the impostor distance distribution of a labelled dataset, tied to one checkpoint and metric
 (and embedding), so that a run with a gallery of any size can choose its threshold for a target FPIR from it.
 
-Version 2 (``impostor``): ``count`` impostor pairs, ``independent`` of them (each sequence in at most one pair),
+Version 2 (``impostor``): ``count`` impostor pairs, ``independent`` of them counted in people (``independent_unit``
+"people": disjoint pairs of the dataset's people, decide/fpir.py; a file without it counted sequences, which claims
+support the data do not have, and is refused),
 ``lowest``: the smallest distances, sorted and exact (up to LOWEST of them), ``quantiles``: ``p`` and ``d``, the
 distribution at every percent, for distances beyond the stored ones. It also keeps the threshold for the target
 FPIR at the evaluation's own gallery size, for reference. Version 1 files (a threshold only) still load, with a
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 KIND = "allinone-calibration"
 LOWEST = 20_000
+UNIT = "people"
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,8 @@ def impostor_record(distances: np.ndarray, independent: int) -> dict:
     """The ``impostor`` field of a calibration file from all impostor distances of a dataset."""
     d = np.sort(np.asarray(distances, np.float64))
     p = np.linspace(0.0, 1.0, 101)
-    return {"count": int(len(d)), "independent": int(independent), "lowest": [float(x) for x in d[:LOWEST]],
+    return {"count": int(len(d)), "independent": int(independent), "independent_unit": UNIT,
+            "lowest": [float(x) for x in d[:LOWEST]],
             "quantiles": {"p": [round(float(x), 2) for x in p],
                           "d": [float(x) for x in np.quantile(d, p)] if len(d) else []}}
 
@@ -68,6 +72,9 @@ def impostor_source(rec: dict, path: Path) -> Source:
     for name, v in (("impostor.count", count), ("impostor.independent", ind)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise UserError(f"{name} must be a whole number >= 0", path)
+    if imp.get("independent_unit") != UNIT:
+        raise UserError("impostor.independent counts sequences, not people (a file from an older calibrate): its "
+                        "FPIR intervals would claim support the data do not have; calibrate again", path)
     lowest = _numbers(imp.get("lowest"), "impostor.lowest", path)
     if len(lowest) > count or ind > count or np.any(np.diff(lowest) < 0):
         raise UserError("impostor.lowest must be sorted and no longer than impostor.count, impostor.independent "
@@ -133,7 +140,7 @@ def read_calibration(path: Path) -> dict:
 
 
 def load_calibration(path: Path, checkpoint_sha256: str | None, metric: str,
-                     embedding: str | None = None) -> Calibration:
+                     embedding: str | None = None, found: str = "given") -> Calibration:
     """A calibration file, after checking it was made for this checkpoint, metric and embedding."""
     rec = read_calibration(path)
     if checkpoint_sha256 and rec.get("checkpoint_sha256") != checkpoint_sha256:
@@ -143,7 +150,7 @@ def load_calibration(path: Path, checkpoint_sha256: str | None, metric: str,
         raise UserError(f"made for the {rec.get('metric')} metric, not {metric}", path)
     if embedding and rec.get("embedding", "embed_1") != embedding:
         raise UserError(f"made with the {rec.get('embedding', 'embed_1')} embedding, not {embedding}", path)
-    detail = {"file": str(path), "dataset": rec.get("dataset"), "protocol": rec.get("protocol")}
+    detail = {"file": str(path), "found": found, "dataset": rec.get("dataset"), "protocol": rec.get("protocol")}
     if "impostor" in rec:
         return Calibration(impostor_source(rec, path), None, detail)
     value = rec.get("threshold")
@@ -168,7 +175,10 @@ def find_calibration(explicit: str | None, checkpoint: str | None, checkpoint_sh
         near = beside(checkpoint)
         if near.is_file():
             try:
-                return load_calibration(near, checkpoint_sha256, metric, embedding)
+                cal = load_calibration(near, checkpoint_sha256, metric, embedding, "found beside the checkpoint")
+                log.info("%s: calibration file found beside the checkpoint: its impostor evidence joins the "
+                         "threshold's", near)
+                return cal
             except UserError as exc:
                 log.warning("%s: ignored", exc)
     return None

@@ -7,10 +7,16 @@ is within t) and the N comparisons taken as independent,
 
     FPIR(t) = 1 - (1 - F(t))^N,   and for a target FPIR x the per-pair rate is  f* = 1 - (1 - x)^(1/N).
 
-F is estimated from n impostor pairs as k(t)/n (k: pairs within t). Pairs that share a track are not independent,
-so the interval is a Clopper-Pearson interval for a binomial of n_eff trials (the independent pairs: a matching in
-which each track is in at most one pair) with the same rate, k_eff = n_eff k/n successes (a beta quantile takes a
-fractional count). FPIR is increasing in F, so the interval's ends go through the formula as they are.
+F is estimated from n impostor pairs as k(t)/n (k: pairs within t). The pairs are not independent: the sequences
+or tracks of one person are alike, so every pair of the same two people moves together, and what varies from one
+sample of people to the next is the people. The interval is therefore counted in people: a Clopper-Pearson interval
+for a binomial of n_eff trials with the same rate, k_eff = n_eff k/n successes (a beta quantile takes a fractional
+count), where n_eff is the number of disjoint pairs of people (a matching in which each person is in at most one
+pair; floor(P/2) for P people). The rate over every pair of P people is a U-statistic of order 2 in the people, and
+Hoeffding (1963) showed such a statistic is at least as concentrated as the mean of floor(P/2) independent terms in
+[0, 1], which is in turn at least as concentrated as a binomial of floor(P/2) trials: so the interval errs wide, and
+tests/decide/test_fpir.py measures its coverage by simulation. FPIR is increasing in F, so the interval's ends go
+through the formula as they are.
 
 The threshold is the largest candidate (the observed distances, and just below the nearest) whose 95% upper FPIR
 bound is within the target ("supported"); where none is, the largest whose estimate is within it, marked
@@ -143,6 +149,17 @@ class Evidence:
         return int(math.ceil(math.log((1 - LEVEL) / 2) / math.log1p(-f)))
 
 
+def independent_people(pairs) -> int:
+    """The disjoint pairs of people among impostor pairs given as (person a, person b, scope): within each scope
+    (where distinct keys are known to be distinct people) a greedy matching of people; over scopes, the largest, since
+    one person may be in several scopes (walk in several videos) and pairs of different scopes may share them."""
+    by_scope: dict = {}
+    for a, b, scope in pairs:
+        if a != b:
+            by_scope.setdefault(scope, {})[(a, b) if repr(a) <= repr(b) else (b, a)] = None
+    return max((greedy_independent(list(p)) for p in by_scope.values()), default=0)
+
+
 def greedy_independent(pairs: list[tuple]) -> int:
     """The size of a greedy matching over ``pairs`` (a, b) of hashable track keys: pairs taken in order, each
     track in at most one taken pair (at least half the largest such set)."""
@@ -157,4 +174,4 @@ def greedy_independent(pairs: list[tuple]) -> int:
 
 
 __all__ = ["Estimate", "Evidence", "LEVEL", "Source", "clopper_pearson", "fpir_from_rate", "greedy_independent",
-           "rate_for_fpir"]
+           "independent_people", "rate_for_fpir"]

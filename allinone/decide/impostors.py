@@ -67,6 +67,7 @@ class RunPairs:
     seen_together: int
     gallery: int
     duplicates: int
+    identity_of: dict[tuple[str, str, int], int]  # a gallery member's key → its identity's index
 
 
 RUN, STORED = "run", "stored"
@@ -106,10 +107,13 @@ def run_pairs(embeddings: list[Embedding], together: list[list], identities: lis
     n_seen = len(pairs)
     members: list[tuple[int, tuple, Embedding]] = []
     run = dict(by_key)
+    identity_of: dict[tuple[str, str, int], int] = {}
     for i, ident in enumerate(identities):
         for m in ident.members:
+            key = _member_key(m, run)
+            identity_of[key] = i
             if m.n_frames >= min_frames and len(members) < GALLERY_CAP:
-                members.append((i, _member_key(m, run), m))
+                members.append((i, key, m))
     for _, k, m in members:  # each key with its own track's feature, whatever order a pair's keys sort in
         by_key.setdefault(k, m)
     n_gallery = 0
@@ -125,7 +129,7 @@ def run_pairs(embeddings: list[Embedding], together: list[list], identities: lis
             n_gallery += 1
     keys = list(pairs)
     if not keys:
-        return RunPairs(np.zeros(0), [], 0, 0, duplicates)
+        return RunPairs(np.zeros(0), [], 0, 0, duplicates, identity_of)
     rows: dict[tuple, list[int]] = {}
     for i, (a, _) in enumerate(keys):
         rows.setdefault(a, []).append(i)
@@ -133,7 +137,7 @@ def run_pairs(embeddings: list[Embedding], together: list[list], identities: lis
     for a, idx in rows.items():  # one row of distances per first track: memory stays one row wide
         other = np.stack([by_key[keys[i][1]].feature for i in idx])
         d[idx] = distance_matrix(by_key[a].feature[None], other, metric)[0]
-    return RunPairs(d, keys, n_seen, n_gallery, duplicates)
+    return RunPairs(d, keys, n_seen, n_gallery, duplicates, identity_of)
 
 
 __all__ = ["CoVisibility", "DUPLICATE_IOU", "GALLERY_CAP", "RUN", "RunPairs", "STORED", "is_duplicate", "run_pairs"]

@@ -14,10 +14,12 @@ LR = P(distance | same person) / P(distance | different persons). Two fits:
 
 Both are clipped to the model's bounds (ELUB, Vergeer et al. 2016), so no LR exceeds what the fitted data support.
 
-The verbal scale is the ENFSI Guideline for Evaluative Reporting in Forensic Science (2015): an LR of 2–10 gives weak
-support, 10–100 moderate, 100–1,000 moderately strong, 1,000–10,000 strong, 10,000–1,000,000 very strong and above
-1,000,000 extremely strong support to one proposition over the other; below 1 the same bands with 1/LR support the
-other proposition.
+The verbal scale is the ENFSI Guideline for Evaluative Reporting in Forensic Science (2015): an LR of 2–10 gives
+weak support, 10–100 moderate, 100–1,000 moderately strong, 1,000–10,000 strong, 10,000–1,000,000 very strong and
+from 1,000,000 extremely strong support to one proposition over the other. Between 1 and 2 the findings give no support
+worth the name (ENFSI's weak support starts at 2): that is a band of its own, "no support". Each band holds from
+its lower edge (inclusive) to the next edge (exclusive); below 1 the same bands with 1/LR support the other
+proposition (the edges compared as LR <= 1/edge, exact for these edges), and an LR of exactly 1 supports neither.
 """
 from __future__ import annotations
 
@@ -33,27 +35,35 @@ from allinone.errors import UserError, read_json
 from allinone.io.run_folder import temp_beside
 
 KIND = "allinone-lr-model"
+# why a run (a 1:N search) carries no LR: the model is fitted on 1:1 comparisons, and the nearest of N identities to a
+# stranger is much closer than one different person is (README, "Evidence for an examiner")
+NOT_FOR_SEARCH = ("--lr-model: a likelihood ratio belongs to one designated comparison, not to a search: a stranger's "
+                  "nearest of N gallery identities looks far more alike than one different person, so a 1:1 model's "
+                  "LR would overstate it; compare the pair with python main.py compare QUESTIONED REFERENCE "
+                  "--lr-model FILE")
 METHODS = ("logistic", "pav")
 PROPOSITIONS = ("the two walkers are the same person", "the two walkers are different people")
 
-# ENFSI (2015) verbal equivalents: (upper LR of the band, words); LR >= 1 side, applied to 1/LR below 1
-VERBAL_SCALE = ((1.0, "no support for either proposition"), (10.0, "weak support"), (100.0, "moderate support"),
-                (1_000.0, "moderately strong support"), (10_000.0, "strong support"),
-                (1_000_000.0, "very strong support"), (math.inf, "extremely strong support"))
-VERBAL_SOURCE = "ENFSI Guideline for Evaluative Reporting in Forensic Science (2015), verbal equivalents of the LR"
+# ENFSI (2015) verbal equivalents: (lower edge of the band, inclusive; words), LR >= 1 side, 1/LR below 1
+VERBAL_SCALE = ((1.0, "no support"), (2.0, "weak support"), (10.0, "moderate support"),
+                (100.0, "moderately strong support"), (1_000.0, "strong support"), (10_000.0, "very strong support"),
+                (1_000_000.0, "extremely strong support"))
+VERBAL_SOURCE = ("ENFSI Guideline for Evaluative Reporting in Forensic Science (2015), verbal equivalents of the LR; "
+                 "below 2, no support")
 
 
 def verbal(lr: float) -> str:
-    """The ENFSI (2015) verbal equivalent of ``lr``, naming the proposition it supports."""
+    """The verbal equivalent of ``lr`` (module doc), naming the proposition it supports."""
     if not (lr > 0) or not math.isfinite(lr):
         raise ValueError(f"an LR must be finite and > 0, got {lr}")
-    if abs(math.log10(lr)) < 1e-12:
+    if lr == 1.0:
         return "the findings do not support one proposition over the other (LR 1)"
-    x, side = (lr, "same person") if lr > 1 else (1 / lr, "different people")
-    for upper, words in VERBAL_SCALE[1:]:
-        if x <= upper:
-            return f"{words} for '{side}' over the alternative"
-    raise AssertionError(lr)
+    side = "same person" if lr > 1 else "different people"
+    words = VERBAL_SCALE[0][1]
+    for edge, name in VERBAL_SCALE[1:]:
+        if (lr >= edge) if lr > 1 else (lr <= 1.0 / edge):
+            words = name
+    return f"{words} for '{side}' over the alternative"
 
 
 @dataclass(frozen=True)
@@ -129,18 +139,34 @@ class LRModel:
             raise UserError(f"LR model made for {rec.get('embedding')}, not {embedding}", self.path)
 
 
-def add_lrs(rows: list[dict], model: LRModel) -> dict:
-    """Give each run.json match row with a distance its ``lr`` and ``lr_verbal``; returns run.json's "lr_model"."""
-    from allinone.io.run_folder import sha256_path
-    for r in rows:
-        if r.get("distance") is not None:
-            lr = model.lr(float(r["distance"]))
-            r["lr"], r["lr_verbal"] = float(f"{lr:.6g}"), verbal(lr)
-    b = model.record["fit"]["bounds"]
-    return {"file": str(model.path), "sha256": sha256_path(model.path), "method": model.fit.method,
-            "bounds": [b["lower_lr"], b["upper_lr"]], "fitted_on": model.record.get("data", {}).get("name"),
-            "verbal_scale": VERBAL_SOURCE,
-            "note": "the LR is of the distance to the identity in the row (the matched one, or the nearest)"}
+def checkpoint_validation(record: dict, checkpoint_sha256: str, config=None) -> dict:
+    """Whether an LR model file's record validates the gait checkpoint ``checkpoint_sha256`` (EvidenceConfig): a
+    held-out validation of that very checkpoint, by identity, over enough people, with a held-out Cllr below the
+    bar. Returns {"validated", "reason", and the figures and conditions it rests on}."""
+    from allinone.config import EvidenceConfig
+    c = config or EvidenceConfig()
+    val, data = record.get("validation") or {}, record.get("data") or {}
+    cv = val.get("cross_validation") or {}
+    folds = cv.get("folds") if isinstance(cv.get("folds"), dict) else {}
+    people = len(folds) or 0
+    cllr = val.get("cllr")
+    facts = {"lr_model_checkpoint_sha256": record.get("checkpoint_sha256"), "held_out_identities": people,
+             "cllr": cllr, "eer": val.get("eer"), "scheme": cv.get("scheme"), "dataset": data.get("dataset"),
+             "evaluation": data.get("name"), "min_identities": c.min_identities, "max_cllr": c.max_cllr}
+    if record.get("checkpoint_sha256") != checkpoint_sha256:
+        why = "the LR model's validation is of another checkpoint"
+    elif not cv or not isinstance(cllr, (int, float)) or isinstance(cllr, bool):
+        why = "the LR model file records no held-out validation of it"
+    elif people < c.min_identities:
+        why = (f"its held-out validation covers {people} people, fewer than the {c.min_identities} needed to show "
+               "how its LRs behave for people not in the data")
+    elif not cllr < c.max_cllr:
+        why = f"its held-out Cllr {cllr:.4g} is not below {c.max_cllr:g}"
+    else:
+        return {"validated": True, "reason": f"held-out Cllr {cllr:.4g} (below {c.max_cllr:g}) over {people} people "
+                                             f"of {data.get('dataset') or data.get('name')}, {cv.get('scheme')}",
+                **facts}
+    return {"validated": False, "reason": why, **facts}
 
 
 def _finite(x):
@@ -172,6 +198,52 @@ def _num(x) -> float:
     return math.inf if x == "inf" else float(x)
 
 
+def _whole(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _counts(x) -> bool:
+    return isinstance(x, dict) and all(isinstance(k, str) and _whole(v) for k, v in x.items())
+
+
+# the data block as calibrate --lr writes it: what each key must hold (a check per key; absent keys are allowed)
+DATA_FIELDS = {
+    "name": lambda x: isinstance(x, str), "evaluation": lambda x: isinstance(x, str),
+    "dataset": lambda x: x is None or isinstance(x, str), "protocol": lambda x: x is None or isinstance(x, str),
+    "embeddings_sha256": lambda x: isinstance(x, str) and len(x) == 64 and all(c in "0123456789abcdef" for c in x),
+    "pairs": lambda x: isinstance(x, dict) and set(x) == {"mated", "non_mated"} and all(map(_whole, x.values())),
+    "distance_range": lambda x: isinstance(x, list) and len(x) == 2 and all(map(_number, x)) and x[0] <= x[1],
+    "weighting": lambda x: isinstance(x, str), "identities": _whole, "sequences": _whole,
+    "types": _counts, "views": _counts,
+    "identity_labels": lambda x: isinstance(x, list) and all(isinstance(v, str) for v in x),
+}
+VALIDATION_NUMBERS = ("cllr", "cllr_min", "cllr_cal", "eer")
+
+
+def check_record(rec: dict, path: Path) -> None:
+    """A UserError naming the file and key unless the model's data and validation blocks hold what calibrate --lr
+    writes (numbers where numbers go, text where text goes): a report reads them, so nothing else may come in."""
+    data = rec.get("data", {})
+    if not isinstance(data, dict):
+        raise UserError("LR model file: data must be an object", path)
+    for key, ok in DATA_FIELDS.items():
+        if key in data and not ok(data[key]):
+            raise UserError(f"LR model file: data.{key} is not what calibrate --lr writes ({data[key]!r:.60})", path)
+    val = rec.get("validation", {})
+    if not isinstance(val, dict):
+        raise UserError("LR model file: validation must be an object", path)
+    for key in VALIDATION_NUMBERS:
+        if val.get(key) is not None and not _number(val[key]):
+            raise UserError(f"LR model file: validation.{key} must be a number ({val[key]!r:.60})", path)
+    mis = val.get("misleading", {})
+    if not isinstance(mis, dict) or not all(_number(v) for v in mis.values()):
+        raise UserError("LR model file: validation.misleading must hold numbers", path)
+
+
 def read_lr_model(path: str | Path) -> LRModel:
     path = Path(path)
     rec = read_json(path, "LR model")
@@ -184,8 +256,9 @@ def read_lr_model(path: str | Path) -> LRModel:
         str(rec["checkpoint_sha256"]), str(rec["metric"])
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"LR model file is damaged ({exc})", path) from None
+    check_record(rec, path)
     return LRModel(path, fit, rec)
 
 
-__all__ = ["add_lrs", "KIND", "LRFit", "LRModel", "METHODS", "PROPOSITIONS", "VERBAL_SOURCE", "read_lr_model", "verbal",
-           "write_lr_model"]
+__all__ = ["check_record", "checkpoint_validation", "KIND", "LRFit", "LRModel", "METHODS", "NOT_FOR_SEARCH",
+           "PROPOSITIONS", "VERBAL_SOURCE", "read_lr_model", "verbal", "write_lr_model"]

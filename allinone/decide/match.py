@@ -19,7 +19,7 @@ import numpy as np
 
 from allinone.config import MatchConfig
 from allinone.decide.assign import assign_identities
-from allinone.decide.distance import METRICS, distance_matrix  # noqa: F401  (re-exported: evaluate/lr.py)
+from allinone.decide.distance import METRICS, distance_matrix
 from allinone.errors import UserError
 from allinone.records import Decision, Embedding, Identity
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from allinone.decide.fpir import LEVEL, Evidence, Source, greedy_independent
+from allinone.decide.fpir import LEVEL, Evidence, Source, independent_people
 from allinone.errors import UserError
 from allinone.records import Decision, Embedding, Identity
 
@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 METRIC_RANGE = {"euc": (0.0, math.inf), "cos": (0.0, 2.0)}
 BASES = ("user", "auto", "calibrated", "none")
 NOTHING = -1.0  # the value of basis none: no distance is within it
-INDEPENDENCE = ("each track in at most one pair (a greedy matching over the pairs); a calibration file's own count "
-                "the same way")
+INDEPENDENCE = ("disjoint pairs of people (each person in at most one pair): a gallery identity is one person, however "
+                "many tracks; tracks of one video seen together are different people; one person may walk in several "
+                "videos, so the count is the largest of the gallery's and each video's own; a calibration file's "
+                "count is of its dataset's people the same way")
 ASSUMPTION = ("FPIR = 1 - (1 - F)^N: a non-mated probe's N comparisons taken as independent, F the per-pair "
               "impostor rate")
 
@@ -83,6 +85,18 @@ def _g(x: float) -> str:
     return f"{x:.3g}"
 
 
+def people_of_pairs(keys: list[tuple], identity_of: dict[tuple, int]) -> list[tuple]:
+    """(person a, person b, scope) of each impostor pair of track keys (INDEPENDENCE): a gallery member is its
+    identity; two gallery members are of the scope "gallery", any other pair of the video the two were seen in."""
+    out = []
+    for a, b in keys:
+        pa = ("identity", identity_of[a]) if a in identity_of else ("track", a)
+        pb = ("identity", identity_of[b]) if b in identity_of else ("track", b)
+        scope = "gallery" if pa[0] == pb[0] == "identity" else ("video",) + tuple(a[:-1])
+        out.append((pa, pb, scope))
+    return out
+
+
 def gather_evidence(embeddings: list[Embedding], together: list[list], identities: list[Identity], metric: str,
                     min_overlap: int, min_frames: int, calibration=None) -> tuple[Evidence, dict]:
     """The pooled impostor evidence of a run (its pairs and a calibration file's distribution) and its account
@@ -94,7 +108,7 @@ def gather_evidence(embeddings: list[Embedding], together: list[list], identitie
     account: dict = {"sources": {}, "near_duplicates_excluded": rp.duplicates, "independence": INDEPENDENCE,
                      "seen_together": together}
     if len(rp.distances):
-        n_eff = greedy_independent(rp.keys)
+        n_eff = independent_people(people_of_pairs(rp.keys, rp.identity_of))
         sources.append(Source("run", np.sort(rp.distances), len(rp.distances), n_eff))
         account["sources"]["seen_together"] = rp.seen_together
         account["sources"]["gallery_identities"] = rp.gallery
@@ -103,7 +117,8 @@ def gather_evidence(embeddings: list[Embedding], together: list[list], identitie
     if cal is not None:
         sources.append(cal)
         account["sources"]["calibration"] = {"file": calibration.detail.get("file"), "pairs": cal.count,
-                                             "independent": cal.independent}
+                                             "independent": cal.independent,
+                                             "found": calibration.detail.get("found", "given")}
     ev = Evidence(sources)
     account["pairs"], account["independent_pairs"] = ev.n, ev.n_eff
     return ev, account
@@ -122,7 +137,7 @@ def resolve_threshold(value: float | None, metric: str, embeddings: list[Embeddi
     detail: dict = {"target_fpir": target_fpir, "gallery_size": n_gallery, "assumption": ASSUMPTION,
                     "evidence": account}
     legacy = getattr(calibration, "threshold", None) if getattr(calibration, "source", None) is None else None
-    rests = f"{ev.n} impostor pair(s), {ev.n_eff} independent"
+    rests = f"{ev.n} impostor pair(s), {ev.n_eff} independent (disjoint pairs of people)"
 
     def fpir_entry(est, supported=None) -> dict:
         e = {"estimate": est.fpir, "ci95": [est.low, est.high], "per_pair_rate": est.per_pair, "level": LEVEL}

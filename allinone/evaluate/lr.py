@@ -16,8 +16,12 @@ class, never do worse in expected cost than the uninformative LR = 1. The NFI's 
 (``lir.bayeserror.elub``), but unweighted, with a pairs × thresholds matrix (gigabytes at 40,000 pairs), and its one
 release that installs on Python 3.10 (0.1.29) also installs a top-level ``tests`` package that shadows this repo's;
 so this is the rule written from the paper, with weights and sorted counts, tested against a hand derivation.
-The weights count as pairs (mean 1 per class), so the bounds treat the pairs as independent, which they are not:
-the bounds are, if anything, too wide.
+The pairs are not independent (a person is in many of them, and one person's sequences are alike), so the bounds
+count people: the weights are scaled so that the mated class weighs as many units as there are identities with mated
+pairs and the non-mated class as many as there are disjoint pairs of identities (floor(P/2) for P people, as the FPIR
+interval counts them, decide/fpir.py), and the misleading pair ELUB adds weighs one such unit. Ten people then
+support LRs of a few units, not the thousands their 19,440 pairs would (tests/evaluate/test_lr.py measures, by
+simulation, that new people's LRs at the bounds are no more often misleading than an LR of that size allows).
 
 Validation (``cross_validated_lrs``): identities are split into k folds; the LR of every pair is computed by a model
 fitted on the pairs of the other folds only, without any sequence of either of its identities. With as many folds
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from allinone.decide.lr_model import LRFit
-from allinone.decide.match import distance_matrix
+from allinone.decide.distance import distance_matrix
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,15 @@ class Pairs:
 
     def __len__(self) -> int:
         return len(self.distance)
+
+    def units(self) -> tuple[int, int]:
+        """The independent units of each class, counted in people: identities with mated pairs, and disjoint pairs
+        of identities among the non-mated pairs."""
+        from allinone.decide.fpir import independent_people
+        mated = len(np.unique(self.id_a[self.mated]))
+        key = np.unique(self.id_a[~self.mated].astype(np.int64) * (len(self.identities) + 1) + self.id_b[~self.mated])
+        n = len(self.identities) + 1
+        return mated, independent_people((int(k // n), int(k % n), "data") for k in key)
 
     def subset(self, keep: np.ndarray) -> "Pairs":
         return Pairs(self.distance[keep], self.mated[keep], self.id_a[keep], self.id_b[keep], self.seq_a[keep],
@@ -111,16 +124,22 @@ def _balanced(w: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def elub_bounds(lrs: np.ndarray, mated: np.ndarray, weight: np.ndarray | None = None, add_misleading: int = 1,
-                step: float = 0.01, extremes: tuple[float, float] = (math.exp(-20), math.exp(20))
-                ) -> tuple[float, float]:
+                step: float = 0.01, extremes: tuple[float, float] = (math.exp(-20), math.exp(20)),
+                units: tuple[float, float] | None = None) -> tuple[float, float]:
     """Empirical lower and upper bounds (Vergeer et al. 2016) of ``lrs``: over thresholds t on a natural-log grid of
     ``step``, the expected cost of deciding "same" when LR > t, P(LR <= t | mated) + t · P(LR > t | non-mated), with
     ``add_misleading`` pairs of weight 1 added to each class (a mated one always rejected, a non-mated one always
     accepted), compared with the uninformative LR = 1's (1 for t >= 1, t below). The bounds are the thresholds
-    nearest 1 where the system does worse, one step inwards; never on the wrong side of 1."""
+    nearest 1 where the system does worse, one step inwards; never on the wrong side of 1. ``units`` (mated,
+    non-mated): the class totals the weights are scaled to, so that the added pair weighs one independent unit
+    (Pairs.units); by default each pair is a unit."""
     lrs = np.clip(np.asarray(lrs, dtype=np.float64), *extremes)
     mated = np.asarray(mated, dtype=bool)
-    w = np.ones(len(lrs)) if weight is None else np.asarray(weight, dtype=np.float64)
+    w = np.ones(len(lrs)) if weight is None else np.asarray(weight, dtype=np.float64).copy()
+    if units is not None:
+        for c, total in ((True, units[0]), (False, units[1])):
+            if (mated == c).any():
+                w[mated == c] *= float(total) / w[mated == c].sum()
     llr = np.log(lrs)
     grid = np.exp(np.arange(min(0.0, llr.min()), max(0.0, llr.max()) + step, step))
 
@@ -146,8 +165,9 @@ def elub_bounds(lrs: np.ndarray, mated: np.ndarray, weight: np.ndarray | None = 
 
 
 def fit_lr(distance: np.ndarray, mated: np.ndarray, weight: np.ndarray | None = None, method: str = "logistic",
-           bound: bool = True) -> LRFit:
-    """A score-to-LR model of ``distance`` (smaller = more similar), ELUB-bounded unless ``bound`` is False."""
+           bound: bool = True, units: tuple[int, int] | None = None) -> LRFit:
+    """A score-to-LR model of ``distance`` (smaller = more similar), ELUB-bounded unless ``bound`` is False, the
+    bounds counted in ``units`` (Pairs.units: people) when given."""
     d = np.asarray(distance, dtype=np.float64)
     y = np.asarray(mated, dtype=bool).astype(int)
     if y.min(initial=1) == y.max(initial=0):
@@ -168,9 +188,12 @@ def fit_lr(distance: np.ndarray, mated: np.ndarray, weight: np.ndarray | None = 
         raise ValueError(f"unknown method {method!r}")
     if not bound:
         return fit
-    lo, hi = elub_bounds(fit.raw_lr(d), y.astype(bool), weight)
-    return LRFit(fit.method, fit.params, (lo, hi), {"rule": "ELUB (Vergeer et al. 2016), one misleading pair added "
-                                                            "per class"})
+    lo, hi = elub_bounds(fit.raw_lr(d), y.astype(bool), weight, units=units)
+    extra = {"rule": "ELUB (Vergeer et al. 2016), one misleading unit added per class"}
+    if units is not None:
+        extra.update({"counted": "in people: each identity one mated unit, each disjoint pair of identities one "
+                                 "non-mated unit", "units": {"mated": int(units[0]), "non_mated": int(units[1])}})
+    return LRFit(fit.method, fit.params, (lo, hi), extra)
 
 
 def identity_folds(n_identities: int, k: int, seed: int = 0) -> np.ndarray:
@@ -203,7 +226,7 @@ def cross_validated_lrs(pairs: Pairs, method: str, k: int = 10, seed: int = 0) -
             sub = pairs.subset(train)
             if sub.mated.all() or not sub.mated.any():
                 raise ValueError("a cross-validation fold left no mated or no non-mated pairs to fit on")
-            model = fit_lr(sub.distance, sub.mated, sub.weight, method)
+            model = fit_lr(sub.distance, sub.mated, sub.weight, method, units=sub.units())
             lrs[test] = model.lr(pairs.distance[test])
             fits += 1
     return lrs, {"scheme": "k-fold by identity; each pair's LR from a model fitted without either identity's fold",

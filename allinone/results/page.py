@@ -8,6 +8,8 @@ An HTML page of allinone (report.html, and any other report) is built with these
   ``<``, ``>`` and ``&`` written as ``\\u003c`` etc. so no name can close the block);
 - every URL of a local file is percent-encoded (``url()``: a ``#``, ``%``, ``?`` or space in a file name stays part of
   the name);
+- markup is built by ``html()``: a template of the page's own markup whose every argument is escaped unless it is
+  already ``Markup`` (the output of ``html()``/``join()``), so data can only reach a page as text;
 - ``csp_meta(script)`` is a Content-Security-Policy that lets the page run only that one inline script (by its
   sha256) and load only its own folder's files and inline ``data:`` pictures: even a name that slipped through
   escaping could not run.
@@ -16,14 +18,31 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
+import html as _html
 import json
 from urllib.parse import quote
 
 
 def text(value) -> str:
     """``value`` as HTML text, safe in element content and in single- or double-quoted attributes."""
-    return html.escape(str(value), quote=True)
+    return _html.escape(str(value), quote=True)
+
+
+class Markup(str):
+    """HTML made by ``html()`` or ``join()``: safe to put into a page as it is."""
+
+
+def html(template: str, *args, **kwargs) -> Markup:
+    """``template.format(*args, **kwargs)`` with every argument escaped by ``text()`` unless it is ``Markup``; the
+    template is the page's own markup (never data). A format spec applies to numbers before escaping."""
+    def safe(v):
+        return v if isinstance(v, (Markup, int, float)) and not isinstance(v, bool) else text(v)
+    return Markup(template.format(*(safe(a) for a in args), **{k: safe(v) for k, v in kwargs.items()}))
+
+
+def join(parts, sep: str = "") -> Markup:
+    """Markup parts joined; a part that is not Markup is escaped."""
+    return Markup(text(sep).join(p if isinstance(p, Markup) else text(p) for p in parts))
 
 
 def url(rel_path: str) -> str:
@@ -67,4 +86,4 @@ def inline_script(script: str) -> str:
     return f"<script>{script}</script>"
 
 
-__all__ = ["csp", "csp_meta", "inline_script", "json_block", "script_hash", "text", "url"]
+__all__ = ["Markup", "csp", "csp_meta", "html", "inline_script", "join", "json_block", "script_hash", "text", "url"]

@@ -226,8 +226,6 @@ def _card(run: Path, m: dict, track: dict, video: dict, idents: dict, threshold:
     return (f'<div class="card {html.escape(status)}" data-reason="{html.escape(str(reason or ""))}" '
             f'data-track="{m["probe_track"]}"><h3>{head}</h3><div class="pics">{pics}'
             f'</div>{_bar(m.get("distance"), threshold, status, reason)}'
-            + (f'<div class="legend" data-lr="{m["lr"]:.6g}">LR {m["lr"]:.3g}: {html.escape(m["lr_verbal"])}</div>'
-               if m.get("lr") is not None else "")
             + (f'<div class="runners">runners-up: {runners}</div>' if runners else "")
             + timeline + "</div>")
 

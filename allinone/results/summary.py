@@ -30,6 +30,32 @@ def threshold_basis(thr: dict) -> str:
     return basis + (f" ({', '.join(extra)})" if extra else "")
 
 
+def evidence_line(thr: dict) -> str:
+    """One line on the evidence the threshold rests on: the pairs, how many independent (in people), and each source,
+    a calibration file by its path and how it was found."""
+    ev = thr.get("evidence") or {}
+    src = ev.get("sources") or {}
+    value = "none" if thr.get("value") is None else f"{float(thr['value']):.4g}"
+    head = f"threshold {value} ({thr.get('basis', '?')}"
+    head += f", target FPIR {thr['target_fpir']:g})" if isinstance(thr.get("target_fpir"), (int, float)) else ")"
+    if not ev.get("pairs"):
+        return head + ": no impostor evidence" + (f"; old calibration file {thr['file']}" if thr.get("file") else "")
+    parts = []
+    run_pairs = int(src.get("seen_together") or 0) + int(src.get("gallery_identities") or 0)
+    if run_pairs:
+        parts.append(f"{run_pairs} from this run ({src.get('seen_together', 0)} seen together, "
+                     f"{src.get('gallery_identities', 0)} of gallery identities)")
+    cal = src.get("calibration")
+    if isinstance(cal, dict):
+        parts.append(f"{cal.get('pairs')} from calibration file {cal.get('file')}"
+                     + (f" ({cal['found']})" if cal.get("found") else ""))
+    fp = thr.get("fpir") or {}
+    est = (f"; estimated FPIR {fp['estimate']:.3g} (95% CI {fp['ci95'][0]:.3g}-{fp['ci95'][1]:.3g})"
+           if isinstance(fp.get("estimate"), (int, float)) and isinstance(fp.get("ci95"), list) else "")
+    return (f"{head}: rests on {ev['pairs']} impostor pairs, {ev.get('independent_pairs')} independent (disjoint "
+            f"pairs of people): " + "; ".join(parts) + est)
+
+
 def console_summary(manifest: dict, run_dir: Path | str) -> str:
     """The table (plain text, fixed-width columns) and the report's path; only the run folder's path when the run
     made no decisions (--track-only)."""
@@ -57,9 +83,11 @@ def console_summary(manifest: dict, run_dir: Path | str) -> str:
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         counts = {s: sum(m.get("status") == s for m in matches) for s in ("match", "unknown", "too_short")}
         lines.append(f"{counts['match']} matched, {counts['unknown']} unknown, {counts['too_short']} too short")
+        if thr:
+            lines.append(evidence_line(thr))
     if manifest.get("report"):
         lines.append(f"report: {run_dir / manifest['report']}")
     return "\n".join(lines)
 
 
-__all__ = ["WHY", "console_summary", "threshold_basis"]
+__all__ = ["WHY", "console_summary", "evidence_line", "threshold_basis"]

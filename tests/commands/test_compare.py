@@ -78,7 +78,8 @@ def test_evaluate_with_an_lr_model_writes_its_figures(fitted, subset, random_gai
     assert res.returncode == 0, res.stderr
     s = _strict(tmp_path / "e2/lr_validation.json")
     assert s["pairs"] == {"mated": 36, "non_mated": 240} and 0 <= s["cllr_min"] <= s["cllr"]
-    assert s["model"]["note"] and "not held apart" in s["model"]["note"]  # fitted on these same embeddings
+    assert s["model"]["held_out"] is False and "6 of these 6 identities" in s["model"]["note"]  # the same people
+    assert s["model"]["same_embeddings"] and s["model"]["same_dataset_root"]
     assert (tmp_path / "e2/lr_tippett.png").is_file() and (tmp_path / "e2/lr_ece.png").is_file()
     assert json.loads((tmp_path / "e2/metrics.json").read_text())["lr_validation"]["cllr"] == s["cllr"]
 
@@ -117,10 +118,9 @@ def test_compare_gives_the_models_lr_of_the_two_walkers_distance(compared, fitte
     # ln LR moves by at most |b| tol when d does
     assert rec["lr"] == pytest.approx(min(hi, max(lo, math.exp(a + b * d))), rel=math.expm1(abs(b) * tol) + 1e-12)
     assert rec["lr_verbal"] in res.stdout and "not evidence" in res.stderr
-    # the pipeline's own run.json: each decision has its LR (the main command's --lr-model path)
-    assert run["lr_model"]["method"] == "logistic"
-    assert all("lr" in x and "lr_verbal" in x for x in run["matches"] if x["distance"] is not None)
-    assert 'data-lr="' in (folder / "pipeline/report.html").read_text()
+    # the pipeline's own run (a 1:N search) carries no LR: an LR is of the one designated pair
+    assert "lr_model" not in run and not any("lr" in x or "lr_verbal" in x for x in run["matches"])
+    assert 'data-lr="' not in (folder / "pipeline/report.html").read_text()
 
 
 def test_compare_report_is_inert_complete_and_prints_to_pdf(compared, fitted, random_gaitbase):
@@ -133,7 +133,10 @@ def test_compare_report_is_inert_complete_and_prints_to_pdf(compared, fitted, ra
                 hashlib.sha256(random_gaitbase.read_bytes()).hexdigest(),
                 hashlib.sha256((fitted / "logistic/lr_model.json").read_bytes()).hexdigest()):
         assert sha in page
+    # a random checkpoint whose LR model was validated on 6 people: no validation on record, so the warning stays
     assert "data-warning='unvalidated-checkpoint'" in page and "Not evidence" in page
+    assert rec["checkpoint_validated"] is False and "covers 6 people" in rec["checkpoint_validation"]["reason"]
+    assert "covers 6 people" in page
     assert page.count("data:image/") >= 5  # two crops, two GEIs, the Tippett plot
     assert "Limitations" in page and "ENFSI" in page and "Cllr_min" in page
     assert (folder / "compare_report.pdf").read_bytes()[:5] == b"%PDF-"
@@ -157,6 +160,46 @@ def test_compare_refuses_an_lr_model_of_another_checkpoint(fitted, shared, tmp_p
                    str(fitted / "logistic/lr_model.json"), "--output", str(tmp_path))
     _assert_user_error(res, "missing.mp4", "not found")
     assert not any(tmp_path.glob("compare-*"))
+
+
+def test_compare_refuses_an_lr_model_of_another_embedding(fitted, shared, random_gaitbase, tmp_path):
+    # the model says embed_2; the checkpoint (a GaitBase) gives embed_1: refused once the model is loaded, before any
+    # video is processed, and no comparison folder is left
+    m = json.loads((fitted / "logistic/lr_model.json").read_text())
+    m["embedding"] = "embed_2"
+    other = tmp_path / "embed2.json"
+    other.write_text(json.dumps(m))
+    v = shared / "fixtures/videos"
+    res = run_main("compare", str(v / "demo1.mp4"), str(v / "demo2.mp4"), "--lr-model", str(other),
+                   "--gait-model", str(random_gaitbase), "--detector", str(shared / "weights/yolox_nano.onnx"),
+                   "--seg-model", str(shared / "weights/pphumanseg_onnx_model.onnx"),
+                   "--output", str(tmp_path / "out"), "--quiet")
+    _assert_user_error(res, "embed2.json", "embed_2, not embed_1")
+    assert not any((tmp_path / "out").glob("compare-*/compare.json"))
+
+
+def test_a_run_refuses_an_lr_model(fitted, tmp_path):
+    # a search's nearest of N identities is not a 1:1 comparison: the run says so before reading anything
+    res = run_main("--gallery", str(tmp_path / "g.mp4"), "--probe", str(tmp_path / "p.mp4"), "--lr-model",
+                   str(fitted / "logistic/lr_model.json"), "--output", str(tmp_path))
+    _assert_user_error(res, "--lr-model", "belongs to one designated comparison")
+
+
+def test_validation_rests_on_the_lr_models_record_of_this_checkpoint(fitted, random_gaitbase):
+    from allinone.config import EvidenceConfig
+    from allinone.decide.lr_model import checkpoint_validation
+    rec = json.loads((fitted / "logistic/lr_model.json").read_text())
+    sha = hashlib.sha256(random_gaitbase.read_bytes()).hexdigest()
+    v = checkpoint_validation(rec, sha)  # the random checkpoint, validated on 6 people: not validated
+    assert v["validated"] is False and v["held_out_identities"] == 6 and v["cllr"] == rec["validation"]["cllr"]
+    folds = {f"{i:03d}": i % 10 for i in range(60)}
+    good = {**rec, "validation": {**rec["validation"], "cllr": 0.3,
+                                  "cross_validation": {**rec["validation"]["cross_validation"], "folds": folds}}}
+    assert checkpoint_validation(good, sha)["validated"] is True
+    assert checkpoint_validation(good, "0" * 64)["validated"] is False  # another checkpoint's validation
+    bad = {**good, "validation": {**good["validation"], "cllr": EvidenceConfig().max_cllr}}
+    assert "not below" in checkpoint_validation(bad, sha)["reason"]
+    assert "no held-out validation" in checkpoint_validation({**good, "validation": {}}, sha)["reason"]
 
 
 def test_the_longest_usable_track_is_compared_unless_one_is_named():

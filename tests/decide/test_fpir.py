@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy.stats import beta
 
-from allinone.decide.fpir import Evidence, Source, clopper_pearson, fpir_from_rate, greedy_independent, rate_for_fpir
+from allinone.decide.fpir import (Evidence, Source, clopper_pearson, fpir_from_rate, greedy_independent,
+                                 independent_people, rate_for_fpir)
 
 
 @pytest.mark.parametrize("k, n", [(0, 10), (3, 100), (10, 10), (7, 1000), (2.5, 40)])
@@ -86,3 +87,68 @@ def test_a_calibration_tail_and_quantiles_count_pairs_beyond_the_stored_distance
 def test_greedy_independent_uses_each_track_once():
     assert greedy_independent([("a", "b"), ("a", "c"), ("b", "c"), ("c", "d")]) == 2  # (a, b), (c, d)
     assert greedy_independent([]) == 0
+
+
+# Coverage by simulation: P people, S sequences each; a sequence is its person's point plus noise, both Gaussian
+# in DIM dimensions. An impostor pair's difference is then N(0, 2 (SP² + SN²) I), so the true per-pair rate is
+# F(t) = chi2_DIM(t² / (2 (SP² + SN²))): an independent truth, not the code's estimate.
+SP, SN, DIM = 1.0, 0.5, 8
+
+
+def _true_rate(t):
+    from scipy.stats import chi2
+    return chi2.cdf(np.asarray(t) ** 2 / (2 * (SP ** 2 + SN ** 2)), DIM)
+
+
+def _people_sample(rng, people: int, per_person: int):
+    """All impostor distances of one sample, and the evidence the project counts from them (people, not
+    sequences: every pair of sequences of persons a and b is the person pair (a, b))."""
+    mu = rng.normal(0, SP, (people, DIM))
+    x = (mu[:, None, :] + rng.normal(0, SN, (people, per_person, DIM))).reshape(-1, DIM)
+    person = np.repeat(np.arange(people), per_person)
+    sq = (x * x).sum(1)
+    d = np.sqrt(np.maximum(sq[:, None] + sq[None] - 2 * x @ x.T, 0))
+    iu, ju = np.triu_indices(len(x), 1)
+    imp = person[iu] != person[ju]
+    pp = np.unique(person[iu][imp] * people + person[ju][imp])
+    n_eff = independent_people((int(k // people), int(k % people), "sample") for k in pp)
+    dist = np.sort(d[iu, ju][imp])
+    return Evidence([Source("sim", dist, len(dist), n_eff)])
+
+
+@pytest.mark.parametrize("per_person", [30, 60])
+def test_the_interval_covers_the_true_rate_when_sequences_of_a_person_are_alike(per_person):
+    # 10 people: counted by sequences (the greedy matching over sequence keys), the 95% interval missed the true
+    # rate in 11% (x30) and 30% (x60) of samples; counted by people it must miss at most 5%
+    from scipy.stats import chi2
+    f0 = 0.05
+    t = float(np.sqrt(chi2.ppf(f0, DIM) * 2 * (SP ** 2 + SN ** 2)))
+    rng = np.random.default_rng(per_person)
+    trials, miss = 100, 0
+    for _ in range(trials):
+        e = _people_sample(rng, 10, per_person).estimate(t, 1)[0]
+        miss += not (e.low <= f0 <= e.high)
+    assert miss / trials <= 0.05 + 0.03  # nominal, plus Monte Carlo slack (sd 2.2% at 100 trials)
+
+
+@pytest.mark.parametrize("people, per_person, n_gallery, target", [(10, 60, 5, 0.5), (40, 10, 1, 0.3)])
+def test_a_supported_threshold_is_within_the_target_as_often_as_claimed(people, per_person, n_gallery, target):
+    # "supported" means the 95% upper bound is within the target: the true FPIR may exceed it in at most 2.5% of
+    # samples. Counted by sequences, 10 people x 60 exceeded it in 22% of samples (N = 5, target 0.5)
+    from allinone.decide.fpir import fpir_from_rate
+    rng = np.random.default_rng(people)
+    trials, over = 100, 0
+    for _ in range(trials):
+        est, ok = _people_sample(rng, people, per_person).choose(target, n_gallery)
+        over += bool(ok and fpir_from_rate(_true_rate(est.threshold), n_gallery) > target)
+    assert over / trials <= 0.025 + 0.03
+
+
+def test_independent_people_counts_disjoint_person_pairs_within_a_scope_and_the_largest_scope():
+    pairs = [("ann", "bob", "v1"), ("ann", "cat", "v1"), ("bob", "cat", "v1"), ("dan", "eve", "v1"),
+             ("x", "y", "v2"), ("ann", "ann", "v2")]
+    # v1: (ann, bob) and (dan, eve); v2: (x, y), a person with themself never a pair; the larger scope counts
+    assert independent_people(pairs) == 2
+    # ten gallery identities with many tracks each: five disjoint pairs, however many track pairs
+    assert independent_people((a, b, "gallery") for a in range(10) for b in range(a + 1, 10)
+                              for _ in range(30)) == 5

@@ -195,3 +195,20 @@ def test_target_fpir_flag_takes_rates_strictly_between_0_and_1():
     from allinone.commands.args import config_from_args
     c = config_from_args(a)
     assert (c.match.target_fpir, c.gait.embedding) == (0.001, "embed_2")
+
+
+def test_run_evidence_is_counted_in_people_not_tracks():
+    # three gallery identities of four tracks each (one person's tracks across videos) and one probe video with
+    # two people seen together: 3 x 4 tracks make 48 gallery pairs but one disjoint pair of people; the video's
+    # pair may be the same people again, so the count is the larger of the two scopes, 1
+    idents = [Identity(f"G{i}", tuple(emb(f"v{k}", i, 10.0 * i + k) for k in range(4))) for i in range(3)]
+    every = [m for i in idents for m in i.members] + [emb("p", 1, 100.0), emb("p", 2, 200.0)]
+    t = resolve_threshold(1.0, "euc", every, idents, [["p", 1, 2, 20, 0]], target_fpir=0.01, min_overlap=5,
+                          min_frames=10)
+    ev = t.detail["evidence"]
+    assert ev["pairs"] == 48 + 1 and ev["independent_pairs"] == 1
+    # a fourth identity makes two disjoint pairs of people in the gallery
+    idents.append(Identity("G3", (emb("v0", 3, 500.0),)))
+    t = resolve_threshold(1.0, "euc", every + list(idents[3].members), idents, [["p", 1, 2, 20, 0]],
+                          target_fpir=0.01, min_overlap=5, min_frames=10)
+    assert t.detail["evidence"]["independent_pairs"] == 2

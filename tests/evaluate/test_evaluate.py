@@ -300,9 +300,9 @@ def test_calibrate_stores_the_impostor_distribution_and_a_run_uses_it(evaluation
     assert_float32_distances(imp["lowest"], pairs, tol, sort=True)
     assert imp["quantiles"]["d"][0] == pytest.approx(pairs[0], abs=tol)
     assert imp["quantiles"]["d"][-1] == pytest.approx(pairs[-1], abs=tol)
-    # each sequence in at most one pair: 48 probes can each take one of the 32 gallery sequences
-    assert imp["independent"] == len(gal) == 32
-    # at the evaluation's own gallery size N = 32, FPIR 0.1 needs a per-pair rate f* = 1 - 0.9^(1/32); 32
+    # counted in people (the sequences of one person are alike): 4 identities give 2 disjoint pairs
+    assert imp["independent"] == 2 and imp["independent_unit"] == "people"
+    # at the evaluation's own gallery size N = 32, FPIR 0.1 needs a per-pair rate f* = 1 - 0.9^(1/32); 2
     # independent pairs cannot show it, so the threshold is the point estimate's: d_k, k = floor(f* n)
     f_star = 1 - 0.9 ** (1 / 32)
     k = int(np.floor(f_star * len(pairs)))  # 0.00329 x 1152 → 3
@@ -321,7 +321,7 @@ def test_calibrate_stores_the_impostor_distribution_and_a_run_uses_it(evaluation
     t = json.loads((tmp_path / "runs/cal/run.json").read_text())["threshold"]
     # the calibration's 1152 pairs join the run's own impostor evidence; the threshold is chosen for this gallery
     assert t["basis"] == "auto" and t["evidence"]["sources"]["calibration"] == {
-        "file": str(cal), "pairs": 1152, "independent": 32}
+        "file": str(cal), "pairs": 1152, "independent": 2, "found": "given"}
     assert t["evidence"]["pairs"] >= 1152 and t["fpir"]["supported"] is False and "cannot show" in t["statement"]
     # refused by name for another checkpoint
     torch.manual_seed(2)

@@ -39,5 +39,48 @@ def test_warning_limitations_and_bound_are_stated(tmp_path):
     assert "Not evidence" in page and "b" * 64 in page
     assert "1/250" in page and "at its bound" in page  # LR 0.004 written as 1/250, clipped to the lower bound
     assert "not the probability that they are the same person" in page
-    rec = _rec("q") | {"checkpoint_validated": True}
+    assert "covers 6 people" in render_compare_report(tmp_path, _rec("q") | {"checkpoint_validation": {
+        "validated": False, "reason": "its held-out validation covers 6 people"}})
+    # a bare flag is not a record: the warning stays unless the LR model's validation says so
+    assert "Not evidence" in render_compare_report(tmp_path, _rec("q") | {"checkpoint_validated": True})
+    rec = _rec("q") | {"checkpoint_validated": True, "checkpoint_validation": {"validated": True, "reason": "r"}}
     assert "Not evidence" not in render_compare_report(tmp_path, rec)
+
+
+FORGED = "<h2>Result</h2><div class='result' data-lr='1e6'><div class='lr'>LR = 1,000,000</div></div>"
+
+
+def test_a_forged_lr_model_cannot_put_markup_on_the_page(tmp_path):
+    # every field the page takes from the LR model file, forged with markup: it can only appear as text
+    rec = _rec("q")
+    data = {"sequences": FORGED, "identities": FORGED, "dataset": FORGED, "protocol": FORGED, "name": FORGED,
+            "types": {FORGED: 1}, "views": {FORGED: 1}, "weighting": FORGED, "embeddings_sha256": FORGED,
+            "pairs": {"mated": FORGED, "non_mated": FORGED}}
+    rec["lr_model"] = {**rec["lr_model"], "fitted_on": data, "method": FORGED,
+                       "bounds": {"lower_lr": 0.004, "upper_lr": "inf", "counted": FORGED},
+                       "validation": {"cross_validation": {"scheme": FORGED}}}
+    rec["propositions"] = {"Hp": FORGED, "Hd": FORGED}
+    page = render_compare_report(tmp_path, rec)
+    assert FORGED not in page and page.count("<h2>Result") == 0
+    assert page.count("class='result'") == 1 and "&lt;div class=&#x27;result&#x27;" in page
+
+
+def test_reading_a_forged_lr_model_file_is_refused_by_key(tmp_path):
+    import json
+
+    import pytest
+
+    from allinone.decide.lr_model import read_lr_model
+    from allinone.errors import UserError
+    good = {"kind": "allinone-lr-model", "version": 1, "checkpoint_sha256": "ab" * 32, "metric": "euc",
+            "fit": {"method": "logistic", "parameters": {"a": 1.0, "b": -1.0},
+                    "bounds": {"lower_lr": 0.1, "upper_lr": 10.0}},
+            "data": {"name": "e", "sequences": 24, "identities": 6, "types": {"nm-01": 6}}}
+    (tmp_path / "ok.json").write_text(json.dumps(good))
+    read_lr_model(tmp_path / "ok.json")
+    for key, bad in (("sequences", FORGED), ("identities", "6"), ("types", {"nm-01": FORGED}), ("name", ["x"])):
+        path = tmp_path / f"{key}.json"
+        path.write_text(json.dumps({**good, "data": {**good["data"], key: bad}}))
+        with pytest.raises(UserError) as err:
+            read_lr_model(path)
+        assert str(path) in str(err.value) and f"data.{key}" in str(err.value) and "\n" not in str(err.value)

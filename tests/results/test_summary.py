@@ -31,7 +31,7 @@ def test_table_says_who_matched_why_not_and_the_threshold_basis():
     col = lines[0].index("decision")
     assert all(r[col - 2:col] == "  " and r[col] != " " for r in lines[1:5])
     assert lines[5] == "1 matched, 2 unknown, 1 too short"
-    assert lines[6] == f"report: {Path('output/r1/report.html')}"
+    assert lines[7] == f"report: {Path('output/r1/report.html')}"
 
 
 def test_threshold_fields_added_later_or_missing_do_not_break_it():
@@ -44,3 +44,29 @@ def test_threshold_fields_added_later_or_missing_do_not_break_it():
 
 def test_track_only_run_prints_nothing_but_leaves_the_folder_line_to_the_cli():
     assert console_summary({"videos": []}, "out") == ""
+
+
+def test_the_threshold_line_names_the_evidence_and_a_calibration_file_found_beside_the_checkpoint(tmp_path):
+    # calibrate wrote <stem>.calibration.json beside the checkpoint; a later run takes it without being told: the
+    # console says so, with the file, and how much of the evidence is the file's
+    import numpy as np
+
+    from allinone.decide.calibration import beside, find_calibration, impostor_record, write_calibration
+    from allinone.decide.threshold import resolve_threshold
+    from allinone.records import Embedding, Identity
+    ckpt = tmp_path / "model.pt"
+    rec = {"checkpoint_sha256": "ab" * 32, "metric": "euc", "impostor": impostor_record(np.arange(1, 201.0), 5)}
+    path = write_calibration(beside(ckpt), rec)
+    cal = find_calibration(None, str(ckpt), "ab" * 32, "euc")
+
+    def emb(track, pos):
+        f = np.zeros((4, 2), np.float32)
+        f[0] = pos
+        return Embedding("g", track, f, 30, 0, 99)
+    idents = [Identity(f"G{i}", (emb(i, 10.0 * i),)) for i in range(1, 4)]
+    t = resolve_threshold(None, "euc", [m for i in idents for m in i.members], idents, [], target_fpir=0.01,
+                          min_overlap=5, min_frames=10, calibration=cal)
+    text = console_summary(_manifest(t.to_json()), tmp_path)
+    line = next(x for x in text.splitlines() if x.startswith("threshold "))
+    assert str(path) in line and "found beside the checkpoint" in line and "200 from calibration file" in line
+    assert "203 impostor pairs" in line and "3 from this run" in line and "independent" in line
