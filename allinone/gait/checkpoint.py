@@ -51,6 +51,9 @@ def _read_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, "torch
             # unpickling error means the bytes are not a torch checkpoint at all
             if "Unsupported global" not in str(exc):
                 raise
+            keypoint_model = None if trust_pickle else _keypoint_model_tensors(path)
+            if keypoint_model is not None:
+                return keypoint_model
             if not trust_pickle:
                 raise UserError("refused: besides tensors it pickles other objects, which could run code when "
                                 "loaded; if you trust its source, pass --trust-checkpoint", path) from exc
@@ -80,6 +83,24 @@ def _read_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, "torch
     if bad:
         raise UserError(f"state dict has non-tensor entries, e.g. {bad[:_SHOW]}", path)
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def _keypoint_model_tensors(path: Path) -> dict[str, "torch.Tensor"] | None:
+    """A keypoint model's (GaitGraph's) state_dict from a checkpoint that also pickles its training script's
+    objects: only the 'model' tensors are read, by an unpickler that runs none of the file's code
+    (gait/safe_pickle.py). None when the file's 'model' is not a keypoint model's (it is then refused as before)."""
+    from allinone.gait.safe_pickle import read_tensors
+    try:
+        state, skipped = read_tensors(path, "model")
+    except ValueError:
+        return None
+    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    found = matching_archs(state)
+    if len(found) != 1 or ARCHS[found[0]].input != "keypoints":
+        return None
+    log.info("%s: read its 'model' tensors only; its other entries were not unpickled (%s)", path,
+             ", ".join(sorted(skipped)) or "none")
+    return state
 
 
 def _pick_arch(state: Mapping[str, "torch.Tensor"], arch: str, path: Path) -> ArchSpec:
@@ -193,7 +214,8 @@ class GaitEmbedder:
     ``embedding_shape`` (c, p) describe the loaded model.
     """
 
-    def __init__(self, config: GaitConfig, device: str = "cpu") -> None:
+    def __init__(self, config: GaitConfig, device: str = "cpu", loaded: tuple["nn.Module", ArchSpec] | None = None
+                 ) -> None:
         import torch
 
         if not config.model:
@@ -202,8 +224,8 @@ class GaitEmbedder:
             raise UserError(f"gait max_frames must be at least 1, got {config.max_frames}")
         self.config = config
         self.device = device
-        self.model, self.spec = load_gait_model(config.model, config.arch, device,
-                                                trust_pickle=config.trust_checkpoint)
+        self.model, self.spec = loaded or load_gait_model(config.model, config.arch, device,
+                                                          trust_pickle=config.trust_checkpoint)
         self.arch = self.spec.name
         self.metric = self.spec.metric
         kwargs = {}
