@@ -53,6 +53,13 @@ def check_models_given(config: RunConfig) -> None:
     if config.pose.model and not config.track_only:
         from allinone.pose import check_pose_file
         check_pose_file(config.pose.model)
+    elif not config.download and needs_keypoints(config):
+        from allinone.io import weights
+        spec = next(s for s in weights.optional_models() if s.key == "pose")
+        if not spec.path(weights.checkpoints_dir(config.checkpoints)).exists():
+            raise UserError("this gait model reads keypoints: give a pose model with --pose-model PATH (a MoveNet "
+                            ".tflite or a keypoint .onnx), or allow the download of the default one",
+                            config.gait.model)
 
 
 def resolve_models(config: RunConfig, gait: bool = True) -> RunConfig:
