@@ -156,3 +156,38 @@ def test_track_embedding_is_the_normalised_mean_of_its_windows(embedder):
     short = embedder([track[:25]])[0]  # shorter than a window: one window of its own length
     assert short.shape == (128, 1) and abs(np.linalg.norm(short) - 1) < 1e-5
     assert SkeletonConfig().window == 60
+
+
+def test_evaluate_and_calibrate_read_opengait_pose_pickles(tmp_path, embedder, weights):
+    """A keypoint model evaluates on an OpenGait-layout pose dataset (float [T, 17, 3] pickles, as OpenGait's pose
+    data): its stored embeddings are the model's on each whole sequence, and calibrate takes that evaluation."""
+    import json
+
+    from tests.helpers import write_opengait_dataset
+    from tests.test_cli import run_main
+
+    base = np.load(REFERENCE)["windows"][0]  # a real walk (model coordinates are pixels of a 320x240 frame)
+    rng = np.random.default_rng(0)
+    types = ("nm-01", "nm-02", "nm-03", "nm-04", "nm-05", "nm-06", "bg-01", "bg-02", "cl-01", "cl-02")
+    ds = {}
+    for i in range(3):
+        for t in types:
+            seq = base * np.array([1 + 0.1 * i, 1 - 0.05 * i, 1], np.float32)
+            seq = seq + rng.normal(0, 1.5, seq.shape).astype(np.float32) * np.array([1, 1, 0], np.float32)
+            ds[(f"{i + 1:03d}", t, "090")] = seq[: 40 + 5 * i].astype(np.float32)
+    root = tmp_path / "pose_ds"
+    part = write_opengait_dataset(root, ds)
+    res = run_main("evaluate", "--dataset", str(root), "--partition", str(part), "--protocol", "casia-b",
+                   "--gait-model", str(weights), "--output", str(tmp_path / "ev"), "--name", "e", "--quiet")
+    assert res.returncode == 0, res.stderr
+    z = np.load(tmp_path / "ev/e/embeddings.npz")
+    assert z["embeddings"].shape == (30, 128, 1)
+    first = [k for k in sorted(ds)][0]
+    i = [j for j, (lab, typ) in enumerate(zip(z["labels"], z["types"])) if (lab, typ) == first[:2]][0]
+    np.testing.assert_allclose(z["embeddings"][i], embedder([ds[first]])[0], atol=1e-5)
+    cal = tmp_path / "cal.json"
+    res = run_main("calibrate", "--evaluation", str(tmp_path / "ev/e"), "--target-fpir", "0.1", "--out", str(cal),
+                   "--quiet")
+    assert res.returncode == 0, res.stderr
+    rec = json.loads(cal.read_text())
+    assert rec["arch"] == "gaitgraph" and rec["metric"] == "euc" and rec["impostor"]["count"] > 0
