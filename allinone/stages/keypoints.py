@@ -75,6 +75,9 @@ class VideoKeypoints:
         self.timings["pose"] += t2 - t1
         self.crops_done += len(due)
 
+    def flush(self) -> None:
+        """Nothing waits: each frame's poses are computed in ``add`` (the silhouette stage's batches need this)."""
+
     def ended(self, index: int, gap: int) -> list[int]:
         """Tracks last seen more than ``gap`` frames before frame ``index``."""
         return [tid for tid, last in self.last_seen.items() if index - last > gap]
