@@ -88,6 +88,33 @@ class QualityConfig:
 
 
 @dataclass(frozen=True)
+class PoseConfig:
+    # A keypoint model: a MoveNet .tflite (LiteRT) or a top-down .onnx (SimCC, heatmap or [N, 17, 3] output). Empty:
+    # no pose stage, unless the gait model reads keypoints (then RTMPose-m from the checkpoints folder).
+    model: str = ""
+    # The person box is grown by this factor around its centre before the crop (mmpose's top-down padding 1.25):
+    # feet and raised hands stay inside the crop. (The people of one frame are one model call where the backend
+    # batches, ONNX; MoveNet's TFLite graph takes one crop per call.)
+    box_scale: float = 1.25
+    # Keep the keypoints of every track as OpenGait's pose pickles (keypoints/<video>/<track>.pkl, float32
+    # [T, 17, 3]: x, y in frame pixels, confidence).
+    save: bool = False
+
+
+@dataclass(frozen=True)
+class SkeletonConfig:
+    """How a keypoint gait model (GaitGraph) turns a track's keypoints into one embedding (gait/skeleton.py)."""
+
+    # Frames per window: GaitGraph trained and evaluates on 60-frame sequences (its SelectSequenceCenter(60)).
+    window: int = 60
+    # Windows start every `stride` frames; the track's embedding is the mean of its windows' L2-normalised
+    # embeddings, normalised again. Half a window: every frame is in one or two windows.
+    stride: int = 30
+    # A track with fewer frames than `window` is one window of its own length (the network is convolutional in
+    # time and pools over it); MatchConfig.min_frames still marks very short tracks too short to match.
+
+
+@dataclass(frozen=True)
 class GaitConfig:
     # OpenGait checkpoint ({'model': state_dict, ...}). Empty: GREW GaitBase from the checkpoints folder.
     model: str = ""
@@ -108,6 +135,8 @@ class GaitConfig:
     # Tracks that end together (at the end of a video) embedded in one forward, equal lengths together. 0: 8 on
     # CUDA, 1 on the CPU (where batching measured slower).
     batch: int = 0
+    # Keypoint models (GaitGraph): windows over a track's keypoints.
+    skeleton: SkeletonConfig = field(default_factory=SkeletonConfig)
 
 
 @dataclass(frozen=True)
@@ -216,6 +245,7 @@ class RunConfig:
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     gait: GaitConfig = field(default_factory=GaitConfig)
+    pose: PoseConfig = field(default_factory=PoseConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
     # Named gallery identities: (name, gallery track ids). Tracks not named are identities of their own, "G<id>".
     identities: tuple[tuple[str, tuple[int, ...]], ...] = ()

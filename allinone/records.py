@@ -128,6 +128,40 @@ class Silhouettes:
         return len(self.aligned)
 
 
+N_KEYPOINTS = 17  # COCO-17: nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles (left before right)
+
+
+@dataclass(frozen=True)
+class Keypoints:
+    """A track's 2-D COCO-17 keypoints in time order: frames (T,) int64, the 0-based frame of each pose; xy
+    (T, 17, 2) float32 in frame pixels (x right, y down); confidence (T, 17) float32 in [0, 1]. dropped: frames of
+    the track not used, by reason (DROP_REASONS), as for silhouettes."""
+
+    track_id: int
+    frames: np.ndarray
+    xy: np.ndarray
+    confidence: np.ndarray
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frames", np.asarray(self.frames, np.int64).reshape(-1))
+        object.__setattr__(self, "xy", np.asarray(self.xy, np.float32))
+        object.__setattr__(self, "confidence", np.asarray(self.confidence, np.float32))
+        t = len(self.frames)
+        _check(self.xy.shape == (t, N_KEYPOINTS, 2), f"xy must be ({t}, {N_KEYPOINTS}, 2), got {self.xy.shape}")
+        _check(self.confidence.shape == (t, N_KEYPOINTS),
+               f"confidence must be ({t}, {N_KEYPOINTS}), got {self.confidence.shape}")
+        _check(t < 2 or bool(np.all(np.diff(self.frames) > 0)), "keypoint frames must increase")
+        _check(set(self.dropped) <= set(DROP_REASONS), f"drop reasons must be among {DROP_REASONS}")
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def stacked(self) -> np.ndarray:
+        """(T, 17, 3) float32 (x, y, confidence): the layout of OpenGait's pose pickles and GaitGraph's input."""
+        return np.concatenate([self.xy, self.confidence[..., None]], axis=-1)
+
+
 @dataclass(frozen=True)
 class Embedding:
     """A track's gait embedding: feature (C, P) float32, e.g. GaitBase's (256, 16).
@@ -218,6 +252,7 @@ class TrackResult:
     n_silhouettes: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     embedding: Embedding | None = None
+    keypoints: Keypoints | None = None  # the track's poses (with a pose stage), for drawing and the pose pickle
     gei: np.ndarray | None = None
     crop: np.ndarray | None = None
     files: dict[str, str] = field(default_factory=dict)  # run-relative paths written for it

@@ -13,7 +13,7 @@ README = PKG.parent / "README.md"
 RANKS = {
     "allinone": 0, "allinone.config": 0, "allinone.records": 0, "allinone.errors": 0,
     "allinone.io": 1,
-    "allinone.detect": 2, "allinone.segment": 2, "allinone.gait": 2,
+    "allinone.detect": 2, "allinone.segment": 2, "allinone.pose": 2, "allinone.gait": 2,
     "allinone.decide": 3, "allinone.gallery": 3,
     "allinone.results": 4,
     "allinone.stages": 5, "allinone.evaluate": 5,

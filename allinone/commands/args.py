@@ -6,7 +6,8 @@ import argparse
 import math
 from pathlib import Path
 
-from allinone.config import DetectConfig, GaitConfig, LiveConfig, MatchConfig, RunConfig, SegmentConfig, TrackConfig
+from allinone.config import (DetectConfig, GaitConfig, LiveConfig, MatchConfig, PoseConfig, RunConfig, SegmentConfig,
+                             TrackConfig)
 from allinone.errors import UserError
 from allinone.gait.registry import ARCHS
 
@@ -94,8 +95,16 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="PP-HumanSeg: a PaddleSeg inference folder (deploy.yaml) or an .onnx file "
                         "(default: PP-HumanSeg v2 mobile from the checkpoints folder)")
     p.add_argument("--gait-model", default="", metavar="PATH",
-                   help="an OpenGait checkpoint (.pt: GaitBase, GaitSet, GaitPart, GaitGL, DeepGaitV2) or an "
-                        ".onnx file from export-onnx (default: GREW GaitBase from the checkpoints folder)")
+                   help="an OpenGait checkpoint (.pt: GaitBase, GaitSet, GaitPart, GaitGL, DeepGaitV2), GaitGraph's "
+                        "released .pth (keypoints: needs a pose model), or an .onnx file from export-onnx "
+                        "(default: GREW GaitBase from the checkpoints folder)")
+    p.add_argument("--pose-model", default="", metavar="PATH",
+                   help="2-D keypoints of each tracked person: a MoveNet .tflite or a top-down keypoint .onnx "
+                        "(needed by keypoint gait models such as GaitGraph; default for those: RTMPose-m from the "
+                        "checkpoints folder)")
+    p.add_argument("--save-keypoints", action="store_true",
+                   help="keep each track's keypoints as OpenGait's pose pickle (keypoints/<video>/<track>.pkl, "
+                        "float32 [T, 17, 3]: x, y in frame pixels, confidence)")
     p.add_argument("--gait-arch", default="auto", choices=["auto", *GAIT_ARCHS], metavar="NAME",
                    help="the gait model's OpenGait architecture: " + ", ".join(GAIT_ARCHS) + ", or auto "
                         "(default): recognised from the checkpoint's keys; naming one refuses any other")
@@ -135,6 +144,7 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         detect=DetectConfig(model=str(a.detector), score_threshold=a.det_score, batch=a.det_batch),
         track=TrackConfig(),
         segment=SegmentConfig(model=str(a.seg_model) if a.seg_model else "", frame_step=a.frame_step),
+        pose=PoseConfig(model=str(getattr(a, "pose_model", "") or ""), save=getattr(a, "save_keypoints", False)),
         gait=GaitConfig(model=str(a.gait_model) if a.gait_model else "", arch=a.gait_arch,
                         trust_checkpoint=a.trust_checkpoint, embedding=getattr(a, "embedding", "auto")),
         match=MatchConfig(metric=getattr(a, "metric", "auto"), threshold=getattr(a, "threshold", None),

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from allinone.commands.args import Parser
-from allinone.config import DetectConfig, GaitConfig, RunConfig, SegmentConfig
+from allinone.config import DetectConfig, GaitConfig, PoseConfig, RunConfig, SegmentConfig
 from allinone.io.safe_pickle import load_data_pickle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,6 +97,9 @@ def bench_command(argv: list[str] | None = None) -> int:
     p.add_argument("--crowd", type=int, default=0, metavar="K",
                    help="also a crowd video: the 4-person plaza video K times side by side (K=3: 12 people)")
     p.add_argument("--gait-model", default="", help="a GaitBase checkpoint (default: a random one)")
+    p.add_argument("--pose-model", default=None, metavar="PATH",
+                   help="the pose path's model (default: MoveNet Lightning from --shared; 'none' skips the pose "
+                        "path): the same videos run again with GaitGraph on its keypoints")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     p.add_argument("--repeat", type=int, default=3, metavar="K",
@@ -215,10 +218,39 @@ def bench_command(argv: list[str] | None = None) -> int:
     report = {"machine": _machine(), "cpu": _cpu_name(), "device": device, "segmenter": args.seg, "wall_s": round(wall, 2),
               "repeat": repeat,
               "frames": total_frames, "peak_rss_mb": round(peak, 1), "videos": rows}
+    pose_model = shared / "weights/movenet_singlepose_lightning_int8.tflite" if args.pose_model is None \
+        else (None if args.pose_model == "none" else Path(args.pose_model))
+    if pose_model is not None:
+        report["pose"] = _pose_path(config, shared, pose_model, repeat)
     print(_markdown(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     return 0
+
+
+def _pose_path(config: RunConfig, shared: Path, pose_model: Path, repeat: int) -> dict:
+    """The keypoint path on the same videos: detect, track, the pose model on every tracked person in every frame,
+    GaitGraph on the keypoints (no segmentation). Each video's fastest of ``repeat`` runs: the pose stage's ms per
+    crop and per frame, and the path's frames per second (first pass and with the result videos)."""
+    from allinone.commands.run import run
+
+    gaitgraph = shared / "weights/gaitgraph_resgcn-n39-r8_coco_seq_60.pth"
+    cfg = replace(config, save_silhouettes="none", gait=GaitConfig(model=str(gaitgraph)),
+                  pose=PoseConfig(model=str(pose_model)), match=replace(config.match, threshold=0.2))
+    runs = [run(replace(cfg, name=f"bench-pose{k}")) for k in range(max(1, repeat))]
+    rows = []
+    for i, entry in enumerate(runs[0].manifest["videos"]):
+        tm = min((r.manifest["videos"][i]["timings_s"] for r in runs), key=lambda t: t.get("total", 0.0))
+        n, crops = entry["frames"], sum(t.get("n_poses", 0) for t in entry["tracks"])
+        pose_s = tm.get("pose", 0.0) + tm.get("pose_crop", 0.0)
+        rows.append({"video": entry["name"], "frames": n, "crops": crops,
+                     "pose_ms_per_crop": round(1000 * tm.get("pose", 0.0) / max(crops, 1), 2),
+                     "crop_ms_per_crop": round(1000 * tm.get("pose_crop", 0.0) / max(crops, 1), 2),
+                     "pose_ms_per_frame": round(1000 * pose_s / n, 2),
+                     "gait_ms_per_frame": round(1000 * tm.get("embed", 0.0) / n, 2),
+                     "fps_first_pass": round(n / tm["total"], 1) if tm.get("total") else None,
+                     "fps_with_render": round(n / (tm.get("total", 0.0) + tm.get("render", 0.0)), 1)})
+    return {"model": pose_model.name, "gait": gaitgraph.name, "videos": rows}
 
 
 def _cpu_name() -> str:
@@ -274,6 +306,15 @@ def _markdown(r: dict) -> str:
         m = v["model_ms"]
         lines.append(f"| {v['video']} | {m['decode/frame']} | {m['detect/frame']} | {m['segment/crop']} | "
                      f"{m['gait/silhouette']} |")
+    if "pose" in r:
+        p = r["pose"]
+        lines += ["", f"pose path ({p['model']} keypoints → {p['gait']}, no segmentation), fastest run of each video:",
+                  "", "| video | frames | crops | pose ms/crop | crop ms/crop | pose ms/frame | gait ms/frame | "
+                  "e2e fps | +render fps |", "|---|---|---|---|---|---|---|---|---|"]
+        for v in p["videos"]:
+            lines.append(f"| {v['video']} | {v['frames']} | {v['crops']} | {v['pose_ms_per_crop']} | "
+                         f"{v['crop_ms_per_crop']} | {v['pose_ms_per_frame']} | {v['gait_ms_per_frame']} | "
+                         f"{v['fps_first_pass']} | {v['fps_with_render']} |")
     return "\n".join(lines)
 
 

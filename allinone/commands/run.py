@@ -24,7 +24,7 @@ from allinone.io.run_folder import RunWriter, check_name_lengths, sha256_path
 from allinone.io.video import StreamSource, VideoSource, is_stream, stream_name
 from allinone.records import Decision, Identity, VideoInfo
 from allinone.results import manifest as mf
-from allinone.results.render import render_video
+from allinone.results.render import Skeletons, render_video
 from allinone.results.report import write_report
 from allinone.stages.build import Stages, build_stages, check_models_given, resolve_models
 from allinone.stages.rotation import choose_rotation
@@ -246,9 +246,11 @@ def run(config: RunConfig, models_ready=None) -> RunResult:
                     outputs[r.info.name] = live[r.info.name]["outputs"]
                     continue
                 identities, decisions = (decision[0], decision[3]) if decision else (None, None)
+                poses = {t: tr.keypoints for t, tr in r.tracks.items() if tr.keypoints is not None}
                 outputs[r.info.name] = {**r.outputs, **render_video(
                     r.info, writer.dir / f"tracks/{r.info.name}.txt", writer, gallery_name, identities, decisions,
-                    config.quiet, r.timings, annotated=False)} if config.render else {}
+                    config.quiet, r.timings, annotated=False, skeletons=Skeletons(poses) if poses else None)
+                } if config.render else {}
             videos = [mf.video_entry(r.info, r.tracks, outputs[r.info.name], r.timings,
                                      r.info.fps / r.silhouette_stride if stages.segmenter else None)
                       for r in results]

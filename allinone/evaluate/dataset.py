@@ -75,6 +75,17 @@ def list_sequences(root: Path, partition: dict) -> list[Sequence]:
     return out
 
 
+def load_keypoints(path: Path) -> np.ndarray:
+    """A sequence's poses as OpenGait's pose pickles hold them: float [T, 17, 3] (x, y, confidence), T >= 1."""
+    with open(path, "rb") as fh:
+        seq = np.asarray(pickle.load(fh))
+    if seq.ndim != 3 or seq.shape[1:] != (17, 3) or seq.dtype.kind != "f":
+        raise ValueError(f"expected float [T, 17, 3] keypoints (x, y, confidence), got {seq.dtype} {seq.shape}")
+    if len(seq) == 0 or not np.isfinite(seq).all():
+        raise ValueError("empty sequence or non-finite keypoints")
+    return seq.astype(np.float32, copy=False)
+
+
 def load_silhouettes(path: Path) -> np.ndarray:
     """A sequence's silhouettes: uint8 [T, 64, 64] or already cut [T, 64, 44], T >= 1. ValueError otherwise;
     UnsafePickle (a UserError) for a pickle that asks for more than arrays and containers (nothing of it runs)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from allinone.evaluate.dataset import Sequence, load_silhouettes
+from allinone.evaluate.dataset import Sequence, load_keypoints, load_silhouettes
 from allinone.io.safe_pickle import UnsafePickle
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ def embed_dataset(root: Path, sequences: list[Sequence], embedder, cache: Embedd
     skipped: list[tuple[str, str]] = []
     todo: list[tuple[int, os.stat_result, np.ndarray]] = []
     computed = cached = 0
+    # keypoint models (GaitGraph) read OpenGait's pose pickles, float [T, 17, 3]; the others silhouettes
+    load = load_keypoints if getattr(embedder, "input", "silhouettes") == "keypoints" else load_silhouettes
     t0 = time.perf_counter()
     last_commit = t0
     bar = tqdm(total=len(sequences), desc="embed", unit="seq", disable=quiet, dynamic_ncols=True)
@@ -112,7 +114,7 @@ def embed_dataset(root: Path, sequences: list[Sequence], embedder, cache: Embedd
                 bar.update(1)
                 continue
             try:
-                sils = load_silhouettes(f)
+                sils = load(f)
             except UnsafePickle:  # a hostile dataset is not evaluated, nor a sequence of it quietly dropped
                 raise
             except Exception as exc:  # a broken pickle can raise almost anything; it is listed, not fatal

@@ -16,6 +16,8 @@ class GaitBackend(Protocol):
 
     arch: str  # OpenGait architecture name ('unknown' for an ONNX graph without metadata)
     metric: str  # the distance OpenGait evaluates the model with
+    # (keypoint models, gait/skeleton.py, have ``input = "keypoints"`` and take float32 [T, 17, 3] sequences:
+    # x, y in frame pixels and confidence, from the pose stage)
 
     def __call__(self, aligned: list[np.ndarray], batch: int = 1) -> list[np.ndarray]:
         """Sequences uint8 [T, 64, 64] (or [T, 64, 44]) → embeddings [c, p]; ``batch``: sequences of one length
@@ -23,14 +25,48 @@ class GaitBackend(Protocol):
         ...
 
 
-def _backends() -> dict[str, type]:
-    from allinone.gait.onnx import OnnxGaitEmbedder
-    from allinone.gait.checkpoint import GaitEmbedder
+def _torch_backend(config: GaitConfig, device: str) -> GaitBackend:
+    """A torch checkpoint's stage: GaitEmbedder for silhouette models, KeypointEmbedder for keypoint models."""
+    from allinone.gait.checkpoint import GaitEmbedder, load_gait_model
 
-    return {".pt": GaitEmbedder, ".pth": GaitEmbedder, ".onnx": OnnxGaitEmbedder}
+    if not config.model:
+        return GaitEmbedder(config, device)  # its own message for a missing checkpoint
+    model, spec = load_gait_model(config.model, config.arch, device, trust_pickle=config.trust_checkpoint)
+    if spec.input == "keypoints":
+        from allinone.gait.skeleton import KeypointEmbedder
+        return KeypointEmbedder(config, device, model, spec)
+    return GaitEmbedder(config, device, (model, spec))
+
+
+def _backends() -> dict[str, object]:
+    from allinone.gait.onnx import OnnxGaitEmbedder
+
+    return {".pt": _torch_backend, ".pth": _torch_backend, ".onnx": OnnxGaitEmbedder}
 
 
 NOT_A_FILE = "is a directory, not a gait model file (an OpenGait .pt checkpoint or an .onnx file)"
+
+
+def reads_keypoints(path: str | Path) -> bool:
+    """Whether a gait model file is a keypoint model's (GaitGraph): its pickle names every marker key of a keypoint
+    architecture. Reads the bytes of the zip's data.pkl without unpickling it; False for anything else."""
+    import zipfile
+
+    from allinone.gait.registry import ARCHS
+
+    path = Path(path)
+    if path.suffix.lower() not in (".pt", ".pth") or not path.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if n.endswith("/data.pkl")]
+            if len(names) != 1:
+                return False
+            data = zf.read(names[0])
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(spec.input == "keypoints" and all(m.encode() in data for m in spec.markers)
+               for spec in ARCHS.values())
 
 
 def check_model_file(path: str | Path) -> Path:

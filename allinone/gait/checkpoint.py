@@ -59,6 +59,9 @@ def _read_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, "torch
             foreign = [g for g in pickle_globals(path) if not g.startswith(_TENSOR_MODULES)]
             if not foreign:
                 raise
+            keypoint_model = None if trust_pickle else _keypoint_model_tensors(path)
+            if keypoint_model is not None:
+                return keypoint_model
             if not trust_pickle:
                 raise UserError(f"refused: it pickles objects other than tensors ({', '.join(foreign[:_SHOW])}), "
                                 "which could run code when loaded; if you trust its source, pass "
@@ -89,6 +92,24 @@ def _read_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, "torch
     if bad:
         raise UserError(f"state dict has non-tensor entries, e.g. {bad[:_SHOW]}", path)
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def _keypoint_model_tensors(path: Path) -> dict[str, "torch.Tensor"] | None:
+    """A keypoint model's (GaitGraph's) state_dict from a checkpoint that also pickles its training script's
+    objects: only the 'model' tensors are read, by an unpickler that runs none of the file's code
+    (io/safe_pickle.py). None when the file's 'model' is not a keypoint model's (it is then refused as before)."""
+    from allinone.io.safe_pickle import read_tensors
+    try:
+        state, skipped = read_tensors(path, "model")
+    except ValueError:
+        return None
+    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    found = matching_archs(state)
+    if len(found) != 1 or ARCHS[found[0]].input != "keypoints":
+        return None
+    log.info("%s: read its 'model' tensors only; its other entries were not unpickled (%s)", path,
+             ", ".join(sorted(skipped)) or "none")
+    return state
 
 
 def _pick_arch(state: Mapping[str, "torch.Tensor"], arch: str, path: Path) -> ArchSpec:
@@ -204,7 +225,8 @@ class GaitEmbedder:
     ``embedding_shape`` (c, p) describe the loaded model.
     """
 
-    def __init__(self, config: GaitConfig, device: str = "cpu") -> None:
+    def __init__(self, config: GaitConfig, device: str = "cpu", loaded: tuple["nn.Module", ArchSpec] | None = None
+                 ) -> None:
         import torch
 
         if not config.model:
@@ -213,8 +235,8 @@ class GaitEmbedder:
             raise UserError(f"gait max_frames must be at least 1, got {config.max_frames}")
         self.config = config
         self.device = device
-        self.model, self.spec = load_gait_model(config.model, config.arch, device,
-                                                trust_pickle=config.trust_checkpoint)
+        self.model, self.spec = loaded or load_gait_model(config.model, config.arch, device,
+                                                          trust_pickle=config.trust_checkpoint)
         self.arch = self.spec.name
         self.metric = self.spec.metric
         kwargs = {}

@@ -1,4 +1,4 @@
-"""The OpenGait architectures we can run, what each expects and returns, and how to tell them apart by keys.
+"""The gait architectures we can run (OpenGait's, and GaitGraph over keypoints), what each expects and returns, and how to tell them apart by keys.
 
 Every model class named here has ``embed(sils [n, s, 64, 44]) -> [n, c, p]`` (OpenGait's inference embedding;
 SkeletonGait++ takes [n, s, 3, 64, 44], skeleton maps beside the silhouette: see ``channels``),
@@ -35,6 +35,8 @@ class ArchSpec:
     # input planes per frame: 1 (the silhouette) or 3 (limb map, joint map, silhouette: needs keypoints, see
     # skeleton_maps.skeleton_maps and skeleton_input)
     channels: int = 1
+    # What a track gives the model: aligned silhouettes, or 2-D keypoints from the pose stage (gait/skeleton.py).
+    input: str = "silhouettes"
 
     def model_class(self) -> type:
         return getattr(import_module(self.module, __package__), self.title)
@@ -81,6 +83,13 @@ ARCHS: dict[str, ArchSpec] = {s.name: s for s in (
         configs="configs/skeletongait/skeletongait++_* (GREW, Gait3D, CCPG, SUSTech1K; depths/width from keys)",
         short_sequences="any length >= 1 (temporal convs pad one frame)",
         channels=3),
+    ArchSpec(
+        name="gaitgraph", title="GaitGraph", module=".gaitgraph",
+        markers=("input_branches.0.bn.running_mean", "main_stream.0.scn.conv.gcn.weight", "fcn.weight"),
+        embedding="[128, 1]: the L2-normalised fcn output (tteepe/GaitGraph ResGCN-N39-R8), mean over windows",
+        configs="tteepe/GaitGraph release v0.1 (resgcn-n39-r8, coco, 60 frames); not an OpenGait model",
+        short_sequences="60-frame windows every 30 frames; a shorter track is one window of its length",
+        input_size=(17, 3), cutting=0, input="keypoints"),
 )}
 
 

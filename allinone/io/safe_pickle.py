@@ -1,21 +1,35 @@
-"""Pickles read as data: OpenGait's dataset sequences, a run's silhouettes, an extract's resume.
+"""Pickles read without running them: OpenGait's dataset sequences, a run's silhouettes, an extract's resume, and
+the tensors of a checkpoint that also pickles someone else's objects.
 
 A pickle can name any function for the reader to call (``os.system`` in a ``__reduce__``), so every pickle the
 program reads goes through ``load_data_pickle``: it admits numpy arrays, numpy scalars and dtypes and plain
 containers (list, tuple, dict, set, bytes, str, numbers), and refuses any other name the file asks for before it is
 called. ``pickle_globals`` lists the names a pickle would call without calling them (to say why a checkpoint that
 torch refused was refused).
+
+``read_tensors`` reads the tensors of a torch zip checkpoint whose pickle also holds objects of another project's
+scripts: GaitGraph's released checkpoint pickles ``{'opt': argparse.Namespace, 'model': OrderedDict of tensors,
+'optimizer', 'scheduler', ...}``, whose optimizer and scheduler hold functions of its training script; torch.load
+with ``weights_only=True`` refuses it, and full unpickling would import (and could run) whatever the file names.
+Its unpickler resolves only the globals that rebuild tensors (and OrderedDict); every other global becomes
+:class:`Inert`, a stand-in that takes any arguments and state and does nothing, so a ``__reduce__`` naming
+``os.system`` builds an Inert instead of calling it. torch is imported on use only.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import io
 import pickle
 import pickletools
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from allinone.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 _PROTOCOL_HEAD = 0x80  # PROTO opcode: a pickle of protocol 2 or later starts with it
 
@@ -28,7 +42,6 @@ class UnsafePickle(UserError):
 def _admitted() -> dict[tuple[str, str], object]:
     """(module, name) → the object, for the few names numpy's and Python's own pickles of plain data use; numpy 1
     wrote ``numpy.core``, numpy 2 writes ``numpy._core``: both map to this numpy's functions."""
-    import collections
 
     import numpy as np
 
@@ -123,3 +136,109 @@ def _globals_of_one(stream: io.BytesIO) -> list[str]:
             break
         top = None
     return names
+
+
+@functools.lru_cache(maxsize=1)
+def _storage_dtypes() -> dict:
+    """torch's legacy storage class names (what a zip checkpoint's pickle names) → their dtypes."""
+    import torch
+    return {"FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
+            "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+            "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
+            "BoolStorage": torch.bool}
+
+
+def _rebuild_tensor(storage: torch.Tensor, offset: int, size, stride, requires_grad=False, hooks=None,
+                    metadata=None) -> torch.Tensor:  # noqa: ARG001 - torch's _rebuild_tensor_v2 signature
+    """A tensor viewing a flat storage tensor (torch._utils._rebuild_tensor_v2 without hooks or metadata)."""
+    import torch
+    return torch.as_strided(storage, tuple(size), tuple(stride), int(offset))
+
+
+def _rebuild_parameter(data: torch.Tensor, requires_grad=False, hooks=None) -> torch.Tensor:  # noqa: ARG001
+    return data
+
+
+_ALLOWED = {
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+}
+
+
+class Inert:
+    """What every other global of the pickle becomes: it accepts any call, state, items and appends, and keeps
+    nothing (so no code named by the file runs, and nothing it built is used)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "Inert":  # NEWOBJ passes the pickled args to __new__
+        return super().__new__(cls)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> "Inert":
+        return Inert()
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, item: Any) -> None:
+        pass
+
+    def extend(self, items: Any) -> None:
+        pass
+
+
+
+class _TensorUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, zf: zipfile.ZipFile, prefix: str) -> None:
+        super().__init__(io.BytesIO(data))
+        self.zf, self.prefix = zf, prefix
+        self.refused: set[str] = set()
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED:
+            return _ALLOWED[(module, name)]
+        if module == "torch" and name in _storage_dtypes():
+            return _storage_dtypes()[name]
+        self.refused.add(f"{module}.{name}")
+        return Inert
+
+    def persistent_load(self, pid: Any) -> torch.Tensor:
+        import torch
+        # ('storage', storage type (resolved by find_class to a dtype), key, location, numel)
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], torch.dtype)):
+            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r:.80}")
+        dtype, key = pid[1], str(pid[2])
+        raw = self.zf.read(f"{self.prefix}data/{key}")
+        return torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.zeros(0, dtype=dtype)
+
+
+def read_tensors(path: str | Path, entry: str = "model") -> tuple[dict[str, torch.Tensor], set[str]]:
+    """The ``entry`` dict of a torch zip checkpoint, read without running code from the file, and the names of the
+    globals that were not resolved (turned into Inert). ValueError when the file is not a torch zip checkpoint or
+    ``entry`` is not a dict of tensors."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"not a torch zip checkpoint ({exc})") from exc
+    with zf:
+        pkl = [n for n in zf.namelist() if n.endswith("/data.pkl")]
+        if len(pkl) != 1:
+            raise ValueError("not a torch zip checkpoint (no single data.pkl)")
+        prefix = pkl[0][:-len("data.pkl")]
+        up = _TensorUnpickler(zf.read(pkl[0]), zf, prefix)
+        try:
+            obj = up.load()
+        except (pickle.UnpicklingError, EOFError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
+            raise ValueError(f"its pickle does not read ({type(exc).__name__}: {str(exc)[:120]})") from exc
+    import torch
+    if not isinstance(obj, dict) or entry not in obj:
+        raise ValueError(f"no {entry!r} entry")
+    state = obj[entry]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"its {entry!r} entry is not a dict of tensors")
+    return {str(k): v.clone() for k, v in state.items()}, up.refused

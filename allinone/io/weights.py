@@ -110,6 +110,28 @@ def default_models() -> tuple[ModelSpec, ...]:
     )
 
 
+def optional_models() -> tuple[ModelSpec, ...]:
+    """Models fetched only when a run needs them: the pose model, for keypoint gait models (GaitGraph).
+
+    RTMPose-m: COCO AP 75.8 (RTMPose paper), where MoveNet Lightning is a smaller model made for one person near
+    a webcam (small, far people are where gait keypoints fail); top-down from the tracker's boxes like HRNet
+    (GaitGraph's training keypoints); Apache-2.0 code and weights; an ONNX export that runs in ONNX Runtime,
+    batched, with no other framework (about 2 GFLOPs a crop, 256x192)."""
+    return (
+        ModelSpec(
+            key="pose",
+            target="rtmpose-m_simcc-body7_256x192.onnx",
+            url="https://download.openmmlab.com/mmpose/v1/projects/rtmposev1/onnx_sdk/"
+                "rtmpose-m_simcc-body7_pt-body7_420e-256x192-e48f03d0_20230504.zip",
+            member="end2end.onnx",
+            description="RTMPose-m (body7, 256x192, SimCC), top-down COCO-17 keypoints: the pose model of keypoint "
+                        "gait models (GaitGraph), used only when one is chosen",
+            licence="Apache-2.0 (MMPose). Trained on seven public pose datasets (COCO, AI Challenger, CrowdPose, "
+                    "MPII, sub-JHMDB, Halpe, PoseTrack18): check their terms too",
+        ),
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # errors
 
@@ -408,7 +430,7 @@ def resolve_all(keys: Sequence[str], root: Path, download: bool = True, *, progr
                 specs: Sequence[ModelSpec] | None = None) -> dict[str, Path]:
     """{key: local path} for every key; all fetch failures are gathered into one MissingWeights. A corrupt
     present file raises CorruptWeights at once."""
-    catalog = {s.key: s for s in (default_models() if specs is None else specs)}
+    catalog = {s.key: s for s in ((*default_models(), *optional_models()) if specs is None else specs)}
     unknown = [k for k in keys if k not in catalog]
     if unknown:
         raise ValueError(f"unknown model key(s) {unknown}; known: {sorted(catalog)}")

@@ -25,7 +25,9 @@ def track_entry(t: TrackResult) -> dict:
     if t.dropped or t.n_silhouettes:
         entry["n_silhouettes"] = t.n_silhouettes
         entry["dropped"] = {k: int(t.dropped.get(k, 0)) for k in DROP_REASONS}
-    for key in ("silhouettes_png_dir", "silhouettes_pkl", "feature", "crop", "gei"):
+    if t.keypoints is not None:
+        entry["n_poses"] = len(t.keypoints)  # frames the pose stage gave keypoints for
+    for key in ("silhouettes_png_dir", "silhouettes_pkl", "keypoints_pkl", "feature", "crop", "gei"):
         if key in t.files:
             entry[key] = t.files[key]
     return entry

@@ -88,6 +88,47 @@ def draw(frame: np.ndarray, boxes: list[Box]) -> np.ndarray:
     return frame
 
 
+# COCO-17 bones drawn between joints (GaitGraph's and OpenGait's skeleton); joints below this score are not drawn.
+SKELETON = ((0, 1), (0, 2), (1, 3), (2, 4), (5, 6), (5, 7), (7, 9), (6, 8), (8, 10), (5, 11), (6, 12), (11, 12),
+            (11, 13), (13, 15), (12, 14), (14, 16))
+MIN_JOINT_SCORE = 0.2
+
+
+def draw_skeleton(frame: np.ndarray, xy: np.ndarray, conf: np.ndarray, color: tuple[int, int, int]) -> None:
+    """A COCO-17 pose (xy [17, 2] frame pixels, conf [17]) onto ``frame`` in place: bones in the person's color with
+    a dark rim, joints as dots; joints scored below MIN_JOINT_SCORE (and their bones) left out."""
+    h, w = frame.shape[:2]
+    thick = max(1, int(round(min(h, w) / 360)))
+    pts = [(int(round(x)), int(round(y))) for x, y in xy]
+    seen = conf >= MIN_JOINT_SCORE
+    for a, b in SKELETON:
+        if seen[a] and seen[b]:
+            cv2.line(frame, pts[a], pts[b], (0, 0, 0), thick + 2, cv2.LINE_AA)
+            cv2.line(frame, pts[a], pts[b], color, thick, cv2.LINE_AA)
+    for p, ok in zip(pts, seen):
+        if ok:
+            cv2.circle(frame, p, thick + 1, (255, 255, 255), -1, cv2.LINE_AA)
+
+
+class Skeletons:
+    """Tracks' poses by frame, for drawing in step with a video's frames: {track id: Keypoints} → at(frame)."""
+
+    def __init__(self, tracks: dict) -> None:
+        self.by_frame: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+        for tid, kp in tracks.items():
+            for i, f in enumerate(kp.frames.tolist()):
+                self.by_frame.setdefault(f, {})[int(tid)] = (kp.xy[i], kp.confidence[i])
+
+    def at(self, index: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        return self.by_frame.get(index, {})
+
+
+def draw_poses(frame: np.ndarray, poses: dict[int, tuple[np.ndarray, np.ndarray]] | None,
+               colors: dict[int, tuple[int, int, int]]) -> None:
+    for tid, (xy, conf) in (poses or {}).items():
+        draw_skeleton(frame, xy, conf, colors.get(tid, UNKNOWN_COLOR))
+
+
 def significant(x: float, digits: int = 3) -> str:
     """``x`` with ``digits`` significant digits, trailing zeros kept: 0.03 → "0.0300", 0.0351 → "0.0351"."""
     text = f"{x:#.{digits}g}"
@@ -103,8 +144,11 @@ class TrackedVideo:
         self.sink = VideoSink(path, fps, size_wh)
         self.prefix = prefix
 
-    def __call__(self, frame: np.ndarray, xyxy: np.ndarray, track_ids: np.ndarray) -> None:
-        """Draw onto ``frame`` in place (the caller is done with it) and queue it for encoding."""
+    def __call__(self, frame: np.ndarray, xyxy: np.ndarray, track_ids: np.ndarray,
+                 poses: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        """Draw onto ``frame`` in place (the caller is done with it) and queue it for encoding; ``poses``: track id →
+        (xy [17, 2], confidence [17]) of this frame, drawn under the boxes."""
+        draw_poses(frame, poses, {int(t): identity_color(int(t)) for t in track_ids})
         self.sink.write(draw(frame, [Box(b, identity_color(int(t)), f"{self.prefix}{int(t)}")
                                      for b, t in zip(xyxy, track_ids)]))
 
@@ -125,12 +169,13 @@ def decision_box(xyxy: np.ndarray, tid: int, d, colors: dict[str, int]) -> Box:
 
 
 def render_video(info, mot_path, writer, gallery_name: str | None, identities, decisions,
-                 quiet: bool, timings: dict[str, float], annotated: bool = True) -> dict[str, str]:
+                 quiet: bool, timings: dict[str, float], annotated: bool = True,
+                 skeletons: Skeletons | None = None) -> dict[str, str]:
     """Second decode of a video: draw its tracks, read back from its MOT file in step with the frames (so nothing
     grows with the video's length). The tracked video (one color per track, labels G<id> or P<id>) when
     ``annotated`` (a run draws it in the first pass instead: TrackedVideo); for a probe with decisions also the result video ``G-<gallery>_P-<probe>.mp4``, where each
     person wears the color of the identity they matched and a label ``P<id> <identity> <distance>``, or gray
-    ``P<id> unknown (<reason>)``. Returns the run-relative paths written; with nothing to write the video is not
+    ``P<id> unknown (<reason>)``. ``skeletons``: the tracks' poses, drawn under their boxes. Returns the run-relative paths written; with nothing to write the video is not
     decoded at all."""
     from tqdm import tqdm
 
@@ -161,10 +206,14 @@ def render_video(info, mot_path, writer, gallery_name: str | None, identities, d
             if pending is not None and pending[0] == index:
                 people = pending[1]
                 pending = next(rows, None)
+            poses = skeletons.at(index) if skeletons is not None else None
             if "result_video" in sinks:
-                sinks["result_video"].write(draw(frame.copy(), [decision_box(b, tid, mine.get(tid), colors)
-                                                                for tid, b in people]))
+                boxes = [decision_box(b, tid, mine.get(tid), colors) for tid, b in people]
+                out = frame.copy()
+                draw_poses(out, poses, {tid: box.color for (tid, _), box in zip(people, boxes)})
+                sinks["result_video"].write(draw(out, boxes))
             if "annotated_video" in sinks:
+                draw_poses(frame, poses, {tid: identity_color(tid) for tid, _ in people})
                 sinks["annotated_video"].write(draw(frame, [Box(b, identity_color(tid), f"{prefix}{tid}")
                                                             for tid, b in people]))
     except BaseException:

@@ -11,6 +11,7 @@ from allinone.decide.threshold import check_threshold
 from allinone.detect import Detector
 from allinone.errors import UserError
 from allinone.gait import GaitBackend
+from allinone.pose import PoseEstimator
 from allinone.segment import Segmenter
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,21 @@ class Stages:
     segmenter: Segmenter | None = None
     embedder: GaitBackend | None = None
     matcher: Matcher | None = None
+    pose: PoseEstimator | None = None  # keypoints of each tracked person (pose/), when a model reads them or asked
+
+
+def needs_keypoints(config: RunConfig) -> bool:
+    """Whether the run's gait model reads keypoints (GaitGraph), told from the checkpoint's key names without
+    unpickling it (cheap: before any model loads). The default gait model does not."""
+    if config.track_only or not config.gait.model:
+        return False
+    from allinone.gait.backends import reads_keypoints
+    return reads_keypoints(config.gait.model)
+
+
+def uses_silhouettes(config: RunConfig) -> bool:
+    """Whether the run cuts silhouettes: every gait model but the keypoint ones."""
+    return not config.track_only and not needs_keypoints(config)
 
 
 def check_models_given(config: RunConfig) -> None:
@@ -32,8 +48,18 @@ def check_models_given(config: RunConfig) -> None:
         from allinone.gait.backends import check_model_file
         check_model_file(config.gait.model)
     seg = config.segment.model
-    if seg and not config.track_only and not Path(seg).exists():
+    if seg and uses_silhouettes(config) and not Path(seg).exists():
         raise UserError("segmentation model not found", seg)
+    if config.pose.model and not config.track_only:
+        from allinone.pose import check_pose_file
+        check_pose_file(config.pose.model)
+    elif not config.download and needs_keypoints(config):
+        from allinone.io import weights
+        spec = next(s for s in weights.optional_models() if s.key == "pose")
+        if not spec.path(weights.checkpoints_dir(config.checkpoints)).exists():
+            raise UserError("this gait model reads keypoints: give a pose model with --pose-model PATH (a MoveNet "
+                            ".tflite or a keypoint .onnx), or allow the download of the default one",
+                            config.gait.model)
 
 
 def resolve_models(config: RunConfig, gait: bool = True) -> RunConfig:
@@ -45,10 +71,12 @@ def resolve_models(config: RunConfig, gait: bool = True) -> RunConfig:
     if not config.detect.model:
         want.append("detector")
     if not config.track_only:
-        if not config.segment.model:
+        if not config.segment.model and uses_silhouettes(config):
             want.append("seg")
         if not config.gait.model and gait:
             want.append("gait")
+        if not config.pose.model and needs_keypoints(config):
+            want.append("pose")
     if not want:
         return config
     device = "cpu"  # the load checks below only prove that a fresh download loads
@@ -56,6 +84,7 @@ def resolve_models(config: RunConfig, gait: bool = True) -> RunConfig:
         "detector": lambda p: build_detector(str(p), config, device),
         "seg": lambda p: build_segmenter(str(p), device),
         "gait": lambda p: load_gait(str(p), config, device),
+        "pose": lambda p: build_pose_stage(str(p), config, device),
     }
     paths = weights.resolve_all(want, weights.checkpoints_dir(config.checkpoints), download=config.download,
                                 progress=not config.quiet, checks={k: checks[k] for k in want})
@@ -64,6 +93,7 @@ def resolve_models(config: RunConfig, gait: bool = True) -> RunConfig:
         detect=replace(config.detect, model=str(paths.get("detector", config.detect.model))),
         segment=replace(config.segment, model=str(paths.get("seg", config.segment.model))),
         gait=replace(config.gait, model=str(paths.get("gait", config.gait.model))),
+        pose=replace(config.pose, model=str(paths.get("pose", config.pose.model))),
     )
 
 
@@ -77,6 +107,11 @@ def build_segmenter(model: str, device: str) -> Segmenter:
     return build(model, device)
 
 
+def build_pose_stage(model: str, config: RunConfig, device: str) -> PoseEstimator:
+    from allinone.pose import build_pose
+    return PoseEstimator(build_pose(model, device), config.pose.box_scale)
+
+
 def load_gait(model: str, config: RunConfig, device: str) -> GaitBackend:
     """The gait backend for the model file: torch for OpenGait .pt checkpoints, ONNX Runtime for .onnx."""
     from allinone.gait.backends import embedder_for
@@ -88,8 +123,12 @@ def build_stages(config: RunConfig, device: str) -> tuple[Stages, RunConfig]:
     detector = build_detector(config.detect.model, config, device)
     if config.track_only:
         return Stages(detector), config
-    segmenter = build_segmenter(config.segment.model, device)
+    segmenter = build_segmenter(config.segment.model, device) if uses_silhouettes(config) else None
     embedder = load_gait(config.gait.model, config, device)
+    pose = build_pose_stage(config.pose.model, config, device) if config.pose.model else None
+    if getattr(embedder, "input", "silhouettes") == "keypoints" and pose is None:
+        raise UserError(f"{config.gait.model}: {getattr(embedder, 'arch', 'this gait model')} reads keypoints: "
+                        "give a pose model (--pose-model)")
     if config.match.metric == "auto":
         config = replace(config, match=replace(config.match, metric=embedder.metric))
     elif config.match.metric != embedder.metric:
@@ -97,4 +136,4 @@ def build_stages(config: RunConfig, device: str) -> tuple[Stages, RunConfig]:
                     getattr(embedder, "arch", "the gait model"), config.gait.model, embedder.metric)
     if config.match.threshold is not None:
         check_threshold(config.match.threshold, config.match.metric)
-    return Stages(detector, segmenter, embedder, Matcher(config.match)), config
+    return Stages(detector, segmenter, embedder, Matcher(config.match), pose), config

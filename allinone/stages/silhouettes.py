@@ -59,6 +59,21 @@ def covered_by_front(xyxy: np.ndarray, others: np.ndarray) -> tuple[np.ndarray, 
     return covered, fronts
 
 
+def keep_best_crop(best: dict[int, tuple[float, np.ndarray]], frame: np.ndarray, tid: int, xyxy: np.ndarray,
+                   score: float) -> None:
+    """Keep in ``best[tid]`` (score, crop) the person as seen in their most confident box, 128 px high."""
+    if tid in best and best[tid][0] >= score:
+        return
+    h, w = frame.shape[:2]
+    x1, y1 = max(int(xyxy[0]), 0), max(int(xyxy[1]), 0)
+    x2, y2 = min(int(np.ceil(xyxy[2])), w), min(int(np.ceil(xyxy[3])), h)
+    if x2 <= x1 or y2 <= y1:
+        return
+    crop = frame[y1:y2, x1:x2]
+    out_w = max(1, int(round(crop.shape[1] * 128 / crop.shape[0])))
+    best[tid] = (score, cv2.resize(crop, (min(out_w, 256), 128), interpolation=cv2.INTER_AREA))
+
+
 class SilhouetteStage:
     """Built once per run with the segmenter and settings; ``video(...)`` starts the per-video accumulator."""
 
@@ -171,16 +186,7 @@ class VideoSilhouettes:
 
     def _keep_best_crop(self, frame: np.ndarray, tid: int, xyxy: np.ndarray, score: float) -> None:
         """The person as seen in their most confident usable box, 128 px high (for reports and the gallery)."""
-        if tid in self.best and self.best[tid][0] >= score:
-            return
-        h, w = frame.shape[:2]
-        x1, y1 = max(int(xyxy[0]), 0), max(int(xyxy[1]), 0)
-        x2, y2 = min(int(np.ceil(xyxy[2])), w), min(int(np.ceil(xyxy[3])), h)
-        if x2 <= x1 or y2 <= y1:
-            return
-        crop = frame[y1:y2, x1:x2]
-        out_w = max(1, int(round(crop.shape[1] * 128 / crop.shape[0])))
-        self.best[tid] = (score, cv2.resize(crop, (min(out_w, 256), 128), interpolation=cv2.INTER_AREA))
+        keep_best_crop(self.best, frame, tid, xyxy, score)
 
     @staticmethod
     def _clip(mask: np.ndarray, clip: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 from allinone.config import RunConfig
 from allinone.decide.impostors import CoVisibility
 from allinone.io.run_folder import RunWriter
-from allinone.records import Detections, Embedding, Silhouettes, TrackResult, VideoInfo
+from allinone.records import Detections, Embedding, Keypoints, Silhouettes, TrackResult, VideoInfo
 from allinone.stages.build import Stages
 
 
@@ -24,6 +24,7 @@ class VideoResult:
     silhouette_stride: int = 1
     together: CoVisibility = field(default_factory=CoVisibility)  # tracks seen in one frame (impostor evidence)
     outputs: dict[str, str] = field(default_factory=dict)  # run-relative files written during the pass
+    pose_crops: int = 0  # person crops the pose model saw (timings["pose"] is their time)
 
     @property
     def embeddings(self) -> dict[int, Embedding]:
@@ -36,7 +37,9 @@ class TrackCloser:
 
     def __init__(self, config: RunConfig, stages: Stages, writer: RunWriter, result: VideoResult) -> None:
         self.save = config.save_silhouettes
+        self.save_keypoints = config.pose.save
         self.embedder = stages.embedder
+        self.reads_keypoints = getattr(stages.embedder, "input", "silhouettes") == "keypoints"
         self.writer = writer
         self.result = result
 
@@ -45,12 +48,37 @@ class TrackCloser:
         cv2.imwrite(str(self.writer.path(rel)), img)
         return rel
 
+    def _keypoints(self, tr: TrackResult, kp: Keypoints, feat: np.ndarray | None) -> None:
+        """A track's poses: kept for drawing, saved as OpenGait's pose pickle if asked, embedded by a keypoint
+        model (GaitGraph) in place of silhouettes."""
+        name, tid = self.result.info.name, tr.track_id
+        tr.keypoints = kp
+        if self.save_keypoints and len(kp):
+            rel = f"keypoints/{name}/{tid:03d}.pkl"
+            with open(self.writer.path(rel), "wb") as fh:
+                pickle.dump(kp.stacked(), fh)
+            tr.files["keypoints_pkl"] = rel
+        if not self.reads_keypoints:
+            return
+        tr.n_silhouettes = len(kp)  # the frames the gait model reads
+        if self.embedder is None or not len(kp):
+            return
+        if feat is None:
+            t0 = time.perf_counter()
+            feat = np.asarray(self.embedder([kp.stacked()])[0], dtype=np.float32)
+            self.result.timings["embed"] += time.perf_counter() - t0
+        tr.files["feature"] = self.writer.write_npy(f"features/{name}/{tid:03d}.npy", feat)
+        tr.embedding = Embedding(name, tid, feat, len(kp), tr.first_frame, tr.last_frame)
+
     def __call__(self, tid: int, span: list[int], sil: Silhouettes | None, crop: np.ndarray | None,
-                 png_dir: str | None, feat: np.ndarray | None = None) -> None:
-        """``feat``: the track's embedding when it was computed already (in a batch with other tracks)."""
+                 png_dir: str | None, feat: np.ndarray | None = None, kp: Keypoints | None = None) -> None:
+        """``feat``: the track's embedding when it was computed already (in a batch with other tracks); ``kp``:
+        its keypoints, with a pose stage."""
         r = self.result
         name = r.info.name
         tr = TrackResult(tid, span[0], span[1], span[2], crop=crop)
+        if kp is not None:
+            self._keypoints(tr, kp, feat)
         if png_dir:
             tr.files["silhouettes_png_dir"] = png_dir
         if sil is not None:
@@ -65,7 +93,7 @@ class TrackCloser:
                 with open(self.writer.path(rel), "wb") as fh:
                     pickle.dump(sil.aligned, fh)
                 tr.files["silhouettes_pkl"] = rel
-            if self.embedder is not None:
+            if self.embedder is not None and not self.reads_keypoints:
                 if feat is None:
                     t0 = time.perf_counter()
                     feat = np.asarray(self.embedder([sil.aligned])[0], dtype=np.float32)  # one forward per track

@@ -28,8 +28,9 @@ from allinone.config import RunConfig
 from allinone.records import Decision, Embedding, Identity, VideoInfo
 from allinone.decide.threshold import Threshold
 from allinone.io.segments import MotProxy, Segments
-from allinone.results.render import UNKNOWN_COLOR, Box, decision_box, draw
+from allinone.results.render import UNKNOWN_COLOR, Box, decision_box, draw, draw_poses
 from allinone.stages.live_decisions import LiveDecisions
+from allinone.stages.keypoints import KeypointStage
 from allinone.stages.silhouettes import SilhouetteStage
 from allinone.stages.step import FrameStep, TrackCloser, VideoResult
 from allinone.stages.track import ByteTracker
@@ -77,8 +78,13 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
     result = VideoResult(info=info)
     tm = result.timings
     tracker = ByteTracker(config.track, src.fps)
-    stage = SilhouetteStage(stages.segmenter, config.segment, config.quality, config.track.high_threshold)
-    cutter = stage.video(src.fps, (src.height, src.width), None, tm, keep=lc.window, window=True)
+    poses = stages.segmenter is None and stages.pose is not None  # a keypoint gait model (GaitGraph)
+    if poses:
+        cutter = KeypointStage(stages.pose, config.segment.target_fps).video(src.fps, tm, keep=lc.window,
+                                                                             window=True)
+    else:
+        stage = SilhouetteStage(stages.segmenter, config.segment, config.quality, config.track.high_threshold)
+        cutter = stage.video(src.fps, (src.height, src.width), None, tm, keep=lc.window, window=True)
     result.silhouette_stride = cutter.stride
     segments = Segments(writer, info.name, f"G-{gallery_name}_P-{info.name}", src.fps, (src.width, src.height),
                         lc.segment_s, keyframe_s=lc.keyframe_s)
@@ -114,7 +120,11 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
         for tid in tids:
             sil, crop = cutter.take(tid)
             last = book.latest.get(tid)  # its last decision's embedding: saved as its feature, not computed again
-            close(tid, spans.pop(tid), sil, crop, None, None if last is None else last.feature)
+            feat = None if last is None else last.feature
+            if poses:
+                close(tid, spans.pop(tid), None, crop, None, feat, sil)
+            else:
+                close(tid, spans.pop(tid), sil, crop, None, feat)
             tr = result.tracks[tid]
             if last is not None:  # that embedding, with the track's full span, decides it for good
                 tr.embedding = Embedding(last.video, tid, last.feature, last.n_frames, tr.first_frame, tr.last_frame)
@@ -146,7 +156,8 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
                     if n >= lc.window_min and (tid not in book.latest or n - decided_at.get(tid, 0) >= lc.step):
                         sil = cutter.window_of(tid)
                         t4 = time.perf_counter()
-                        feat = np.asarray(stages.embedder([sil.aligned])[0], np.float32)
+                        seq = sil.stacked() if poses else sil.aligned
+                        feat = np.asarray(stages.embedder([seq])[0], np.float32)
                         tm["embed"] += time.perf_counter() - t4
                         new.append(Embedding(info.name, tid, feat, len(sil), spans[tid][0], spans[tid][1]))
                         decided_at[tid] = n
@@ -155,6 +166,9 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
                     emit(d, index, arrived, book.latest[d.probe_track].n_frames)
                 people = [(int(t), b) for t, b in zip(tracked.track_id, tracked.xyxy)]
                 current = book.current
+                if poses:
+                    draw_poses(frame, cutter.latest, {t: decision_box(b, t, current[t], colors).color
+                                                      if t in current else UNKNOWN_COLOR for t, b in people})
                 segments.write_frame(index, draw(frame, [decision_box(b, t, current[t], colors) if t in current
                                                          else Box(b, UNKNOWN_COLOR, f"P{t} deciding")
                                                          for t, b in people]))

@@ -15,6 +15,7 @@ from allinone.io.run_folder import RunWriter
 from allinone.io.video import VideoSource
 from allinone.records import VideoInfo
 from allinone.stages.build import Stages
+from allinone.stages.keypoints import KeypointStage
 from allinone.stages.silhouettes import SilhouetteStage
 from allinone.stages.step import FrameStep, TrackCloser, VideoResult
 from allinone.stages.track import ByteTracker
@@ -45,15 +46,25 @@ def process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages: 
                 return str(writer.path(rel))
         cutter = stage.video(src.fps, (src.height, src.width), png, tm, keep=config.gait.max_frames)
         result.silhouette_stride = cutter.stride
+    poser = None
+    if stages.pose is not None and not config.track_only:
+        poser = KeypointStage(stages.pose, config.segment.target_fps).video(src.fps, tm)
+    reads_keypoints = getattr(stages.embedder, "input", "silhouettes") == "keypoints"
+    ends = cutter if cutter is not None else poser  # what tells when a track has ended
     gap = tracker.buffer + 2  # frames after which the tracker has let a lost track go
     # tracks ending together are embedded together on a GPU (8 per forward); one by one on the CPU, where batching
     # measured slower (README, "Evaluate a checkpoint")
     gait_batch = config.gait.batch or (8 if stages.embedder is not None and str(
         getattr(stages.embedder, "device", "cpu")).startswith("cuda") else 1)
 
-    def finish(tid: int) -> None:
-        sil, crop = cutter.take(tid) if cutter is not None else (None, None)
-        close(tid, spans.pop(tid), sil, crop, png_dirs.pop(tid, None))
+    def finish(tid: int, sil=None, crop=None, feat=None) -> None:
+        if cutter is not None and sil is None:
+            sil, crop = cutter.take(tid)
+        kp = None
+        if poser is not None:
+            kp, kp_crop = poser.take(tid)
+            crop = crop if crop is not None else kp_crop
+        close(tid, spans.pop(tid), sil, crop, png_dirs.pop(tid, None), feat, kp)
 
     drawer = None
     if tracked_video is not None:
@@ -81,16 +92,19 @@ def process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages: 
                 dets, tracked = step(frame, index, dets)
                 if cutter is not None:
                     cutter.add(frame, index, tracked, dets)
-                    for tid in cutter.ended(index, gap):
+                if poser is not None:
+                    poser.add(frame, index, tracked)
+                if ends is not None:
+                    for tid in ends.ended(index, gap):
                         finish(tid)
                 if drawer is not None:  # after the crops were cut: drawing is in place
                     t2 = time.perf_counter()
-                    drawer(frame, tracked.xyxy, tracked.track_id)
+                    drawer(frame, tracked.xyxy, tracked.track_id, None if poser is None else poser.latest)
                     tm["draw"] += time.perf_counter() - t2
                 bar.update(1)
             if len(chunk) < batch:
                 break
-        if cutter is not None and stages.embedder is not None and gait_batch > 1:
+        if cutter is not None and stages.embedder is not None and gait_batch > 1 and not reads_keypoints:
             # the tracks still in view when the video ends: their gait forwards batched (equal lengths together)
             left = sorted(spans)
             taken = [cutter.take(tid) for tid in left]
@@ -99,8 +113,7 @@ def process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages: 
             feats = dict(zip([i for i, _ in seqs], stages.embedder([a for _, a in seqs], batch=gait_batch)))
             tm["embed"] += time.perf_counter() - t0
             for i, tid in enumerate(left):
-                close(tid, spans.pop(tid), taken[i][0], taken[i][1], png_dirs.pop(tid, None),
-                      None if i not in feats else np.asarray(feats[i], np.float32))
+                finish(tid, taken[i][0], taken[i][1], None if i not in feats else np.asarray(feats[i], np.float32))
         for tid in sorted(spans):
             finish(tid)
         if drawer is not None:
@@ -114,6 +127,7 @@ def process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages: 
         if drawer is not None:
             drawer.discard()
     tm["total"] = time.perf_counter() - start
+    result.pose_crops = poser.crops_done if poser is not None else 0
     if src.count == 0:
         raise UserError("video has no frames that can be decoded", src.path)
     short = {tid for tid, t in result.tracks.items() if t.n_frames < config.track.min_track_frames}

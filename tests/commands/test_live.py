@@ -198,3 +198,23 @@ def test_a_failure_at_the_end_leaves_the_live_run_incomplete_not_deleted(tmp_pat
     assert (run / live["segments"][0]["tracks_file"]).read_text().strip()  # people were tracked: MOT rows kept
     assert read_frame_count(run / live["segments"][0]["result_video"]) == live["segments"][0]["frames"] > 0
     assert str(run) in err
+
+
+def test_a_live_stream_with_gaitgraph_decides_on_keypoints(tmp_path, shared):
+    """The live path with a keypoint gait model: MoveNet poses per frame, GaitGraph on each track's latest window."""
+    _need("ffmpeg")
+    with looped_ts_server(shared / "fixtures/videos/demo1.mp4") as url:
+        res = run_main("--gallery", str(shared / "fixtures/videos/demo2.mp4"), "--probe", url, "--threshold", "0.2",
+                       "--reconnect", "2", "--duration", "10", "--output", str(tmp_path), "--name", "g", "--quiet",
+                       "--detector", str(shared / "weights/yolox_nano.onnx"),
+                       "--gait-model", str(shared / "weights/gaitgraph_resgcn-n39-r8_coco_seq_60.pth"),
+                       "--pose-model", str(shared / "weights/movenet_singlepose_lightning_int8.tflite"))
+    assert res.returncode == 0, res.stderr
+    m = json.loads((tmp_path / "g/run.json").read_text())
+    live = m["live"]["walk"]
+    events = _events(tmp_path / "g", live)
+    # a smoke test: on a loaded machine frames are dropped to stay live, so tracks may be too short to match; every
+    # track has poses and every decision a GaitGraph distance (unit vectors: between 0 and 2)
+    assert events and all(e["distance"] is not None and 0 < e["distance"] < 2 for e in events), events
+    tracks = m["videos"][-1]["tracks"]
+    assert tracks and all(t.get("n_poses", 0) >= 1 for t in tracks)
