@@ -76,9 +76,9 @@ def list_sequences(root: Path, partition: dict) -> list[Sequence]:
 
 
 def load_keypoints(path: Path) -> np.ndarray:
-    """A sequence's poses as OpenGait's pose pickles hold them: float [T, 17, 3] (x, y, confidence), T >= 1."""
-    with open(path, "rb") as fh:
-        seq = np.asarray(pickle.load(fh))
+    """A sequence's poses as OpenGait's pose pickles hold them: float [T, 17, 3] (x, y, confidence), T >= 1.
+    UnsafePickle for a pickle that asks for more than arrays and containers (nothing of it runs)."""
+    seq = np.asarray(load_data_pickle(path))
     if seq.ndim != 3 or seq.shape[1:] != (17, 3) or seq.dtype.kind != "f":
         raise ValueError(f"expected float [T, 17, 3] keypoints (x, y, confidence), got {seq.dtype} {seq.shape}")
     if len(seq) == 0 or not np.isfinite(seq).all():

@@ -42,7 +42,6 @@ class UnsafePickle(UserError):
 def _admitted() -> dict[tuple[str, str], object]:
     """(module, name) → the object, for the few names numpy's and Python's own pickles of plain data use; numpy 1
     wrote ``numpy.core``, numpy 2 writes ``numpy._core``: both map to this numpy's functions."""
-
     import numpy as np
 
     reconstruct = np.zeros(1).__reduce__()[0]
