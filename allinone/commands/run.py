@@ -177,6 +177,11 @@ def run(config: RunConfig, models_ready=None) -> RunResult:
         raise UserError("a live stream is the one --probe of a run (with a gallery video or --gallery-db)")
     if streams and config.track_only:
         raise UserError("--track-only is for video files, not live streams")
+    if streams and config.gait.model:
+        from allinone.gait.backends import reads_keypoints, reads_silhouettes
+        if reads_keypoints(config.gait.model) and reads_silhouettes(config.gait.model):
+            raise UserError("a SkeletonGait++ checkpoint runs on video files only, not yet on live streams",
+                            config.gait.model)
     names = _unique_names([Path(stream_name(str(p))) if is_stream(p) else Path(p) for p, _ in inputs])
     gallery_name = names[0] if config.gallery is not None else Path(config.gallery_db).stem
     check_name_lengths(config.output, _output_names(inputs, names, gallery_name, config))

@@ -47,26 +47,39 @@ def _backends() -> dict[str, object]:
 NOT_A_FILE = "is a directory, not a gait model file (an OpenGait .pt checkpoint or an .onnx file)"
 
 
-def reads_keypoints(path: str | Path) -> bool:
-    """Whether a gait model file is a keypoint model's (GaitGraph): its pickle names every marker key of a keypoint
-    architecture. Reads the bytes of the zip's data.pkl without unpickling it; False for anything else."""
+def _keypoint_arch(path: str | Path):
+    """The architecture of a gait model file that reads keypoints (GaitGraph: keypoints alone; SkeletonGait++:
+    skeleton maps beside the silhouettes), told from its pickle naming every marker key of one; None for anything
+    else. Reads the bytes of the zip's data.pkl without unpickling it."""
     import zipfile
 
     from allinone.gait.registry import ARCHS
 
     path = Path(path)
     if path.suffix.lower() not in (".pt", ".pth") or not path.is_file():
-        return False
+        return None
     try:
         with zipfile.ZipFile(path) as zf:
             names = [n for n in zf.namelist() if n.endswith("/data.pkl")]
             if len(names) != 1:
-                return False
+                return None
             data = zf.read(names[0])
     except (zipfile.BadZipFile, OSError):
-        return False
-    return any(spec.input == "keypoints" and all(m.encode() in data for m in spec.markers)
-               for spec in ARCHS.values())
+        return None
+    return next((spec for spec in ARCHS.values() if (spec.input == "keypoints" or spec.channels > 1)
+                 and all(m.encode() in data for m in spec.markers)), None)
+
+
+def reads_keypoints(path: str | Path) -> bool:
+    """Whether a gait model file needs the pose stage's keypoints (GaitGraph, SkeletonGait++). Cheap: no
+    unpickling."""
+    return _keypoint_arch(path) is not None
+
+
+def reads_silhouettes(path: str | Path) -> bool:
+    """Whether a gait model file reads silhouettes: every model but the keypoint-only ones (GaitGraph)."""
+    spec = _keypoint_arch(path)
+    return spec is None or spec.input == "silhouettes"
 
 
 def check_model_file(path: str | Path) -> Path:

@@ -29,8 +29,8 @@ class Stages:
 
 
 def needs_keypoints(config: RunConfig) -> bool:
-    """Whether the run's gait model reads keypoints (GaitGraph), told from the checkpoint's key names without
-    unpickling it (cheap: before any model loads). The default gait model does not."""
+    """Whether the run's gait model reads keypoints (GaitGraph; SkeletonGait++ beside silhouettes), told from the
+    checkpoint's key names without unpickling it (cheap: before any model loads). The default gait model does not."""
     if config.track_only or not config.gait.model:
         return False
     from allinone.gait.backends import reads_keypoints
@@ -38,8 +38,13 @@ def needs_keypoints(config: RunConfig) -> bool:
 
 
 def uses_silhouettes(config: RunConfig) -> bool:
-    """Whether the run cuts silhouettes: every gait model but the keypoint ones."""
-    return not config.track_only and not needs_keypoints(config)
+    """Whether the run cuts silhouettes: every gait model but the keypoint-only ones (GaitGraph)."""
+    if config.track_only:
+        return False
+    if not config.gait.model:
+        return True
+    from allinone.gait.backends import reads_silhouettes
+    return reads_silhouettes(config.gait.model)
 
 
 def check_models_given(config: RunConfig) -> None:
@@ -112,6 +117,11 @@ def build_pose_stage(model: str, config: RunConfig, device: str) -> PoseEstimato
     return PoseEstimator(build_pose(model, device), config.pose.box_scale)
 
 
+def skeleton_channels(embedder) -> bool:
+    """Whether the gait model takes skeleton maps beside each silhouette (SkeletonGait++: 3 planes a frame)."""
+    return getattr(getattr(embedder, "spec", None), "channels", 1) > 1
+
+
 def load_gait(model: str, config: RunConfig, device: str) -> GaitBackend:
     """The gait backend for the model file: torch for OpenGait .pt checkpoints, ONNX Runtime for .onnx."""
     from allinone.gait.backends import embedder_for
@@ -126,7 +136,7 @@ def build_stages(config: RunConfig, device: str) -> tuple[Stages, RunConfig]:
     segmenter = build_segmenter(config.segment.model, device) if uses_silhouettes(config) else None
     embedder = load_gait(config.gait.model, config, device)
     pose = build_pose_stage(config.pose.model, config, device) if config.pose.model else None
-    if getattr(embedder, "input", "silhouettes") == "keypoints" and pose is None:
+    if (getattr(embedder, "input", "silhouettes") == "keypoints" or skeleton_channels(embedder)) and pose is None:
         raise UserError(f"{config.gait.model}: {getattr(embedder, 'arch', 'this gait model')} reads keypoints: "
                         "give a pose model (--pose-model)")
     if config.match.metric == "auto":

@@ -13,7 +13,7 @@ from allinone.config import RunConfig
 from allinone.decide.impostors import CoVisibility
 from allinone.io.run_folder import RunWriter
 from allinone.records import Detections, Embedding, Keypoints, Silhouettes, TrackResult, VideoInfo
-from allinone.stages.build import Stages
+from allinone.stages.build import Stages, skeleton_channels
 
 
 @dataclass
@@ -31,6 +31,24 @@ class VideoResult:
         return {t: r.embedding for t, r in self.tracks.items() if r.embedding is not None}
 
 
+def skeleton_sequence(sil: Silhouettes, kp: Keypoints | None) -> np.ndarray | None:
+    """SkeletonGait++'s input for one track: each aligned silhouette with the skeleton maps of the pose taken in its
+    own frame, uint8 [T', 3, 64, 64] (limbs, joints, silhouette). The pose stage never drops a frame and samples at
+    a stride that divides the silhouettes', so every silhouette normally has its pose; one that has none is left
+    out. The maps are made over the kept frames (OpenGait fills missing joints from the track's nearest frames).
+    None when no silhouette has a pose."""
+    from allinone.gait.skeleton_maps import skeleton_input, skeleton_maps
+
+    if kp is None or not len(kp) or not len(sil):
+        return None
+    at = np.clip(np.searchsorted(kp.frames, sil.frames), 0, len(kp.frames) - 1)
+    has = kp.frames[at] == sil.frames
+    if not has.any():
+        return None
+    at = at[has]
+    return skeleton_input(skeleton_maps(kp.xy[at], kp.confidence[at]), sil.aligned[has])
+
+
 class TrackCloser:
     """Turns an ended track's silhouettes into its TrackResult: the OpenGait pickle, one gait forward, the .npy, the
     GEI and crop; the silhouettes are then gone from memory."""
@@ -40,6 +58,7 @@ class TrackCloser:
         self.save_keypoints = config.pose.save
         self.embedder = stages.embedder
         self.reads_keypoints = getattr(stages.embedder, "input", "silhouettes") == "keypoints"
+        self.skeleton = skeleton_channels(stages.embedder)  # SkeletonGait++: maps beside the silhouettes
         self.writer = writer
         self.result = result
 
@@ -94,12 +113,14 @@ class TrackCloser:
                     pickle.dump(sil.aligned, fh)
                 tr.files["silhouettes_pkl"] = rel
             if self.embedder is not None and not self.reads_keypoints:
-                if feat is None:
+                seq = skeleton_sequence(sil, kp) if self.skeleton else sil.aligned
+                if seq is not None and feat is None:
                     t0 = time.perf_counter()
-                    feat = np.asarray(self.embedder([sil.aligned])[0], dtype=np.float32)  # one forward per track
+                    feat = np.asarray(self.embedder([seq])[0], dtype=np.float32)  # one forward per track
                     r.timings["embed"] += time.perf_counter() - t0
-                tr.files["feature"] = self.writer.write_npy(f"features/{name}/{tid:03d}.npy", feat)
-                tr.embedding = Embedding(name, tid, feat, len(sil), span[0], span[1])
+                if seq is not None:
+                    tr.files["feature"] = self.writer.write_npy(f"features/{name}/{tid:03d}.npy", feat)
+                    tr.embedding = Embedding(name, tid, feat, len(seq), span[0], span[1])
         r.tracks[tid] = tr
 
 

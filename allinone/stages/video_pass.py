@@ -14,7 +14,7 @@ from allinone.errors import UserError
 from allinone.io.run_folder import RunWriter
 from allinone.io.video import VideoSource
 from allinone.records import VideoInfo
-from allinone.stages.build import Stages
+from allinone.stages.build import Stages, skeleton_channels
 from allinone.stages.keypoints import KeypointStage
 from allinone.stages.silhouettes import SilhouetteStage
 from allinone.stages.step import FrameStep, TrackCloser, VideoResult
@@ -49,7 +49,9 @@ def process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages: 
     poser = None
     if stages.pose is not None and not config.track_only:
         poser = KeypointStage(stages.pose, config.segment.target_fps).video(src.fps, tm)
-    reads_keypoints = getattr(stages.embedder, "input", "silhouettes") == "keypoints"
+    # keypoint models (GaitGraph, and SkeletonGait++'s maps beside silhouettes) are embedded as each track closes
+    reads_keypoints = getattr(stages.embedder, "input", "silhouettes") == "keypoints" or skeleton_channels(
+        stages.embedder)
     ends = cutter if cutter is not None else poser  # what tells when a track has ended
     gap = tracker.buffer + 2  # frames after which the tracker has let a lost track go
     # tracks ending together are embedded together on a GPU (8 per forward); one by one on the CPU, where batching
