@@ -1,12 +1,15 @@
-"""The sinks in the product: one file run of the sample videos with --mqtt (a real Mosquitto) and --webhook (a local
-HTTP server) — every final decision arrives once, in order, equal field by field to run.json's row — and bad
-addresses refused in one line before any model loads."""
+"""The sinks in the product, with --mqtt (a real Mosquitto) and --webhook (a local HTTP server): a file run of the
+sample videos (every final decision arrives once, in order, equal field by field to run.json's row), a live run
+over the loopback (every event of its events files, in order), and bad addresses refused in one line before any
+model loads."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
+from tests.helpers import looped_ts_server
 from tests.sinks.servers import Broker, Subscriber, Web
 from tests.test_cli import _assert_user_error, run_main
 
@@ -76,3 +79,38 @@ def test_bad_addresses_are_one_line_before_any_model_loads(tmp_path, shared, fla
     assert res.returncode == 2
     _assert_user_error(res, "error:", flag, words)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_live_run_sends_every_event_of_its_events_files_in_order(tmp_path, shared, random_gaitbase):
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg missing here (.ci/run installs it)")
+    broker = Broker(tmp_path).start()
+    sub = Subscriber(broker.port, ["cams/events", "cams/walk/events"])
+    web = Web("ok")
+    try:
+        with looped_ts_server(shared / "fixtures/videos/demo4.mp4") as url:
+            res = run_main("--gallery", str(shared / "fixtures/videos/demo1.mp4"), "--probe", url,
+                           "--threshold", "1e9", "--duration", "12", "--output", str(tmp_path), "--name", "live",
+                           "--detector", str(shared / "weights/yolox_nano.onnx"),
+                           "--seg-model", str(shared / "weights/pphumanseg_onnx_model.onnx"),
+                           "--gait-model", str(random_gaitbase), "--quiet",
+                           "--mqtt", f"{broker.url}/cams", "--webhook", web.url)
+        assert res.returncode == 0, res.stderr
+        m = json.loads((tmp_path / "live/run.json").read_text())
+        rows = [json.loads(x) for seg in m["live"]["walk"]["segments"]
+                for x in (tmp_path / "live" / seg["events"]).read_text().splitlines()]
+        assert rows and all(r["stream"] == "walk" for r in rows)
+        # the events file's row is the event and when in the stream it was decided (frame, latency_s)
+        expected = [{k: r[k] for k in EVENT_KEYS} for r in rows]
+        assert all(set(r) == EVENT_KEYS | {"frame", "latency_s"} for r in rows)
+        sub.wait_for(lambda: len(sub.on("cams/walk/events")) >= len(rows), 5)
+        for got in (sub.on("cams/events"), sub.on("cams/walk/events"), web.received):
+            assert got == expected
+        final = {r["track"]: r for r in expected if r["final"]}
+        assert final and all({k: x[k] for k in EVENT_KEYS} == final[x["track"]]
+                             for x in m["matches"] if x["track"] in final)
+        assert all(s == {"sent": len(rows), "dropped": 0, "failed": 0} for s in m["sinks"].values())
+    finally:
+        sub.close()
+        web.close()
+        broker.stop()
