@@ -305,4 +305,21 @@ class RunConfig:
             if isinstance(v, dict):
                 return {k: conv(x) for k, x in v.items()}
             return v
-        return conv(asdict(self))
+        out = conv(asdict(self))
+        # sink addresses may carry a password or a token (user:pass@, ?key=): run.json keeps where, not how
+        out["outputs"]["mqtt"] = _without_secrets(self.outputs.mqtt)
+        out["outputs"]["webhooks"] = [_without_secrets(u) for u in self.outputs.webhooks]
+        return out
+
+
+def _without_secrets(url: str) -> str:
+    """``url`` without its user, password, query and fragment."""
+    from urllib.parse import urlsplit
+    if not url:
+        return url
+    try:
+        p = urlsplit(url)
+        host = (p.hostname or "") + (f":{p.port}" if p.port else "")
+    except ValueError:
+        return "(not shown)"
+    return f"{p.scheme}://{host}{p.path}"

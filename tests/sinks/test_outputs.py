@@ -114,3 +114,15 @@ def test_a_live_run_sends_every_event_of_its_events_files_in_order(tmp_path, sha
         sub.close()
         web.close()
         broker.stop()
+
+
+def test_run_json_settings_keep_no_password_or_token_of_a_sink_address():
+    from pathlib import Path
+
+    from allinone.config import OutputsConfig, RunConfig
+    cfg = RunConfig(gallery=Path("g.mp4"), probes=(Path("p.mp4"),), outputs=OutputsConfig(
+        mqtt="mqtt://ann:s3cret@broker.local:1884/site", webhooks=("https://hooks.example/x?token=t0ken",)))
+    settings = json.dumps(cfg.to_json())
+    assert "s3cret" not in settings and "t0ken" not in settings and "ann" not in settings
+    assert cfg.to_json()["outputs"]["mqtt"] == "mqtt://broker.local:1884/site"
+    assert cfg.to_json()["outputs"]["webhooks"] == ["https://hooks.example/x"]
