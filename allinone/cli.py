@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segment", type=nonnegative_float, default=LiveConfig().segment_s, metavar="S",
                    help=f"live stream: start new events, MOT and video files every S seconds "
                         f"(default {LiveConfig().segment_s:g}: hourly)")
+    p.add_argument("--mqtt", default="", metavar="mqtt://HOST[:PORT]/PREFIX",
+                   help="publish each decision as JSON on PREFIX/events and PREFIX/<video or stream>/events (QoS 1; "
+                        "PREFIX/available says online/offline); a broker that is away is retried while the run goes on")
+    p.add_argument("--webhook", action="append", default=[], metavar="URL",
+                   help="POST each decision as JSON to URL, with retries (repeat for several)")
     return p
 
 

@@ -224,6 +224,36 @@ class LiveConfig:
 
 
 @dataclass(frozen=True)
+class OutputsConfig:
+    """Where decision events go besides the run folder (allinone/sinks/): an MQTT broker and webhooks."""
+
+    # mqtt://host[:port]/prefix: each event on PREFIX/events and PREFIX/<stream>/events (QoS 1). Empty: none.
+    mqtt: str = ""
+    # URLs each event is POSTed to as JSON.
+    webhooks: tuple[str, ...] = ()
+    # Events a sink holds while its broker or server is slow or away; when full the oldest is dropped (counted in
+    # run.json "sinks"). Larger rides out longer outages and holds more memory (an event is about 300 bytes).
+    queue_size: int = 1000
+    # At the run's end each sink gets this long to deliver what it holds; then the rest counts as dropped, so a
+    # dead sink delays the end of a run by at most this much.
+    close_wait_s: float = 5.0
+    # A webhook POST is tried this many times more after a failure (connection refused, timeout, HTTP 5xx, 408 or
+    # 429), waiting retry_backoff_s, then twice that, ..., at most retry_backoff_max_s between tries.
+    retries: int = 3
+    retry_backoff_s: float = 0.5
+    retry_backoff_max_s: float = 8.0
+    # Seconds a webhook server has to answer one POST.
+    http_timeout_s: float = 5.0
+    # paho reconnects to a broker that went away, waiting 1 s doubling up to this many seconds between tries.
+    mqtt_reconnect_max_s: float = 8.0
+
+    def __post_init__(self) -> None:
+        if self.queue_size < 1 or self.close_wait_s < 0 or self.retries < 0 or self.retry_backoff_s < 0 \
+                or self.http_timeout_s <= 0 or self.mqtt_reconnect_max_s < 1:
+            raise ValueError(f"bad outputs settings: {self}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     gallery: Path | None  # a gallery video, or None with gallery_db
     probes: tuple[Path, ...]
@@ -263,6 +293,7 @@ class RunConfig:
     rotate: str = "auto"
     live: LiveConfig = field(default_factory=LiveConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    outputs: OutputsConfig = field(default_factory=OutputsConfig)
 
     def to_json(self) -> dict:
         """Settings as JSON-ready values (for run.json)."""
@@ -274,4 +305,21 @@ class RunConfig:
             if isinstance(v, dict):
                 return {k: conv(x) for k, x in v.items()}
             return v
-        return conv(asdict(self))
+        out = conv(asdict(self))
+        # sink addresses may carry a password or a token (user:pass@, ?key=): run.json keeps where, not how
+        out["outputs"]["mqtt"] = _without_secrets(self.outputs.mqtt)
+        out["outputs"]["webhooks"] = [_without_secrets(u) for u in self.outputs.webhooks]
+        return out
+
+
+def _without_secrets(url: str) -> str:
+    """``url`` without its user, password, query and fragment."""
+    from urllib.parse import urlsplit
+    if not url:
+        return url
+    try:
+        p = urlsplit(url)
+        host = (p.hostname or "") + (f":{p.port}" if p.port else "")
+    except ValueError:
+        return "(not shown)"
+    return f"{p.scheme}://{host}{p.path}"

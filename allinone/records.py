@@ -6,6 +6,7 @@ mistake is made, not three stages later. Coordinates are named by format: ``xyxy
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -262,3 +263,72 @@ class TrackResult:
         _check(self.gei is None or (self.gei.shape == (64, 64) and self.gei.dtype == np.uint8),
                "gei must be uint8 (64, 64)")
         _check(self.crop is None or (self.crop.ndim == 3 and self.crop.dtype == np.uint8), "crop must be uint8 HxWx3")
+
+
+@dataclass(frozen=True)
+class DecisionEvent:
+    """One decision as every output sees it (run.json matches, live events files, MQTT, webhooks): the one record
+    they are all built from, turned into a dict in one place (``to_json``).
+
+    stream: the probe video's or live stream's name in the run; track: its track id there. first_frame /
+    last_frame: the track's span at the decision, 1-based (None where unknown). silhouettes: how many went into the
+    embedding that decided it (None when it had none). final: the track has ended and this decision is its last.
+    wall_time: when the decision was made, ISO 8601 in UTC with milliseconds (a string, so a reader needs no epoch
+    convention). lr / lr_verbal: the likelihood ratio and its verbal equivalent, only where an LR model is given
+    (None otherwise).
+    """
+
+    stream: str
+    track: int
+    status: str
+    identity: str | None
+    distance: float | None
+    reason: str | None
+    first_frame: int | None
+    last_frame: int | None
+    silhouettes: int | None
+    final: bool
+    wall_time: str
+    lr: float | None = None
+    lr_verbal: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(bool(self.stream), "an event names its stream")
+        _check(self.status in STATUSES, f"bad status {self.status!r}")
+        _check((self.identity is None) == (self.status != "match"), "identity is set exactly when status is match")
+        _check((self.reason is None) == (self.status == "match"), "a reason is given exactly when not matched")
+        _check(self.reason is None or self.reason in REASONS, f"bad reason {self.reason!r}")
+        _check(self.distance is None or bool(np.isfinite(self.distance)), f"distance must be finite, got {self.distance!r}")
+        _check((self.first_frame is None) == (self.last_frame is None), "a frame span has both ends or none")
+        _check(self.first_frame is None or 1 <= self.first_frame <= self.last_frame,
+               f"bad frame span {self.first_frame}..{self.last_frame} (1-based)")
+        _check(self.silhouettes is None or self.silhouettes >= 0, "silhouettes must be >= 0")
+        _check(isinstance(self.final, bool), "final must be a bool")
+        _check(self.lr is None or (np.isfinite(self.lr) and self.lr > 0), f"lr must be finite and > 0, got {self.lr!r}")
+        _check((self.lr is None) == (self.lr_verbal is None), "an LR comes with its verbal equivalent")
+        try:
+            datetime.fromisoformat(self.wall_time)
+        except (TypeError, ValueError):
+            raise ValueError(f"wall_time must be ISO 8601, got {self.wall_time!r}") from None
+
+    @classmethod
+    def of(cls, d: Decision, span: tuple[int, int] | None, silhouettes: int | None, final: bool,
+           wall_time: str | None = None) -> "DecisionEvent":
+        """The event of ``d`` (span 1-based), stamped now unless ``wall_time`` is given."""
+        first, last = span if span is not None else (None, None)
+        return cls(d.probe_video, int(d.probe_track), d.status, d.identity,
+                   None if d.distance is None else float(d.distance), d.reason, first, last, silhouettes, final,
+                   wall_time or now_iso())
+
+    def to_json(self) -> dict:
+        """The event as JSON-ready values: the one place it becomes a dict."""
+        return {"stream": self.stream, "track": self.track, "status": self.status, "identity": self.identity,
+                "distance": None if self.distance is None else round(self.distance, 6), "reason": self.reason,
+                "first_frame": self.first_frame, "last_frame": self.last_frame, "silhouettes": self.silhouettes,
+                "final": self.final, "wall_time": self.wall_time,
+                "lr": None if self.lr is None else float(f"{self.lr:.6g}"), "lr_verbal": self.lr_verbal}
+
+
+def now_iso() -> str:
+    """Now in UTC, ISO 8601 with milliseconds: the wall time of events."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from allinone.records import Identity, Decision, Detections, Embedding, Silhouettes, Track
+from allinone.records import Identity, Decision, DecisionEvent, Detections, Embedding, Silhouettes, Track
 
 
 def test_detections_shapes_are_checked():
@@ -57,3 +59,23 @@ def test_silhouettes_embedding_decision_checks():
                          Embedding("v", 2, np.zeros((4, 3), np.float32), 3)))
     with pytest.raises(ValueError):
         Silhouettes(1, np.zeros((0, 64, 64), np.uint8), np.arange(0), {"blurry": 3})
+
+
+def test_decision_event_checks_and_serializes():
+    d = Decision("cam 1", 7, "match", "Ann", 0.1234567891, None, [("Ann", 0.1234567891)])
+    e = DecisionEvent.of(d, (3, 90), 42, True)
+    j = e.to_json()
+    assert j["stream"] == "cam 1" and j["track"] == 7 and j["identity"] == "Ann" and j["distance"] == 0.123457
+    assert (j["first_frame"], j["last_frame"], j["silhouettes"], j["final"]) == (3, 90, 42, True)
+    assert j["lr"] is None and j["lr_verbal"] is None and j["wall_time"].endswith("+00:00")
+    assert json.loads(json.dumps(j)) == j  # plain JSON values
+    base = dict(stream="cam", track=1, status="unknown", identity=None, distance=1.0, reason="no_candidate",
+                first_frame=1, last_frame=5, silhouettes=3, final=False, wall_time="2026-12-06T02:00:00.000+00:00")
+    DecisionEvent(**base)
+    for bad in ({"stream": ""}, {"status": "maybe"}, {"identity": "Ann"}, {"reason": None},
+                {"distance": float("nan")}, {"first_frame": 0}, {"last_frame": None}, {"first_frame": 9},
+                {"silhouettes": -1}, {"final": 1}, {"wall_time": "yesterday"}, {"lr": 3.0},
+                {"lr": -1.0, "lr_verbal": "x"}):
+        with pytest.raises(ValueError):
+            DecisionEvent(**{**base, **bad})
+    assert DecisionEvent(**{**base, "lr": 30.0, "lr_verbal": "moderate support"}).to_json()["lr"] == 30.0

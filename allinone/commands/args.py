@@ -6,8 +6,8 @@ import argparse
 import math
 from pathlib import Path
 
-from allinone.config import (DetectConfig, GaitConfig, LiveConfig, MatchConfig, PoseConfig, RunConfig, SegmentConfig,
-                             TrackConfig)
+from allinone.config import (DetectConfig, GaitConfig, LiveConfig, MatchConfig, OutputsConfig, PoseConfig, RunConfig,
+                             SegmentConfig, TrackConfig)
 from allinone.errors import UserError
 from allinone.gait.registry import ARCHS
 
@@ -153,4 +153,13 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         identities=tuple(getattr(a, "identity", ())),
         live=LiveConfig(duration_s=getattr(a, "duration", 0.0), reconnect_s=getattr(a, "reconnect", 30.0),
                         segment_s=_segment(getattr(a, "segment", LiveConfig().segment_s))),
+        outputs=_outputs(a),
     )
+
+
+def _outputs(a: argparse.Namespace) -> OutputsConfig:
+    """--mqtt and --webhook, their addresses checked here: a bad one is one line before any model loads."""
+    from allinone.sinks.outputs import check_outputs
+    outputs = OutputsConfig(mqtt=getattr(a, "mqtt", "") or "", webhooks=tuple(getattr(a, "webhook", ()) or ()))
+    check_outputs(outputs)
+    return outputs

@@ -13,6 +13,7 @@ import shutil
 import sys
 import time
 from collections import defaultdict
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from allinone.decide.identities import check_named, gallery_identities, parse_id
 from allinone.results.manifest import GALLERY_DB_PICTURES, assignment_entry, decisions_entries, write_distances
 from allinone.decide.match import Matcher
 from allinone.io.run_folder import MANIFEST, RunWriter
-from allinone.records import Decision, Embedding, VideoInfo
+from allinone.records import Decision, DecisionEvent, Embedding, VideoInfo
 from allinone.results.report import write_report
 from allinone.decide.threshold import BASES, NOTHING, Threshold, check_threshold, resolve_threshold, without_threshold
 
@@ -103,6 +104,22 @@ def _embeddings(run_dir: Path, m: dict) -> tuple[dict[str, list[Embedding]], dic
             out[v["name"]].append(Embedding(v["name"], t["id"], feat.astype(np.float32, copy=False),
                                             t["n_silhouettes"], t["first_frame"] - 1, t["last_frame"] - 1))
     return out, ids
+
+
+def _events(m: dict, decisions: list[Decision], embeddings: dict[str, list[Embedding]], spans: dict) -> dict:
+    """Each decision's event, by (video, track): the run's own where the rematch decides the same (so a rematch at
+    the same threshold reproduces run.json's rows, wall time included), else one stamped now. A track's silhouettes
+    are the run's: a rematch does not change them."""
+    old = {(r["probe_video"], r["probe_track"]): r for r in m.get("matches") or []}
+    used = {(e.video, e.track_id): e.n_frames for es in embeddings.values() for e in es}
+    out = {}
+    for d in decisions:
+        key = (d.probe_video, d.probe_track)
+        row = old.get(key) or {}
+        event = DecisionEvent.of(d, spans.get(key), row.get("silhouettes", used.get(key)), True)
+        same = all(row.get(k) == v for k, v in event.to_json().items() if k != "wall_time")
+        out[key] = replace(event, wall_time=row["wall_time"]) if same and row.get("wall_time") else event
+    return out
 
 
 def _stored_identities(run_dir: Path, m: dict, metric: str, threshold) -> list:
@@ -190,7 +207,8 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
             if m.get("gallery_db") and i["tracks"] and ("crop" in i or "gei" in i):
                 first = i["tracks"][0]
                 pictures.setdefault((first["video"], first["track"]), {k: i[k] for k in ("crop", "gei") if k in i})
-        extra = decisions_entries(identities, usable, thr, decisions, writer, spans, pictures)
+        extra = decisions_entries(identities, usable, thr, decisions, writer, spans, pictures,
+                                  _events(m, decisions, embeddings, spans))
         extra["assignment"] = assignment_entry(cfg.solve_seconds, matcher.solved)
         extra.update(write_distances(writer, matcher.names, matcher.distances))
         new_videos = []

@@ -22,10 +22,12 @@ from allinone.errors import UserError
 from allinone.io.devices import resolve_device
 from allinone.io.run_folder import RunWriter, check_name_lengths, sha256_path
 from allinone.io.video import StreamSource, VideoSource, is_stream, stream_name
-from allinone.records import Decision, Identity, VideoInfo
+from allinone.records import Decision, DecisionEvent, Identity, VideoInfo
 from allinone.results import manifest as mf
 from allinone.results.render import Skeletons, render_video
 from allinone.results.report import write_report
+from allinone.sinks.base import Sinks
+from allinone.sinks.outputs import build_sinks, check_outputs
 from allinone.stages.build import Stages, build_stages, check_models_given, resolve_models
 from allinone.stages.rotation import choose_rotation
 from allinone.stages.step import VideoResult
@@ -140,11 +142,26 @@ def _decide(results: list[VideoResult], config: RunConfig, stages: Stages, calib
     return identities, usable, threshold, decisions
 
 
+def _file_events(results: list[VideoResult], decisions: list[Decision], sinks: Sinks) -> dict:
+    """Each probe track's final decision as the event every output gets (span 1-based, the silhouettes its
+    embedding used), stamped as it is made and sent to the sinks in the decisions' order; by (video, track)."""
+    tracks = {(r.info.name, t): tr for r in results if r.info.role == "probe" for t, tr in r.tracks.items()}
+    events = {}
+    for d in decisions:
+        tr = tracks[(d.probe_video, d.probe_track)]
+        used = tr.embedding.n_frames if tr.embedding is not None else tr.n_silhouettes
+        event = events[(d.probe_video, d.probe_track)] = DecisionEvent.of(
+            d, (tr.first_frame + 1, tr.last_frame + 1), used, True)
+        sinks.on_event(event)
+    return events
+
+
 def _live(src, name: str, results: list[VideoResult], config: RunConfig, stages: Stages, writer: RunWriter,
           calibrated: Calibration | None, stored: list[Identity] | None, gallery_name: str,
-          fixed: Threshold | None = None, store=None):
+          fixed: Threshold | None = None, store=None, sinks: Sinks | None = None):
     """The stream after the gallery: identities and threshold fixed first (from the gallery alone), then decided as
-    it plays. Returns the run's (identities, usable, threshold, decisions) and the stream's outputs and stats."""
+    it plays. Returns the run's (identities, usable, threshold, decisions), the stream's outputs and stats, and the
+    final decisions' events."""
     from allinone.stages.stream_pass import run_stream  # the live path loads only for streams
     identities, usable, threshold = _gallery_and_threshold(results, config, stages, calibrated, stored, fixed)
     lookup = None
@@ -153,15 +170,15 @@ def _live(src, name: str, results: list[VideoResult], config: RunConfig, stages:
         lookup = Lookup(store, config, threshold.value)
     info = VideoInfo(path=src.spec, name=name, role="probe", frames=0, fps=src.fps, width=src.width,
                      height=src.height)
-    result, decisions, stats, outputs = run_stream(src, info, config, stages, writer, identities, threshold,
-                                                   gallery_name, lookup)
+    result, decisions, stats, outputs, events = run_stream(src, info, config, stages, writer, identities,
+                                                           threshold, gallery_name, lookup, sinks)
     results.append(result)
     if threshold.basis == "none":
         decisions = without_threshold(decisions)
     if lookup is not None:
         identities = sorted(lookup.seen.values(), key=lambda i: i.key)
         usable = stages.matcher.usable(identities)
-    return (identities, usable, threshold, decisions), {name: {"outputs": outputs, "stats": stats}}
+    return (identities, usable, threshold, decisions), {name: {"outputs": outputs, "stats": stats}}, events
 
 
 def run(config: RunConfig, models_ready=None) -> RunResult:
@@ -193,6 +210,7 @@ def run(config: RunConfig, models_ready=None) -> RunResult:
     if config.match.calibration and not config.track_only:  # its form and checkpoint, before any model loads
         _check_calibration_early(Path(config.match.calibration), config.gait.model)
     check_models_given(config)
+    check_outputs(config.outputs)
     store = None
     if config.gallery_db is not None and not config.track_only:
         from allinone.commands.gallery_db import open_store
@@ -200,7 +218,9 @@ def run(config: RunConfig, models_ready=None) -> RunResult:
     device = resolve_device(config.device)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     try:
-        with RunWriter(config.output, config.name) as writer:  # output folder and name checked before models load
+        # output folder and name checked before models load; the sinks connect while the models load (a broker that
+        # is away is not fatal: it is retried while the run goes on)
+        with RunWriter(config.output, config.name) as writer, build_sinks(config.outputs) as sinks:
             config = resolve_models(config)
             stages, config = build_stages(config, device)
             calibrated, gait_sha, stored_pictures, search_info = None, None, {}, None
@@ -232,18 +252,19 @@ def run(config: RunConfig, models_ready=None) -> RunResult:
                 if tracked:
                     results[-1].outputs["annotated_video"] = tracked
 
-            decision, live, stored, fixed = None, {}, None, None
+            decision, live, stored, fixed, events = None, {}, None, None, {}
             if store is not None:  # all identities of a small gallery; a large one's within the threshold and near
                 from allinone.commands.gallery_db import stored_gallery
                 stored, search_info, fixed = stored_gallery(store, results, config, calibrated)
             if streams:
-                decision, live = _live(sources[-1], names[-1], results, config, stages, writer, calibrated, stored,
-                                       gallery_name, fixed, store)
+                decision, live, events = _live(sources[-1], names[-1], results, config, stages, writer, calibrated,
+                                               stored, gallery_name, fixed, store, sinks)
                 match_s = 0.0
             elif stages.matcher is not None:
                 t0 = time.perf_counter()
                 decision = _decide(results, config, stages, calibrated, stored, fixed)
                 match_s = time.perf_counter() - t0
+                events = _file_events(results, decision[3], sinks)
 
             outputs: dict[str, dict[str, str]] = {}
             for r in results:
@@ -285,11 +306,13 @@ def run(config: RunConfig, models_ready=None) -> RunResult:
                             writer.path(rel).write_bytes(blob)
                             pictures.setdefault(("gallery", tid), {})[key] = rel
                 extra.update(mf.decisions_entries(identities, usable, threshold, decisions, writer, spans,
-                                                  pictures))
+                                                  pictures, events))
                 if not live:  # (a stream's decisions are many small ones, as it plays)
                     extra["assignment"] = mf.assignment_entry(config.match.solve_seconds, stages.matcher.solved)
                     extra.update(mf.write_distances(writer, stages.matcher.names, stages.matcher.distances))
                 extra["timings_s"] = {"match": round(match_s, 4)}
+            if sinks:  # delivered, dropped (queue full or unsent at the end) and failed events per sink
+                extra["sinks"] = sinks.close()
             manifest = mf.run_manifest(created, config, device, stages, videos, extra, gait_sha)
             if decision is not None:
                 manifest["report"] = write_report(writer.dir, manifest)

@@ -8,7 +8,7 @@ import numpy as np
 
 from allinone import __version__
 from allinone.io.run_folder import sha256_path
-from allinone.records import DROP_REASONS, Decision, Identity, TrackResult, VideoInfo
+from allinone.records import DROP_REASONS, Decision, DecisionEvent, Identity, TrackResult, VideoInfo
 from allinone.decide.threshold import Threshold
 
 MATCHES_CSV = "matches.csv"
@@ -61,20 +61,30 @@ def identity_entry(identity: Identity, usable: set[tuple[str, int]], pictures: d
     return entry
 
 
-def decision_entry(d: Decision, spans: dict[tuple[str, int], tuple[int, int]]) -> dict:
-    first, last = spans.get((d.probe_video, d.probe_track), (None, None))
-    return {"probe_video": d.probe_video, "probe_track": d.probe_track, "status": d.status, "identity": d.identity,
-            "distance": None if d.distance is None else round(float(d.distance), 6), "reason": d.reason,
-            "first_frame": first, "last_frame": last,
+def decision_entry(d: Decision, event: DecisionEvent) -> dict:
+    """A row of run.json "matches": the decision's event as every output has it (DecisionEvent.to_json), with the
+    probe named in run.json's own keys (probe_video, probe_track) and the ranking, which only run.json carries."""
+    return {"probe_video": d.probe_video, "probe_track": d.probe_track, **event.to_json(),
             "ranking": [{"identity": n, "distance": round(float(x), 6)} for n, x in d.ranking]}
+
+
+def _event_of(d: Decision, sent: DecisionEvent | None, spans: dict) -> DecisionEvent:
+    """The event sent for ``d`` where it says what ``d`` says; else (none sent, or the run's end changed the decision,
+    as a run without threshold evidence does) the decision's own event, stamped now."""
+    if sent is not None and (sent.status, sent.identity, sent.reason) == (d.status, d.identity, d.reason):
+        return sent
+    return DecisionEvent.of(d, spans.get((d.probe_video, d.probe_track)), sent.silhouettes if sent else None, True)
 
 
 def decisions_entries(identities: list[Identity], usable: list[Identity], threshold: Threshold,
                       decisions: list[Decision], writer, spans: dict[tuple[str, int], tuple[int, int]],
-                      pictures: dict | None = None) -> dict:
-    """run.json's "identities", "threshold", "matches" and "matches_file"; writes matches.csv."""
+                      pictures: dict | None = None,
+                      events: dict[tuple[str, int], DecisionEvent] | None = None) -> dict:
+    """run.json's "identities", "threshold", "matches" and "matches_file"; writes matches.csv. ``events``: the
+    events the run sent out for these decisions, by (video, track); a decision without one gets its event here."""
     ok = {(m.video, m.track_id) for i in usable for m in i.members}
-    rows = [decision_entry(d, spans) for d in decisions]
+    events = events or {}
+    rows = [decision_entry(d, _event_of(d, events.get((d.probe_video, d.probe_track)), spans)) for d in decisions]
     writer.write_csv(MATCHES_CSV, MATCHES_HEADER, [
         [r["probe_video"], r["probe_track"], r["status"], r["identity"] or "",
          "" if r["distance"] is None else f"{r['distance']:.6f}", r["reason"] or "", r["first_frame"],

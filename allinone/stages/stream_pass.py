@@ -20,12 +20,11 @@ import json
 import logging
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 
 import numpy as np
 
 from allinone.config import RunConfig
-from allinone.records import Decision, Embedding, Identity, VideoInfo
+from allinone.records import Decision, DecisionEvent, Embedding, Identity, VideoInfo
 from allinone.decide.threshold import Threshold
 from allinone.io.segments import MotProxy, Segments
 from allinone.results.render import UNKNOWN_COLOR, Box, decision_box, draw, draw_poses
@@ -70,10 +69,11 @@ class LatencyHistogram:
 
 
 def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identities: list[Identity],
-               threshold: Threshold, gallery_name: str, lookup=None):
-    """Process the stream until it ends; returns (VideoResult, final decisions, live stats, outputs).
-    ``lookup``: for a large gallery file, embeddings → the identities to compare them with (its index), asked at
-    each decision in place of ``identities``."""
+               threshold: Threshold, gallery_name: str, lookup=None, sinks=None):
+    """Process the stream until it ends; returns (VideoResult, final decisions, live stats, outputs, the final
+    decisions' events by (stream, track)). ``lookup``: for a large gallery file, embeddings → the identities to
+    compare them with (its index), asked at each decision in place of ``identities``. ``sinks``: each event also
+    goes there (sinks/base.py Sinks) as it is written to the events file."""
     lc = config.live
     result = VideoResult(info=info)
     tm = result.timings
@@ -97,6 +97,7 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
     colors = book.colors
     decided_at: dict[int, int] = {}  # silhouettes an open track had at its last embedding
     finals: dict[int, Decision] = {}
+    final_events: dict[tuple[str, int], DecisionEvent] = {}
     latencies = LatencyHistogram()
     gap = tracker.buffer + 2
     n_events = 0
@@ -107,11 +108,17 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
         nonlocal n_events
         now = time.monotonic()
         latencies.add(now - arrived)
-        segments.write_event(json.dumps({
-            "wall_time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "frame": frame_index + 1,
-            "track": d.probe_track, "status": d.status, "identity": d.identity,
-            "distance": None if d.distance is None else round(float(d.distance), 6), "reason": d.reason,
-            "silhouettes": n_sil, "latency_s": round(now - arrived, 4), "final": final}, allow_nan=False))
+        span = spans.get(d.probe_track)
+        tr = result.tracks.get(d.probe_track)  # a closing track's span left `spans` with it
+        span = (span[0] + 1, span[1] + 1) if span is not None else (tr.first_frame + 1, tr.last_frame + 1)
+        event = DecisionEvent.of(d, span, n_sil, final)
+        # the events file's row: the event, and when in the stream and how late it was decided
+        segments.write_event(json.dumps({**event.to_json(), "frame": frame_index + 1,
+                                         "latency_s": round(now - arrived, 4)}, allow_nan=False))
+        if sinks:
+            sinks.on_event(event)
+        if final:
+            final_events[(event.stream, event.track)] = event
         n_events += 1
 
     def finish(tids: list[int], frame_index: int, arrived: float) -> None:
@@ -202,7 +209,7 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
     log.info("%s: %d frames in %.1f s (%.1f frames/s, %d dropped), %d events, %d segment(s), median latency %s s",
              info.name, src.count, wall, stats["fps"] or 0, src.dropped, n_events, len(entries),
              stats["latency_s"].get("median"))
-    return result, decisions, stats, outputs
+    return result, decisions, stats, outputs, final_events
 
 
 __all__ = ["LatencyHistogram", "run_stream"]
