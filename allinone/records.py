@@ -321,12 +321,16 @@ class DecisionEvent:
                    wall_time or now_iso())
 
     def to_json(self) -> dict:
-        """The event as JSON-ready values: the one place it becomes a dict."""
-        return {"stream": self.stream, "track": self.track, "status": self.status, "identity": self.identity,
-                "distance": None if self.distance is None else round(self.distance, 6), "reason": self.reason,
-                "first_frame": self.first_frame, "last_frame": self.last_frame, "silhouettes": self.silhouettes,
-                "final": self.final, "wall_time": self.wall_time,
-                "lr": None if self.lr is None else float(f"{self.lr:.6g}"), "lr_verbal": self.lr_verbal}
+        """The event as JSON-ready values: the one place it becomes a dict. The LR keys are there only when the
+        event carries an LR: a 1:N search result has none (an LR belongs to one designated comparison), and a key
+        of null would read as if one could have been given."""
+        out = {"stream": self.stream, "track": self.track, "status": self.status, "identity": self.identity,
+               "distance": None if self.distance is None else round(self.distance, 6), "reason": self.reason,
+               "first_frame": self.first_frame, "last_frame": self.last_frame, "silhouettes": self.silhouettes,
+               "final": self.final, "wall_time": self.wall_time}
+        if self.lr is not None:
+            out.update(lr=float(f"{self.lr:.6g}"), lr_verbal=self.lr_verbal)
+        return out
 
 
 def now_iso() -> str:
