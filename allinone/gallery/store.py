@@ -339,13 +339,6 @@ class GalleryStore:
         return out
 
     @_mapped
-    def embedding_sample(self, k: int, min_frames: int, seed: int = 0) -> list[Embedding]:
-        """Up to ``k`` usable tracks (at least ``min_frames`` silhouettes) drawn at random (seeded): what a threshold
-        rule that needs the gallery (the euc default's scale) sees of a gallery too large to load."""
-        rows = self.tracks_of(self.sample_ids(k, seed, min_frames))
-        return [Embedding(GALLERY_VIDEO, t, f.copy(), n, first, last) for t, (n, first, last, f) in rows.items()]
-
-    @_mapped
     def search_index(self, config, metric: str):
         """The bound index of this file for ``metric``, kept beside it (gallery/file_search.py)."""
         from allinone.gallery.file_search import search_index
