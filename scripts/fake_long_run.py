@@ -36,7 +36,7 @@ def _features(rng, n_probe: int, n_ident: int):
 
 
 def _mot(path: Path, spans: np.ndarray, ids: np.ndarray, rng) -> None:
-    """One MOT row per track per frame, by frame then id (as RunWriter.write_mot)."""
+    """One MOT row per track per frame, by frame then id (as the run's MotWriter writes them)."""
     frames = np.concatenate([np.arange(a, b + 1) for a, b in spans]) + 1
     tid = np.repeat(ids, spans[:, 1] - spans[:, 0] + 1)
     order = np.lexsort((tid, frames))

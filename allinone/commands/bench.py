@@ -155,6 +155,10 @@ def bench_command(argv: list[str] | None = None) -> int:
         return 2
     if args.memory:
         return _memory_bench(args)
+    plaza = args.shared / "fixtures/videos/plaza_gallery_boxed.mp4"
+    if args.crowd > 1 and not plaza.is_file():  # the crowd is made of it: say so before any model loads
+        print(f"error: {plaza}: no such video (--crowd tiles it side by side)", file=sys.stderr)
+        return 2
 
     import logging
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", force=True)
@@ -169,8 +173,7 @@ def bench_command(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="allinone-bench-") as tmp:
         tmp = Path(tmp)
         if args.crowd > 1:
-            vids.append(_tile_video(shared / "fixtures/videos/plaza_gallery_boxed.mp4",
-                                    tmp / f"plaza_x{args.crowd}_side_by_side.mp4", args.crowd))
+            vids.append(_tile_video(plaza, tmp / f"plaza_x{args.crowd}_side_by_side.mp4", args.crowd))
         gait = args.gait_model or str(_random_gaitbase(tmp))
         config = RunConfig(gallery=vids[0], probes=tuple(vids[1:]), output=tmp / "out", name="bench",
                            device=args.device, quiet=True, download=False, save_silhouettes="png",
@@ -318,10 +321,6 @@ def _markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    sys.exit(bench_command())
-
-
 def _tile_video(src: Path, out: Path, k: int) -> Path:
     """``src`` repeated ``k`` times side by side (more people in one frame)."""
     import cv2
@@ -403,3 +402,7 @@ def _memory_bench(args) -> int:
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "ratio": round(ratio, 4)}, indent=2, allow_nan=False) + "\n")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(bench_command())

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from allinone.commands.args import Parser
 from allinone.errors import UserError
+from allinone.results.words import count
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,28 @@ def _enroll_parser() -> argparse.ArgumentParser:
     return p
 
 
-def enroll(args: argparse.Namespace) -> list[str]:
+@contextlib.contextmanager
+def _without_threshold_notes():
+    """An enrol decides nothing: the threshold its run settles (0, given, to decide nothing) is no news to the user,
+    so its notes (INFO) are left out; warnings still show."""
+    logger = logging.getLogger("allinone.decide.threshold")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def enroll(args: argparse.Namespace) -> list:
+    """Enrol the video's people; returns what the gallery file gained (gallery.store.Enrolled, one per identity)."""
     from allinone.commands.args import config_from_args
     from allinone.gallery.store import Enrolment, GalleryStore, ModelInfo
     from allinone.io.run_folder import ENROL_TEMP, sha256_path, sweep_leftovers, writable_folder
     from allinone.commands.run import run
     from allinone.decide.identities import check_name, clean_name
     from allinone.io.video import VideoSource
+    from allinone.stages.build import check_models_given, input_models, resolve_models
 
     VideoSource(args.video)  # a bad video or name is refused before any model loads
     name = None if args.name is None else check_name(args.name, "--name")
@@ -63,6 +79,9 @@ def enroll(args: argparse.Namespace) -> list[str]:
         ns = argparse.Namespace(**{**vars(args), "gallery": args.video, "probe": [], "output": Path(tmp),
                                    "name": "enrol", "gallery_db": None, "threshold": 0.0})
         config = replace(config_from_args(ns), render=False, save_silhouettes="none")
+        check_models_given(config)
+        config = resolve_models(config)  # the default models named, so that the store can check them before the run
+        inputs = input_models(config)
         source = ""
         if config.gait.model and Path(config.gait.model).is_file():  # an export names the checkpoint it came from
             if Path(config.gait.model).suffix.lower() == ".onnx":
@@ -70,28 +89,30 @@ def enroll(args: argparse.Namespace) -> list[str]:
                 source = source_sha256(config.gait.model)
         if store is not None and config.gait.model and Path(config.gait.model).is_file():  # before running any
             store.check_model(ModelInfo(sha256_path(config.gait.model), config.gait.model, "", "", "",
-                                        source_sha256=source))
-        result = run(config)
+                                        source_sha256=source, inputs=inputs))
+        with _without_threshold_notes():
+            result = run(config)
         gait = result.manifest["weights"]["gait"]
         # an export that names its checkpoint enrols under the checkpoint's sha256, so that the checkpoint and its
         # exports are all accepted later
         model = ModelInfo(source or gait["sha256"], gait["path"], gait["arch"], gait["metric"],
-                          gait.get("embedding", "embed_1"), source_sha256=source)
+                          gait.get("embedding", "embed_1"), source_sha256=source, inputs=inputs)
         tracks = result.videos[0].tracks
         usable = sorted((t for t in tracks.values() if t.embedding is not None
                          and t.n_silhouettes >= config.match.min_frames),
                         key=lambda t: (-t.n_silhouettes, t.track_id))
         if not usable:
             raise UserError(f"nobody to enrol: no track has {config.match.min_frames} usable silhouettes "
-                            f"({len(tracks)} track(s) found)", args.video)
+                            f"({count(len(tracks), 'track')} found)", args.video)
         stem = args.video.stem
         if name:
             chosen = [Enrolment(name, str(args.video), [usable[0]])]
             others = [t for t in tracks.values() if t is not usable[0]]
             if others:
-                log.warning("%s: enrolled track %d (%d silhouettes) as %s; %d other track(s) left out: %s",
-                            args.video, usable[0].track_id, usable[0].n_silhouettes, name, len(others),
-                            ", ".join(f"{t.track_id} ({t.n_silhouettes} silhouettes)" for t in others))
+                log.warning("%s: enrolled track %d (%s) as %s; %s left out: %s",
+                            args.video, usable[0].track_id, count(usable[0].n_silhouettes, "silhouette"), name,
+                            count(len(others), "other track"),
+                            ", ".join(f"{t.track_id} ({count(t.n_silhouettes, 'silhouette')})" for t in others))
         else:
             chosen = [Enrolment(f"{clean_name(stem)}-G{t.track_id}", str(args.video), [t])
                       for t in sorted(usable, key=lambda t: t.track_id)]
@@ -112,8 +133,15 @@ def enroll_command(argv: list[str]) -> int:
         from allinone.errors import interrupted_exit, interrupted_line
         print(interrupted_line(exc, "the gallery file is as it was"), file=sys.stderr)
         return interrupted_exit(exc)
-    print(f"enrolled {', '.join(names)} in {args.gallery_db}")
+    print(enrol_line(names, args.gallery_db))
     return 0
+
+
+def enrol_line(done: list, db: Path) -> str:
+    """What the enrol did, in words: new identities and their tracks, tracks added to existing ones."""
+    new = [f"{d.name} ({count(d.tracks, 'track')})" for d in done if d.new]
+    added = [f"added {count(d.added, 'track')} to {d.name} (now {count(d.tracks, 'track')})" for d in done if not d.new]
+    return "; ".join(([f"enrolled {', '.join(new)}"] if new else []) + added) + f" in {db}"
 
 
 def gallery_command(argv: list[str]) -> int:
@@ -146,7 +174,8 @@ def gallery_command(argv: list[str]) -> int:
                 with GalleryStore(args.gallery_db, readonly=True) as store:
                     bad = store.bad_features()
                 if bad:
-                    line = f"damaged: {len(bad)}{'+' if len(bad) >= 20 else ''} track(s) with unusable " \
+                    many = "+" if len(bad) >= 20 else ""
+                    line = f"damaged: {len(bad)}{many} {'track' if len(bad) == 1 else 'tracks'} with unusable " \
                            f"features, the first: {bad[0]}"
             print(f"{args.gallery_db}: {line}")
             return 0 if line.startswith("ok") else 1
@@ -155,12 +184,13 @@ def gallery_command(argv: list[str]) -> int:
                 store.verify()
                 model = store.model()
                 rows = store.listing()
-                print(f"{args.gallery_db}: {len(rows)} identities"
+                print(f"{args.gallery_db}: {count(len(rows), 'identity', 'identities')}"
                       + (f", features of {model.arch} ({Path(model.path).name}, {model.metric}, "
                          f"{model.embedding})" if model else ""))
                 for row in rows:
-                    print(f"  {row['name']}\t{row['tracks']} track(s), {row['silhouettes']} silhouettes, from "
-                          f"{row['sources']}, enrolled {row['enrolled']}")
+                    print(f"  {row['name']}\t{count(row['tracks'], 'track')}, "
+                          f"{count(row['silhouettes'], 'silhouette')}, from {row['sources']}, "
+                          f"enrolled {row['enrolled']}")
             elif args.action == "rename":
                 store.rename(args.old, args.new)
                 print(f"renamed {args.old} to {args.new}")

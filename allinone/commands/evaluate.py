@@ -321,6 +321,15 @@ def format_table(m: dict, protocol_lines: list[str]) -> str:
     return "\n".join(lines)
 
 
+def lr_line(lr: dict) -> str:
+    """The console line of an evaluation's LR-model validation (metrics.json ``lr_validation``)."""
+    def num(key: str) -> str:
+        return "—" if lr.get(key) is None else f"{lr[key]:.4f}"
+    return (f"LR model: Cllr {num('cllr')} (Cllr_min {num('cllr_min')}, Cllr_cal {num('cllr_cal')}), EER "
+            f"{num('eer')}, {'held out' if lr.get('held_out') else 'not held out'}"
+            + (f" ({lr['note']})" if lr.get("note") else "") + f"; {lr.get('file')}")
+
+
 def evaluate_command(argv: list[str]) -> int:
     args = evaluate_parser().parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)
@@ -336,6 +345,9 @@ def evaluate_command(argv: list[str]) -> int:
               file=sys.stderr)
         return interrupted_exit(exc)
     print(metrics["table"])
+    lr = metrics.get("lr_validation")
+    if lr:  # what --lr-model asked for, beside the file it is written to
+        print(lr_line(lr))
     log.info("evaluated in %.1f s", time.perf_counter() - t0)
     print(out)
     return 0
@@ -354,11 +366,19 @@ def calibrate_parser() -> argparse.ArgumentParser:
                    help="calibrate on one probe condition (default: all conditions pooled)")
     p.add_argument("--out", type=Path, default=None, metavar="FILE",
                    help="calibration file (default: <checkpoint stem>.calibration.json beside the checkpoint)")
+    p.add_argument("--seg-model", default=None, metavar="PATH",
+                   help="the segmentation model that made the dataset's silhouettes (extract --seg-model): recorded, "
+                        "so that runs with another segmenter refuse the file (without it: not known, not checked)")
+    p.add_argument("--pose-model", default=None, metavar="PATH",
+                   help="likewise the pose model that made the dataset's keypoints, for a gait model that reads them")
     _dataset_args(p, required=False)
     return p
 
 
-def calibrate(evaluation: Path, target: float, condition: str | None, out: Path | None) -> tuple[Path, dict]:
+def calibrate(evaluation: Path, target: float, condition: str | None, out: Path | None,
+              inputs=None) -> tuple[Path, dict]:
+    """Write the calibration file of an evaluation; ``inputs`` (InputModels): the models that made the dataset's
+    silhouettes and keypoints, where the user named them."""
     from allinone.decide.calibration import beside, impostor_source, write_calibration
     from allinone.decide.fpir import Evidence
     from allinone.evaluate.openset import fpir_fnir
@@ -410,7 +430,7 @@ def calibrate(evaluation: Path, target: float, condition: str | None, out: Path 
               "dataset": m["dataset"]["root"], "protocol": m["protocol"], "condition": key,
               "frames_limit": m["frames_limit"], "searches": {"mated": int(len(mated)), "non_mated": int(len(non))},
               "evaluation": str(evaluation), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "impostor": impostor}
+              "impostor": impostor, **({"inputs": inputs.to_json()} if inputs else {})}
     ev = Evidence([impostor_source(record, mfile)])
     if n_gallery:  # the threshold for the target at the evaluation's own gallery size, and what it achieves there
         est, ok = ev.choose(target, n_gallery)
@@ -420,6 +440,19 @@ def calibrate(evaluation: Path, target: float, condition: str | None, out: Path 
                        "achieved_fpir": fpir, "fnir": fnir})
     path = out or beside(m["model"]["path"])
     return write_calibration(path, record), record
+
+
+def _named_inputs(args):
+    """The input models calibrate was told made the dataset (InputModels), or None when it was told none."""
+    from allinone.io.input_models import InputModel, InputModels
+    if not args.seg_model and not args.pose_model:
+        return None
+    for flag, path in (("--seg-model", args.seg_model), ("--pose-model", args.pose_model)):
+        if path and not Path(path).exists():
+            raise UserError(f"{flag}: no such model", path)
+    from allinone.io.run_folder import sha256_path
+    return InputModels(*(InputModel(str(x), sha256_path(x)) if x else InputModel()
+                         for x in (args.seg_model, args.pose_model)))
 
 
 def calibrate_command(argv: list[str]) -> int:
@@ -441,7 +474,7 @@ def calibrate_command(argv: list[str]) -> int:
             print(metrics["table"])
         else:
             evaluation = args.evaluation
-        path, rec = calibrate(evaluation, args.target_fpir, args.condition, args.out)
+        path, rec = calibrate(evaluation, args.target_fpir, args.condition, args.out, _named_inputs(args))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

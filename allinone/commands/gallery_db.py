@@ -17,6 +17,7 @@ from allinone.decide.threshold import Threshold, resolve_threshold
 from allinone.errors import UserError
 from allinone.gallery.store import GALLERY_VIDEO, GalleryStore, ModelInfo
 from allinone.records import Embedding, Identity
+from allinone.stages.build import input_models
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,11 @@ def open_store(path: Path) -> GalleryStore:
 
 
 def check_store(store: GalleryStore, gait_sha: str, config, embedder) -> None:
-    """The file's features must come from this run's checkpoint, metric and embedding (the embedder's, resolved)."""
+    """The file's features must come from this run's checkpoint, metric and embedding (the embedder's, resolved),
+    made from its segmenter's silhouettes (and its pose model's keypoints)."""
     store.check_model(ModelInfo(gait_sha, config.gait.model, embedder.arch, config.match.metric,
                                 getattr(embedder, "embedding", "embed_1"),
-                                getattr(embedder, "source_sha256", "") or ""))
+                                getattr(embedder, "source_sha256", "") or "", input_models(config)))
 
 
 def _threshold(store: GalleryStore, results, config, calibrated) -> Threshold:

@@ -140,8 +140,17 @@ def _stored_identities(run_dir: Path, m: dict, metric: str, threshold) -> list:
     gait = m["weights"]["gait"]
     with GalleryStore(m["gallery_db"], readonly=True) as store:
         store.check_model(ModelInfo(gait["sha256"], gait["path"], gait["arch"], metric,
-                                    gait.get("embedding", "embed_1")))
+                                    gait.get("embedding", "embed_1"), inputs=_run_inputs(m)))
         return store.identities()
+
+
+def _run_inputs(m: dict):
+    """The run's segmenter, as its run.json recorded it (InputModels; its pose model is not recorded: unknown)."""
+    from allinone.io.input_models import InputModel, InputModels
+    seg = m["weights"].get("segmenter")
+    if seg is None:  # no segmenter ran: a keypoint-only gait model
+        return InputModels(InputModel("", ""))
+    return InputModels(InputModel(seg.get("path") or "", seg.get("sha256")))
 
 
 def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, output: Path | None = None,
@@ -183,7 +192,8 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
         thr = Threshold(value, t["basis"], {k: v for k, v in t.items() if k not in ("value", "basis")})
     else:
         cal = load_calibration(Path(calibration), (m["weights"].get("gait") or {}).get("sha256"), metric,
-                               (m["weights"].get("gait") or {}).get("embedding")) if calibration else None
+                               (m["weights"].get("gait") or {}).get("embedding"),
+                               inputs=_run_inputs(m)) if calibration else None
         every = [e for v in videos for e in embeddings[v["name"]]]
         together = (t.get("evidence") or {}).get("seen_together") or []
         thr = resolve_threshold(threshold, metric, every, usable, together, target_fpir=cfg.target_fpir,
@@ -260,5 +270,10 @@ def rematch_command(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     log.info("rematched in %.1f s", time.perf_counter() - t0)
+    from allinone.errors import read_json
+    from allinone.results.summary import console_summary
+    summary = console_summary(read_json(Path(out) / "run.json", "run.json"), out)  # the table a run prints
+    if summary:
+        print(summary)
     print(out)
     return 0

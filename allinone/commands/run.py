@@ -17,6 +17,7 @@ from allinone.config import RunConfig
 from allinone.decide.calibration import find_calibration
 from allinone.decide.identities import gallery_identities
 from allinone.decide.calibration import Calibration, load_calibration, read_calibration
+from allinone.stages.build import input_models
 from allinone.decide.threshold import Threshold, check_threshold, resolve_threshold, without_threshold
 from allinone.errors import UserError
 from allinone.io.devices import resolve_device
@@ -231,7 +232,8 @@ def run(config: RunConfig, models_ready=None) -> RunResult:
                 check_store(store, gait_sha, config, stages.embedder)
             if stages.matcher is not None:  # evidence for the FPIR of a given threshold too
                 calibrated = find_calibration(config.match.calibration, config.gait.model, gait_sha,
-                                              config.match.metric, getattr(stages.embedder, "embedding", None))
+                                              config.match.metric, getattr(stages.embedder, "embedding", None),
+                                              input_models(config))
             if models_ready is not None:
                 models_ready(stages)  # the caller's checks of the loaded models, before any video is processed
             results: list[VideoResult] = []

@@ -11,7 +11,10 @@ warning: their number is used as it is and its FPIR for this gallery is unknown.
 
 ``python main.py calibrate`` writes one (by default beside the checkpoint, as ``<checkpoint stem>.calibration.json``);
 a run or rematch takes it with ``--calibration FILE`` or finds the one beside its checkpoint. A file made for
-another checkpoint (sha256) or metric is refused by name.
+another checkpoint (sha256) or metric is refused by name, and so is one made from another segmenter's silhouettes
+(or pose model's keypoints) where the file records them (``inputs``, from ``calibrate --seg-model/--pose-model``).
+A file that does not record them (a dataset whose silhouettes came from elsewhere, or an older file) is accepted:
+nothing is known to compare.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from allinone.decide.fpir import Source
 from allinone.errors import UserError, read_json
 from allinone.decide.threshold import METRIC_RANGE, check_threshold
 from allinone.io.run_folder import temp_beside
+from allinone.io.input_models import InputModels
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +144,10 @@ def read_calibration(path: Path) -> dict:
 
 
 def load_calibration(path: Path, checkpoint_sha256: str | None, metric: str,
-                     embedding: str | None = None, found: str = "given") -> Calibration:
-    """A calibration file, after checking it was made for this checkpoint, metric and embedding."""
+                     embedding: str | None = None, found: str = "given",
+                     inputs: InputModels | None = None) -> Calibration:
+    """A calibration file, after checking it was made for this checkpoint, metric and embedding, and from the
+    silhouettes of the run's segmenter (``inputs``) where the file records its own."""
     rec = read_calibration(path)
     if checkpoint_sha256 and rec.get("checkpoint_sha256") != checkpoint_sha256:
         raise UserError(f"made for another checkpoint ({rec.get('checkpoint', '?')}, sha256 "
@@ -150,6 +156,9 @@ def load_calibration(path: Path, checkpoint_sha256: str | None, metric: str,
         raise UserError(f"made for the {rec.get('metric')} metric, not {metric}", path)
     if embedding and rec.get("embedding", "embed_1") != embedding:
         raise UserError(f"made with the {rec.get('embedding', 'embed_1')} embedding, not {embedding}", path)
+    why = InputModels.from_json(rec.get("inputs")).mismatch(inputs, "calibrated") if inputs else None
+    if why:
+        raise UserError(why, path)
     detail = {"file": str(path), "found": found, "dataset": rec.get("dataset"), "protocol": rec.get("protocol")}
     if "impostor" in rec:
         return Calibration(impostor_source(rec, path), None, detail)
@@ -166,16 +175,18 @@ def load_calibration(path: Path, checkpoint_sha256: str | None, metric: str,
 
 
 def find_calibration(explicit: str | None, checkpoint: str | None, checkpoint_sha256: str | None,
-                     metric: str, embedding: str | None = None) -> Calibration | None:
+                     metric: str, embedding: str | None = None,
+                     inputs: InputModels | None = None) -> Calibration | None:
     """An explicit file (refused if it does not fit), else the one beside the checkpoint (ignored with a warning if
     it does not fit), else None."""
     if explicit:
-        return load_calibration(Path(explicit), checkpoint_sha256, metric, embedding)
+        return load_calibration(Path(explicit), checkpoint_sha256, metric, embedding, inputs=inputs)
     if checkpoint:
         near = beside(checkpoint)
         if near.is_file():
             try:
-                cal = load_calibration(near, checkpoint_sha256, metric, embedding, "found beside the checkpoint")
+                cal = load_calibration(near, checkpoint_sha256, metric, embedding, "found beside the checkpoint",
+                                       inputs)
                 log.info("%s: calibration file found beside the checkpoint: its impostor evidence joins the "
                          "threshold's", near)
                 return cal

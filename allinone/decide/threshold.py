@@ -52,10 +52,6 @@ class Threshold:
     def to_json(self) -> dict:
         return {"value": None if self.basis == "none" else float(self.value), "basis": self.basis, **self.detail}
 
-    @property
-    def statement(self) -> str:
-        return str(self.detail.get("statement", ""))
-
 
 def check_threshold(value: float, metric: str) -> None:
     """A UserError unless ``value`` is a finite, non-negative distance in the metric's range (cos: [0, 2])."""

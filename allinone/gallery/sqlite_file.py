@@ -148,7 +148,8 @@ def check(path: Path) -> str:
             return f"damaged: {len(found)} problem(s) found by SQLite's integrity check, the first: {found[0]}"
         n = int(con.execute("SELECT COUNT(*) FROM identities").fetchone()[0])
         k = int(con.execute("SELECT COUNT(*) FROM tracks").fetchone()[0])
-        return f"ok: {n} identities, {k} tracks, SQLite's integrity check passed"
+        return (f"ok: {n} {'identity' if n == 1 else 'identities'}, {k} {'track' if k == 1 else 'tracks'}, SQLite's "
+                "integrity check passed")
     except sqlite3.DatabaseError as exc:
         if "malformed" in str(exc).lower() or "not a database" in str(exc).lower():
             return f"damaged: {exc}"

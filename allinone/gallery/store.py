@@ -5,10 +5,12 @@
     python main.py --gallery-db PATH --probe VIDEO ...
 
 Every feature in a store comes from one checkpoint, compared by one metric and taken from one embedding output (the
-checkpoint's sha256, architecture, metric and embedding are the store's own); a model that differs in any of them
-is refused by name (ModelInfo.mismatch, the one place that compares them). Changes are single transactions
-(BEGIN IMMEDIATE: an enrol that fails or is interrupted leaves the store exactly as it was, and the name checks run
-inside it), and the file is in WAL mode: readers see the state before or after an enrol, never a half of one.
+checkpoint's sha256, architecture, metric and embedding are the store's own, and the segmenter and pose model its
+silhouettes and keypoints came from: io/input_models.py); a model that differs in any of them is refused by name
+(ModelInfo.mismatch, the one place that compares them). A file enrolled before the input models were recorded is
+accepted with a warning (its segmenter is unknown). Changes are single transactions (BEGIN IMMEDIATE: an enrol
+that fails or is interrupted leaves the store exactly as it was, and the name checks run inside it), and the file is
+in WAL mode: readers see the state before or after an enrol, never a half of one.
 A file that is not an allinone gallery is refused before anything is written to it (gallery/sqlite_file.py).
 Features are float32 blobs; pictures are PNG blobs.
 
@@ -40,6 +42,7 @@ from allinone.errors import UserError
 from allinone.gallery import sqlite_file
 from allinone.io.run_folder import temp_beside, writable_folder
 from allinone.records import Embedding, Identity
+from allinone.io.input_models import InputModels
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ class ModelInfo:
     metric: str
     embedding: str = "embed_1"
     source_sha256: str = ""  # an ONNX export's: the checkpoint it was exported from (the same weights)
+    inputs: InputModels = InputModels()  # the segmenter (and pose model) the features were made from; unknown: any
 
     def mismatch(self, other: "ModelInfo") -> str | None:
         """Why features of ``other`` cannot go with (or be compared with) this store's, or None when they can."""
@@ -81,7 +85,7 @@ class ModelInfo:
         if other.embedding and self.embedding and self.embedding != other.embedding:
             return (f"its features are the checkpoint's {self.embedding} output, this run uses {other.embedding}: "
                     f"give --embedding {self.embedding} or use another gallery file")
-        return None
+        return self.inputs.mismatch(other.inputs, "enrolled")
 
 
 def _mapped(method):
@@ -93,6 +97,16 @@ def _mapped(method):
         except sqlite3.Error as exc:
             raise sqlite_file.sqlite_error(exc, self.path) from None
     return call
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """What an enrol did to one identity: ``added`` tracks, ``tracks`` it has now, ``new`` when it did not exist."""
+
+    name: str
+    added: int
+    tracks: int
+    new: bool
 
 
 @dataclass
@@ -238,8 +252,12 @@ class GalleryStore:
         meta = self.meta()
         if "checkpoint_sha256" not in meta:
             return None
+        try:
+            inputs = InputModels.from_json(json.loads(meta["inputs"])) if "inputs" in meta else InputModels()
+        except ValueError:
+            raise UserError("the gallery's record of its input models is damaged", self.path) from None
         return ModelInfo(meta["checkpoint_sha256"], meta.get("checkpoint", ""), meta.get("arch", ""),
-                         meta.get("metric", ""), meta.get("embedding", "embed_1"))
+                         meta.get("metric", ""), meta.get("embedding", "embed_1"), inputs=inputs)
 
     def meta(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT key, value FROM meta").fetchall())
@@ -250,6 +268,12 @@ class GalleryStore:
         why = None if mine is None else mine.mismatch(model)
         if why:
             raise UserError(why, self.path)
+        if mine is not None and not mine.inputs.known and model.inputs.known:
+            # a file enrolled before its segmenter was recorded: accepted, as before, but nothing can refuse
+            # features from other silhouettes
+            log.warning("%s: enrolled before the segmenter was recorded: its silhouettes' segmenter is unknown, so "
+                        "features made by another one (this run: %s) cannot be told apart", self.path,
+                        model.inputs.segmenter.label)
 
     # -- reading -----------------------------------------------------------------------------------------------
     @_mapped
@@ -339,13 +363,6 @@ class GalleryStore:
         return out
 
     @_mapped
-    def embedding_sample(self, k: int, min_frames: int, seed: int = 0) -> list[Embedding]:
-        """Up to ``k`` usable tracks (at least ``min_frames`` silhouettes) drawn at random (seeded): what a threshold
-        rule that needs the gallery (the euc default's scale) sees of a gallery too large to load."""
-        rows = self.tracks_of(self.sample_ids(k, seed, min_frames))
-        return [Embedding(GALLERY_VIDEO, t, f.copy(), n, first, last) for t, (n, first, last, f) in rows.items()]
-
-    @_mapped
     def search_index(self, config, metric: str):
         """The bound index of this file for ``metric``, kept beside it (gallery/file_search.py)."""
         from allinone.gallery.file_search import search_index
@@ -391,10 +408,10 @@ class GalleryStore:
 
     # -- writing -----------------------------------------------------------------------------------------------
     @_mapped
-    def add(self, enrolments: list[Enrolment], model: ModelInfo, new_names: bool = False) -> list[str]:
-        """Add identities in one transaction; returns the names. A name that exists gains the new tracks, unless
-        ``new_names``: then an existing name refuses the whole enrol. The check runs inside the transaction, so two
-        enrols of one name at once cannot both pass it."""
+    def add(self, enrolments: list[Enrolment], model: ModelInfo, new_names: bool = False) -> list[Enrolled]:
+        """Add identities in one transaction; returns what it did to each. A name that exists gains the new tracks,
+        unless ``new_names``: then an existing name refuses the whole enrol. The check runs inside the transaction,
+        so two enrols of one name at once cannot both pass it."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with self.transaction() as db:
             self.check_model(model)  # inside the transaction: no other writer can change the store meanwhile
@@ -412,7 +429,8 @@ class GalleryStore:
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                [("checkpoint_sha256", model.sha256), ("checkpoint", model.path),
                                 ("arch", model.arch), ("metric", model.metric), ("embedding", model.embedding or "embed_1"),
-                                ("schema", "1")])
+                                ("inputs", json.dumps(model.inputs.to_json())), ("schema", "1")])
+            done = []
             for e in enrolments:
                 row = db.execute("SELECT id FROM identities WHERE name = ?", (e.name,)).fetchone()
                 iid = row[0] if row else db.execute("INSERT INTO identities (name, created) VALUES (?, ?)",
@@ -425,7 +443,9 @@ class GalleryStore:
                                (iid, e.source, t.track_id, t.first_frame, t.last_frame, t.n_silhouettes,
                                 f.shape[0], f.shape[1], np.ascontiguousarray(f, np.float32).tobytes(),
                                 _png(t.crop), _png(t.gei), model.sha256, now))
-        return [e.name for e in enrolments]
+                total = db.execute("SELECT COUNT(*) FROM tracks WHERE identity_id = ?", (iid,)).fetchone()[0]
+                done.append(Enrolled(e.name, len(e.tracks), int(total), row is None))
+        return done
 
     @_mapped
     def rename(self, old: str, new: str) -> None:
@@ -489,7 +509,8 @@ class GalleryStore:
                     entry[key] = f"{folder.name}/{base}_{key}.png"
             entries.append(entry)
         m = self.model()
-        manifest = {"gallery": str(self.path), "model": None if m is None else m.__dict__,
+        model = None if m is None else {**m.__dict__, "inputs": m.inputs.to_json()}
+        manifest = {"gallery": str(self.path), "model": model,
                     "identities": [{"name": n, "folder": f"{i:03d}", "tracks": t}
                                    for i, (n, t) in enumerate(people.items())]}
         (out / "gallery.json").write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n", encoding="utf-8")

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from allinone.errors import ENVIRONMENT_ERRNO, UserError, shorten
-from allinone.records import Track
 
 log = logging.getLogger(__name__)
 
@@ -195,19 +194,6 @@ class RunWriter:
         return p
 
     # -- writers ----------------------------------------------------------------------------------------------
-    def write_mot(self, rel: str, tracks: list[Track]) -> str:
-        """MOT challenge text: ``frame,id,x,y,w,h,score,-1,-1,-1`` per box, frames from 1, by frame then id."""
-        rows = []
-        for t in tracks:
-            for f, box, s in zip(t.frames, t.xyxy, t.confidence):
-                x1, y1, x2, y2 = (float(v) for v in box)
-                rows.append((f + 1, t.track_id, x1, y1, x2 - x1, y2 - y1, s))
-        rows.sort(key=lambda r: (r[0], r[1]))
-        with open(self.path(rel), "w", encoding="utf-8") as fh:
-            for f, i, x, y, w, h, s in rows:
-                fh.write(f"{f},{i},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{s:.4f},-1,-1,-1\n")
-        return rel
-
     def mot_writer(self, rel: str) -> "MotWriter":
         return MotWriter(self.path(rel))
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from allinone.results.words import why
+
 UNKNOWN_COLOR = (150, 150, 150)  # BGR gray for probe people that match nobody
 
 
@@ -165,7 +167,7 @@ def decision_box(xyxy: np.ndarray, tid: int, d, colors: dict[str, int]) -> Box:
         return Box(xyxy, UNKNOWN_COLOR, f"P{tid} too short")
     if d.status == "match":
         return Box(xyxy, identity_color(colors.get(d.identity, 0)), f"P{tid} {d.identity} {significant(d.distance)}")
-    return Box(xyxy, UNKNOWN_COLOR, f"P{tid} unknown ({d.reason})")
+    return Box(xyxy, UNKNOWN_COLOR, f"P{tid} unknown ({why(d.reason, short=True)})")
 
 
 def render_video(info, mot_path, writer, gallery_name: str | None, identities, decisions,
@@ -175,7 +177,7 @@ def render_video(info, mot_path, writer, gallery_name: str | None, identities, d
     grows with the video's length). The tracked video (one color per track, labels G<id> or P<id>) when
     ``annotated`` (a run draws it in the first pass instead: TrackedVideo); for a probe with decisions also the result video ``G-<gallery>_P-<probe>.mp4``, where each
     person wears the color of the identity they matched and a label ``P<id> <identity> <distance>``, or gray
-    ``P<id> unknown (<reason>)``. ``skeletons``: the tracks' poses, drawn under their boxes. Returns the run-relative paths written; with nothing to write the video is not
+    ``P<id> unknown (<why>)``, the console's words for the reason. ``skeletons``: the tracks' poses, drawn under their boxes. Returns the run-relative paths written; with nothing to write the video is not
     decoded at all."""
     from tqdm import tqdm
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from allinone.results.page import csp_meta, inline_script, url
+from allinone.results.words import why
 
 REPORT = "report.html"
 HEATMAP = "heatmap.png"
@@ -206,7 +207,7 @@ def _card(run: Path, m: dict, track: dict, video: dict, idents: dict, threshold:
           vid: str) -> str:
     status, reason = m["status"], m.get("reason")
     head = f"P{m['probe_track']} → {html.escape(m['identity'])}" if status == "match" else \
-        f"P{m['probe_track']}: {status.replace('_', ' ')} ({html.escape(str(reason))})"
+        f"P{m['probe_track']}: {status.replace('_', ' ')} ({html.escape(why(reason, short=True))})"
     pics = _img(run, track.get("crop"), "probe", missing="no picture: no box of this person was usable for one") \
         + _img(run, track.get("gei"), "GEI", gei=True, missing=_dropped(track))
     if status == "match":

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-WHY = {
-    "no_candidate": "no identity within the threshold",
-    "taken": "its candidates went to people seen at the same time, which gave the larger total margin",
-    "no_gallery": "the gallery has no usable identity",
-    "too_few_silhouettes": "too few usable silhouettes to compare",
-}
+from allinone.results.words import WHY
 
 
 def _num(x) -> str:

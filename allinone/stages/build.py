@@ -10,6 +10,8 @@ from allinone.decide.match import Matcher
 from allinone.decide.threshold import check_threshold
 from allinone.detect import Detector
 from allinone.errors import UserError
+from allinone.io.input_models import InputModel, InputModels
+from allinone.io.run_folder import sha256_path
 from allinone.gait import GaitBackend
 from allinone.pose import PoseEstimator
 from allinone.segment import Segmenter
@@ -147,3 +149,18 @@ def build_stages(config: RunConfig, device: str) -> tuple[Stages, RunConfig]:
     if config.match.threshold is not None:
         check_threshold(config.match.threshold, config.match.metric)
     return Stages(detector, segmenter, embedder, Matcher(config.match), pose), config
+
+
+def _input_model(path: str | None, used: bool) -> InputModel:
+    if not used:
+        return InputModel("", "")
+    if not path or not Path(path).exists():
+        return InputModel(path or "")
+    return InputModel(str(path), sha256_path(path))
+
+
+def input_models(config: RunConfig) -> InputModels:
+    """The input models of a run (RunConfig, models resolved): the segmenter where the gait model cuts
+    silhouettes, the pose model where it reads keypoints."""
+    return InputModels(_input_model(config.segment.model, uses_silhouettes(config)),
+                       _input_model(config.pose.model, needs_keypoints(config)))

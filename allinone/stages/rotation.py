@@ -5,6 +5,7 @@ import logging
 
 from allinone.detect import Detector
 from allinone.io.video import VideoSource, rotate
+from allinone.results.words import count
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,6 @@ def choose_rotation(src: VideoSource, detector: Detector, mode: str) -> tuple[in
     if counts[best] == 0:
         return 0, "upright"  # nobody at any turn: leave it as it is
     log.warning("%s: nobody is upright in %d sample frames and there is no rotation tag; turning it %d degrees "
-                "clockwise, where %d people were found (override with --rotate)", src.path, len(samples), best,
-                counts[best])
+                "clockwise, where %s found (override with --rotate)", src.path, len(samples), best,
+                count(counts[best], "person was", "people were"))
     return best, "auto"

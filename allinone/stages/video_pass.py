@@ -19,6 +19,7 @@ from allinone.stages.keypoints import KeypointStage
 from allinone.stages.silhouettes import SilhouetteStage
 from allinone.stages.step import FrameStep, TrackCloser, VideoResult
 from allinone.stages.track import ByteTracker
+from allinone.results.words import count
 
 log = logging.getLogger(__name__)
 
@@ -144,5 +145,6 @@ def process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages: 
     if not result.tracks:
         log.warning("%s: nobody was found in this video", src.path)
     fps = src.count / tm["total"] if tm["total"] > 0 else 0.0
-    log.info("%s: %d frames, %d tracks, %.1f frames/s", info.name, src.count, len(result.tracks), fps)
+    log.info("%s: %s, %s, %.1f frames/s", info.name, count(src.count, "frame"), count(len(result.tracks), "track"),
+             fps)
     return result

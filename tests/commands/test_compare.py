@@ -46,6 +46,17 @@ def fitted(subset, random_gaitbase, tmp_path_factory):
     return out
 
 
+def test_evaluate_with_an_lr_model_prints_the_cllr_it_writes(subset, random_gaitbase, fitted, tmp_path):
+    root, part = subset
+    res = run_main("evaluate", "--dataset", str(root), "--partition", str(part), "--protocol", "casia-b",
+                   "--gait-model", str(random_gaitbase), "--frames-limit", "20", "--output", str(tmp_path),
+                   "--name", "v", "--quiet", "--lr-model", str(fitted / "pav/lr_model.json"))
+    assert res.returncode == 0, res.stderr
+    written = json.loads((tmp_path / "v/lr_validation.json").read_text())
+    line = next(x for x in res.stdout.splitlines() if "Cllr" in x)
+    assert f"Cllr {written['cllr']:.4f}" in line and f"Cllr_min {written['cllr_min']:.4f}" in line
+
+
 def _strict(path):
     return json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{path}: non-strict JSON {c}"))
 

@@ -85,7 +85,7 @@ def test_a_given_threshold_states_its_estimated_fpir(caplog):
     assert j["fpir"]["per_pair_rate"] == pytest.approx(3 / 6)
     assert j["fpir"]["estimate"] == pytest.approx(1 - (1 - 3 / 6) ** 4)
     assert j["evidence"]["pairs"] == 6 and j["evidence"]["independent_pairs"] == 2  # (1,2), (3,4)
-    assert "estimated FPIR" in t.statement and "6 impostor pair(s), 2 independent" in t.statement
+    assert "estimated FPIR" in t.detail["statement"] and "6 impostor pair(s), 2 independent" in t.detail["statement"]
 
 
 def test_auto_with_too_few_pairs_says_the_target_is_unsupported(caplog):
@@ -97,7 +97,7 @@ def test_auto_with_too_few_pairs_says_the_target_is_unsupported(caplog):
     # N = 2: f* = 1 - 0.99^(1/2) = 0.0050126; zero of n pairs within shows F <= f* once 1 - 0.025^(1/n) <= f*,
     # n >= ln 0.025 / ln(1 - f*) = 3.6889 / 0.0050252 = 734.1
     assert t.detail["fpir"]["supported"] is False and t.detail["pairs_needed"] == 735
-    assert "cannot show FPIR <= 0.01" in caplog.text and "cannot show" in t.statement
+    assert "cannot show FPIR <= 0.01" in caplog.text and "cannot show" in t.detail["statement"]
 
 
 def test_no_evidence_means_no_threshold_and_unknown_with_its_reason(caplog):

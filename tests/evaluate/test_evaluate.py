@@ -271,6 +271,28 @@ def test_interrupted_embedding_resumes(dataset, tmp_path):
     assert done.cached == calls[0] + calls[1] > 0 and done.computed == 20 - done.cached
 
 
+def test_a_calibration_made_from_another_segmenters_silhouettes_is_refused_by_name(evaluation, dataset, tmp_path,
+                                                                                  shared):
+    out, _ = evaluation
+    _, _, ckpt, _ = dataset
+    cal = tmp_path / "cal.json"
+    onnx = shared / "weights/pphumanseg_onnx_model.onnx"
+    res = run_main("calibrate", "--evaluation", str(out / "e"), "--target-fpir", "0.1", "--out", str(cal),
+                   "--seg-model", str(onnx), "--quiet")
+    assert res.returncode == 0, res.stderr
+    # the digest published in ../shared/README.md
+    seg = json.loads(cal.read_text())["inputs"]["segmenter"]
+    assert seg == {"path": str(onnx), "sha256": "20948f5f82a0ef020f8dd5d59a919b792936cbdf0e4beb49ac8b61f56f89fd0f"}
+    v = shared / "fixtures/videos"
+    res = run_main("--gallery", str(v / "demo1.mp4"), "--probe", str(v / "demo2.mp4"),
+                   "--detector", str(shared / "weights/yolox_nano.onnx"),
+                   "--seg-model", str(shared / "weights/pphumanseg_v1_lite_192x192_with_softmax"),
+                   "--gait-model", str(ckpt), "--output", str(tmp_path / "runs"), "--quiet", "--calibration", str(cal))
+    _assert_user_error(res, "cal.json", "calibrated with segmenter model pphumanseg_onnx_model.onnx",
+                       "this run uses pphumanseg_v1_lite_192x192_with_softmax")
+    assert res.returncode == 2
+
+
 def test_calibrate_stores_the_impostor_distribution_and_a_run_uses_it(evaluation, dataset, tmp_path, shared):
     out, _ = evaluation
     root, part, ckpt, _ = dataset

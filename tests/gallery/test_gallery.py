@@ -35,8 +35,11 @@ def enrolled(tmp_path_factory, shared, ckpt):
     res = run_main("enroll", str(v / "demo1.mp4"), "--name", "Ann", "--gallery-db", str(db), *loud)
     assert res.returncode == 0, res.stderr
     # it names the gallery file it changed, and no temporary folder that is gone once it returns
-    assert res.stdout.strip().splitlines()[-1] == f"enrolled Ann in {db}"
+    assert res.stdout.strip().splitlines()[-1] == f"enrolled Ann (1 track) in {db}"
     assert "allinone-enrol-" not in res.stdout + res.stderr
+    # an enrol decides nothing: no note on a threshold; counts in the right number
+    assert "threshold" not in res.stdout + res.stderr, res.stderr
+    assert "demo1: 118 frames, 1 track," in res.stderr and "1 tracks" not in res.stderr
     res = run_main("enroll", str(v / "plaza_gallery_boxed.mp4"), "--gallery-db", str(db), *_models(shared, ckpt))
     assert res.returncode == 0, res.stderr
     return db
@@ -51,6 +54,9 @@ def test_enrolled_identities_and_their_records(enrolled, ckpt):
     assert names[1:] == [f"plaza_gallery_boxed-G{i}" for i in (1, 2, 3, 4)]  # one identity per plaza walker
     assert all(len(i.members) == 1 and i.members[0].feature.shape == (256, 16) for i in ids)
     assert model.arch == "gaitbase" and model.metric == "euc" and model.path == str(ckpt)
+    # the segmenter its silhouettes came from (the digest published in ../shared/README.md); no pose model read
+    assert model.inputs.segmenter.sha256 == "20948f5f82a0ef020f8dd5d59a919b792936cbdf0e4beb49ac8b61f56f89fd0f"
+    assert model.inputs.pose.sha256 == ""
     db = sqlite3.connect(enrolled)
     crop, gei, src = db.execute("SELECT crop_png, gei_png, source FROM tracks t JOIN identities i "
                                 "ON t.identity_id = i.id WHERE i.name = 'Ann'").fetchone()
@@ -94,6 +100,55 @@ def test_a_foreign_checkpoint_is_refused_by_name(enrolled, shared, tmp_path):
     with GalleryStore(enrolled) as store:
         assert "Bob" not in store.names()
     assert enrolled.read_bytes() == before
+
+
+def test_enrolling_a_name_again_says_it_added_a_track(enrolled, shared, ckpt, tmp_path):
+    db = tmp_path / "copy.sqlite"
+    with sqlite3.connect(enrolled) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    res = run_main("enroll", str(shared / "fixtures/videos/demo2.mp4"), "--name", "Ann", "--gallery-db", str(db),
+                   *_models(shared, ckpt))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == f"added 1 track to Ann (now 2 tracks) in {db}"
+    with GalleryStore(db) as store:
+        assert len(next(i for i in store.identities() if i.name == "Ann").members) == 2
+    res = run_main("gallery", "--gallery-db", str(db), "list")
+    assert "5 identities" in res.stdout and "Ann\t2 tracks" in res.stdout, res.stdout
+
+
+def _with_seg(args: list[str], seg: Path) -> list[str]:
+    return [str(seg) if a.endswith("pphumanseg_onnx_model.onnx") else a for a in args]
+
+
+def test_features_of_another_segmenter_are_refused_by_name(enrolled, shared, ckpt, tmp_path):
+    # Ann was enrolled from the ONNX PP-HumanSeg's silhouettes; the Paddle PP-HumanSeg is another segmenter
+    paddle = shared / "weights/pphumanseg_v1_lite_192x192_with_softmax"
+    v = shared / "fixtures/videos"
+    res = run_main("--gallery-db", str(enrolled), "--probe", str(v / "demo2.mp4"), "--output", str(tmp_path),
+                   *_with_seg(_models(shared, ckpt), paddle))
+    _assert_user_error(res, enrolled.name, "enrolled with segmenter model pphumanseg_onnx_model.onnx",
+                       "this run uses pphumanseg_v1_lite_192x192_with_softmax")
+    assert res.returncode == 2
+    before = enrolled.read_bytes()
+    res = run_main("enroll", str(v / "demo2.mp4"), "--name", "Bob", "--gallery-db", str(enrolled),
+                   *_with_seg(_models(shared, ckpt), paddle))
+    _assert_user_error(res, enrolled.name, "enrolled with segmenter model pphumanseg_onnx_model.onnx")
+    assert enrolled.read_bytes() == before
+
+
+def test_a_gallery_enrolled_before_the_segmenter_was_recorded_is_accepted_with_a_warning(enrolled, shared, ckpt,
+                                                                                         tmp_path):
+    db = tmp_path / "old.sqlite"
+    with sqlite3.connect(enrolled) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    with sqlite3.connect(db) as c:
+        c.execute("DELETE FROM meta WHERE key = 'inputs'")
+    paddle = shared / "weights/pphumanseg_v1_lite_192x192_with_softmax"
+    res = run_main("--gallery-db", str(db), "--probe", str(shared / "fixtures/videos/demo2.mp4"), "--threshold",
+                   "1e9", "--output", str(tmp_path), "--name", "r",
+                   *[a for a in _with_seg(_models(shared, ckpt), paddle) if a != "--quiet"])
+    assert res.returncode == 0, res.stderr
+    assert "segmenter is unknown" in res.stderr and "pphumanseg_v1_lite_192x192_with_softmax" in res.stderr
 
 
 def _track(tid: int, seed: int) -> TrackResult:
@@ -182,6 +237,12 @@ def test_rematch_of_a_gallery_file_run_reproduces_it_after_the_file_changes(enro
     assert res.returncode == 0, res.stderr
     again = json.loads((tmp_path / "again/run.json").read_text())
     assert again["matches"] == m["matches"] and again["identities"] == m["identities"]
+    # it prints the decision table a run prints: a row per probe person with its decision, then the folder
+    out = res.stdout.strip().splitlines()
+    assert out[-1] == str(tmp_path / "again")
+    for r in again["matches"]:
+        assert any(f"P{r['probe_track']}" in line and f"→ {r['identity']}" in line for line in out), res.stdout
+    assert f"{len(again['matches'])} matched" in res.stdout
     assert (tmp_path / "again/gallery_features.npz").is_file()  # so it can be rematched in turn
 
 

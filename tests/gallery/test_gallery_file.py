@@ -75,7 +75,8 @@ def test_list_opens_read_only(tmp_path):
     try:
         res = run_main("gallery", "--gallery-db", str(db), "list")
         assert res.returncode == 0, res.stderr
-        assert "Ann" in res.stdout and "1 identities" in res.stdout
+        assert "Ann" in res.stdout and ": 1 identity" in res.stdout and "1 identities" not in res.stdout
+        assert "Ann\t1 track," in res.stdout
         with GalleryStore(db, readonly=True) as store:
             with pytest.raises(Exception):
                 store.db.execute("INSERT INTO identities (name, created) VALUES ('X', 'now')")

@@ -7,7 +7,6 @@ import pytest
 
 from allinone.errors import UserError
 from allinone.io.run_folder import RunWriter, sha256_file
-from allinone.records import Track
 
 
 def test_run_folder_appears_only_when_finalized(tmp_path):
@@ -47,13 +46,13 @@ def test_unwritable_output_is_a_user_error(tmp_path):
         RunWriter(blocker / "sub")
 
 
-def test_mot_rows_are_one_based_xywh_sorted(tmp_path):
+def test_mot_rows_are_one_based_xywh_sorted_by_id_within_a_frame(tmp_path):
     w = RunWriter(tmp_path, "r")
-    t2, t1 = Track(2), Track(1)
-    t1.add(0, np.array([10, 20, 30, 60]), 0.9)
-    t1.add(1, np.array([12, 20, 32, 60]), 0.8)
-    t2.add(0, np.array([100, 50, 150, 170]), 0.7)
-    w.write_mot("t.txt", [t2, t1])
+    mot = w.mot_writer("t.txt")
+    mot.write(0, np.array([[100, 50, 150, 170], [10, 20, 30, 60]], np.float32), np.array([0.7, 0.9]),
+              np.array([2, 1]))
+    mot.write(1, np.array([[12, 20, 32, 60]], np.float32), np.array([0.8]), np.array([1]))
+    mot.close()
     lines = (w.dir / "t.txt").read_text().splitlines()
     assert lines == ["1,1,10.00,20.00,20.00,40.00,0.9000,-1,-1,-1",
                      "1,2,100.00,50.00,50.00,120.00,0.7000,-1,-1,-1",

@@ -57,6 +57,17 @@ def test_three_significant_digits(x, text):
     assert significant(x) == text
 
 
+def test_an_unknown_label_says_why_in_the_consoles_words():
+    from allinone.results.summary import console_summary
+    for reason in ("no_candidate", "taken"):
+        d = Decision("probe", 3, "unknown", None, 0.5, reason, [])
+        label = decision_box(np.array([0, 0, 10, 10.0]), 3, d, {}).label
+        row = {"probe_video": "probe", "probe_track": 3, "status": "unknown", "reason": reason, "distance": 0.5}
+        console = console_summary({"matches": [row], "threshold": {"value": 0.4}}, ".")
+        said = label.removeprefix("P3 unknown (").removesuffix(")")
+        assert reason not in label and said and f"unknown: {said}" in console, (label, console)
+
+
 def test_result_label_shows_three_significant_digits():
     d = Decision("probe", 1, "match", "Ann", 0.03, None, [])
     assert decision_box(np.array([0, 0, 10, 10.0]), 1, d, {"Ann": 1}).label == "P1 Ann 0.0300"
