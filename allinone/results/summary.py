@@ -7,6 +7,10 @@ from pathlib import Path
 from allinone.results.words import WHY
 
 
+# The console shows the decisions of the first this many probe people; the rest are in the run's files.
+CONSOLE_ROWS = 100
+
+
 def _num(x) -> str:
     return "—" if x is None else f"{float(x):.4g}"
 
@@ -62,7 +66,7 @@ def console_summary(manifest: dict, run_dir: Path | str) -> str:
         t = _num(thr.get("value"))
         basis = threshold_basis(thr)
         rows = [("probe", "person", "decision", "distance", "threshold", "basis")]
-        for m in matches:
+        for m in matches[:CONSOLE_ROWS]:
             status = m.get("status")
             if status == "match":
                 decision = f"→ {m.get('identity')}"
@@ -76,6 +80,9 @@ def console_summary(manifest: dict, run_dir: Path | str) -> str:
         widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
         for r in rows:
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if len(matches) > CONSOLE_ROWS:  # a long run's thousands of people belong in its files, not the terminal
+            lines.append(f"… and {len(matches) - CONSOLE_ROWS:,} more people: every decision is in matches.csv "
+                         "and the report")
         counts = {s: sum(m.get("status") == s for m in matches) for s in ("match", "unknown", "too_short")}
         lines.append(f"{counts['match']} matched, {counts['unknown']} unknown, {counts['too_short']} too short")
         if thr:

@@ -70,3 +70,15 @@ def test_the_threshold_line_names_the_evidence_and_a_calibration_file_found_besi
     line = next(x for x in text.splitlines() if x.startswith("threshold "))
     assert str(path) in line and "found beside the checkpoint" in line and "200 from calibration file" in line
     assert "203 impostor pairs" in line and "3 from this run" in line and "independent" in line
+
+
+def test_a_long_run_shows_its_first_hundred_people_and_counts_all():
+    rows = [{"probe_video": "cam", "probe_track": t, "status": "match" if t % 3 else "unknown",
+             "identity": "Ann" if t % 3 else None, "distance": 0.01, "reason": None if t % 3 else "no_candidate"}
+            for t in range(1, 10_001)]
+    lines = console_summary({"threshold": {"value": 0.02, "basis": "user"}, "matches": rows},
+                            Path("o/r")).splitlines()
+    people = [x for x in lines if x.startswith("cam ")]
+    assert [x.split()[1] for x in people] == [f"P{t}" for t in range(1, 101)]
+    assert "… and 9,900 more people" in lines[101] and "matches.csv" in lines[101]
+    assert lines[102] == "6667 matched, 3333 unknown, 0 too short"  # the counts are of every decision
