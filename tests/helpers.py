@@ -182,3 +182,16 @@ def assert_float32_distances(actual, exact, bound, sort: bool = False) -> None:
     bad = np.abs(got - want) > bound
     assert not bad.any(), (f"{int(bad.sum())} distance(s) beyond float32's bound: got {got[bad][:3]}, "
                            f"exact {want[bad][:3]}, bound {bound[bad][:3]}")
+
+
+def decodable_frames(path) -> int:
+    """Frames decoded from the start of a video file that may end in a torn fragment (decoding stops at the tear)."""
+    import av
+    n = 0
+    try:
+        with av.open(str(path)) as c:
+            for _ in c.decode(video=0):
+                n += 1
+    except av.error.FFmpegError:
+        pass
+    return n

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
+from tests.helpers import decodable_frames
 
 CLIP_FRAMES = 40
 
@@ -985,19 +986,6 @@ def _live_snapshot(folder: Path) -> dict[str, bytes]:
     return keep
 
 
-def _decodable(path: Path) -> int:
-    """Frames decoded from the start of a file that may end in a torn fragment."""
-    import av
-    n = 0
-    try:
-        with av.open(str(path)) as c:
-            for _ in c.decode(video=0):
-                n += 1
-    except av.error.FFmpegError:
-        pass
-    return n
-
-
 @pytest.mark.parametrize("sig", [pytest.param(signal.SIGKILL, id="live/SIGKILL-at-a-random-moment-then-another-run"),
                                  pytest.param(signal.SIGTERM, id="live/SIGTERM")])
 def test_live_killed(sig: int, ctx: Ctx):
@@ -1056,7 +1044,7 @@ def test_live_killed(sig: int, ctx: Ctx):
                                                                    if r.startswith("events-"))
     for s in complete:  # whole, as written
         assert (run / s["result_video"]).read_bytes() == snap[s["result_video"]]
-        assert _decodable(run / s["result_video"]) == s["frames"] > 0
+        assert decodable_frames(run / s["result_video"]) == s["frames"] > 0
     # the open segment: its video under its own name, decodable up to its last keyframe: it lacks at most the
     # frames of keyframe_s of wall time (at the rate this run processed frames, with half again for its jitter;
     # never more than the stream's 30 frames/s), the encoder's queue of 8 and delay, and the frame being drawn.
@@ -1067,5 +1055,5 @@ def test_live_killed(sig: int, ctx: Ctx):
     rate = min(30.0, max(s["frames"] for s in complete) / 6)
     bound = int(np.ceil(1.5 * rate * LiveConfig.keyframe_s)) + 8 + 8 + 1
     sent = 30.0 * (killed_at - datetime.fromisoformat(last["started"]).timestamp() + 1.0)
-    got = _decodable(run / last["result_video"])
+    got = decodable_frames(run / last["result_video"])
     assert drawn - bound <= got <= sent and (got > 0 or drawn <= bound), (drawn, got, bound, sent, last)

@@ -157,4 +157,25 @@ class Sinks:
         self.close()  # also when the run fails: no sink thread outlives it for more than its drain
 
 
-__all__ = ["QueuedSink", "Sink", "Sinks"]
+
+def split_address(url: str, schemes: tuple[str, ...], bad):
+    """``urlsplit(url)`` when its scheme is one of ``schemes`` and it names a host and a valid port (or none);
+    otherwise ``bad(why)`` (a UserError naming the flag) is raised."""
+    from urllib.parse import urlsplit
+
+    if "#" in url:  # urlsplit would take it for a fragment and drop it silently
+        raise bad("a URL here has no '#'")
+    parts = urlsplit(url)
+    if parts.scheme not in schemes:
+        raise bad(f"the scheme must be {' or '.join(schemes)}, got {parts.scheme or 'none'!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise bad("the port must be a number from 1 to 65535") from None
+    if not parts.hostname:
+        raise bad("no host")
+    if port == 0:
+        raise bad("the port must be a number from 1 to 65535")
+    return parts
+
+__all__ = ["QueuedSink", "Sink", "Sinks", "split_address"]

@@ -15,12 +15,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from allinone.config import OutputsConfig
 from allinone.errors import UserError
 from allinone.records import DecisionEvent
-from allinone.sinks.base import QueuedSink
+from allinone.sinks.base import QueuedSink, split_address
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +43,8 @@ def parse_mqtt_url(url: str) -> MqttAddress:
     naming --mqtt otherwise."""
     def bad(why: str) -> UserError:
         return UserError(f"--mqtt {url!r}: {why} (expected mqtt://host[:port]/prefix)")
-    if "#" in url:  # urlsplit would take it for a fragment and drop it silently
-        raise bad("a URL here has no '#'")
-    parts = urlsplit(url)
-    if parts.scheme != "mqtt":
-        raise bad(f"the scheme must be mqtt, got {parts.scheme or 'none'!r}")
-    try:
-        port = parts.port
-    except ValueError:
-        raise bad("the port must be a number from 1 to 65535") from None
-    if not parts.hostname:
-        raise bad("no host")
-    if port == 0:
-        raise bad("the port must be a number from 1 to 65535")
+    parts = split_address(url, ("mqtt",), bad)
+    port = parts.port
     prefix = parts.path.strip("/") or DEFAULT_PREFIX
     if re.search(r"[+#\x00]", prefix) or "//" in prefix or parts.query or parts.fragment:
         raise bad("the prefix is a topic path without wildcards (+, #), empty levels or a query")

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from allinone.config import OutputsConfig
 from allinone.errors import UserError
 from allinone.records import DecisionEvent
-from allinone.sinks.base import QueuedSink
+from allinone.sinks.base import QueuedSink, split_address
 
 log = logging.getLogger(__name__)
 
@@ -25,19 +25,7 @@ def parse_webhook_url(url: str) -> str:
     """The URL if it is http(s)://host[:port][/path]; UserError naming --webhook otherwise."""
     def bad(why: str) -> UserError:
         return UserError(f"--webhook {url!r}: {why} (expected http(s)://host[:port]/path)")
-    if "#" in url:  # urlsplit would take it for a fragment and drop it silently
-        raise bad("a URL here has no '#'")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise bad(f"the scheme must be http or https, got {parts.scheme or 'none'!r}")
-    try:
-        port = parts.port
-    except ValueError:
-        raise bad("the port must be a number from 1 to 65535") from None
-    if not parts.hostname:
-        raise bad("no host")
-    if port == 0:
-        raise bad("the port must be a number from 1 to 65535")
+    split_address(url, ("http", "https"), bad)
     return url
 
 

@@ -15,6 +15,7 @@ import pytest
 from allinone.io.run_folder import RunWriter
 from allinone.io.segments import Segments
 from tests.conftest import REPO
+from tests.helpers import decodable_frames
 
 
 def _frames(path) -> int:
@@ -83,18 +84,6 @@ def test_the_video_being_written_plays_after_a_kill(tmp_path):
     assert 250 <= n <= 600  # everything up to the last fragment the muxer flushed
 
 
-def _decodable(path) -> int:
-    """Frames decoded from the start of a file that may end in a torn fragment (decoding stops at the tear)."""
-    n = 0
-    try:
-        with av.open(str(path)) as c:
-            for _ in c.decode(video=0):
-                n += 1
-    except av.error.FFmpegError:
-        pass
-    return n
-
-
 def test_the_open_segment_decodes_after_a_kill_at_a_random_moment(tmp_path):
     # a child writes frames at a live stream's pace (25 frames/s) and says how many it has handed over; it is killed
     # with SIGKILL at a random moment 1-4 s in: the open file decodes up to its last keyframe, which comes at least
@@ -131,7 +120,7 @@ def test_the_open_segment_decodes_after_a_kill_at_a_random_moment(tmp_path):
         p.wait()
     [partial] = tmp_path.glob(".tmp-*.mp4")
     bound = round(fps * LiveConfig.keyframe_s) + queue + delay
-    got = _decodable(partial)
+    got = decodable_frames(partial)
     assert written - bound <= got <= written, (at, written, got, partial.stat().st_size)
 
 
