@@ -16,7 +16,7 @@ RANKS = {
     "allinone.detect": 2, "allinone.segment": 2, "allinone.pose": 2, "allinone.gait": 2,
     "allinone.decide": 3, "allinone.gallery": 3,
     "allinone.results": 4, "allinone.sinks": 4,
-    "allinone.stages": 5, "allinone.evaluate": 5,
+    "allinone.stages": 5, "allinone.evaluate": 5, "allinone.datasets": 5,
     "allinone.commands": 6,
     "allinone.cli": 7,
 }

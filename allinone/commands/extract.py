@@ -12,13 +12,13 @@ and a hash of its resolved path when the stem is taken); a source path already d
 The driver alone writes the dataset, holding its lock (one driver per dataset): workers hand each video's sequences
 back in memory, the driver stages them under DATASET/.partial/, moves each into place whole, then appends the video's
 line to videos.jsonl (fsynced); manifest.parquet is rewritten at the end, and at the start of every run both files are
-rebuilt from what is on disk (dataset_state.py). A video that fails, or is missing, is recorded and does not stop the
+rebuilt from what is on disk (datasets/state.py). A video that fails, or is missing, is recorded and does not stop the
 batch. SIGTERM, SIGHUP or Ctrl-C (all three raised as KeyboardInterrupt, cli.py): the workers are stopped, the
 bookkeeping written, and the driver exits 128+signal; workers end with the driver also when it is killed
-(extract_worker.py).
+(datasets/worker.py).
 
 Engines: ``local`` (the default) runs a worker process per CPU core (or one per GPU), each loading the models once;
-``ray`` runs the same per-video task on Ray actors sized per node (extract_ray.py).
+``ray`` runs the same per-video task on Ray actors sized per node (datasets/ray_engine.py).
 """
 from __future__ import annotations
 
@@ -34,9 +34,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from allinone.commands.args import Parser
-from allinone.commands.dataset_state import (PARTIAL, STATUS, DatasetLock, assign_ids, clear_journal, reconcile,
+from allinone.datasets.state import (PARTIAL, STATUS, DatasetLock, assign_ids, clear_journal, reconcile,
                                              seq_file, write_journal, write_manifest)
-from allinone.commands.extract_worker import failed, run_local
+from allinone.datasets.worker import failed, run_local
 from allinone.errors import UserError, interrupted_exit, interrupted_line
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def extract(videos: list[Path], out: Path, config, *, engine: str = "local", wor
             log.info("%d video(s) already done, skipped", skipped)
         n_workers = workers or (gpus or os.cpu_count() or 1)
         if engine == "ray":
-            from allinone.commands.extract_ray import run_ray
+            from allinone.datasets.ray_engine import run_ray
             stream = run_ray(todo, (config, min_frames, cut44), workers or None, ray_address, device)
         else:
             stream = run_local(todo, (config, device, min_frames, cut44), n_workers)

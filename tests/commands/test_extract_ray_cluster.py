@@ -165,7 +165,7 @@ def test_extract_on_a_two_node_loopback_cluster_with_token_auth(shared, tmp_path
 
 def test_actors_are_sized_by_each_nodes_own_resources():
     """No Ray needed: the plan from ray.nodes()-shaped records (a GPU node, a CPU node, a dead node)."""
-    from allinone.commands.extract_ray import plan_actors
+    from allinone.datasets.ray_engine import plan_actors
     nodes = [{"NodeID": "g" * 40, "Alive": True, "Resources": {"CPU": 16.0, "GPU": 2.0}},
              {"NodeID": "c" * 40, "Alive": True, "Resources": {"CPU": 3.0}},
              {"NodeID": "d" * 40, "Alive": False, "Resources": {"CPU": 64.0}}]

@@ -28,7 +28,7 @@ import tempfile
 from collections import deque
 from pathlib import Path
 
-from allinone.commands.extract_worker import ATTEMPTS, ExtractWorker, failed
+from allinone.datasets.worker import ATTEMPTS, ExtractWorker, failed
 from allinone.errors import UserError, first_line
 
 log = logging.getLogger(__name__)

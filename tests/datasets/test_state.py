@@ -18,12 +18,12 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from allinone.commands.dataset_state import DatasetLock, assign_ids, read_records, reconcile
+from allinone.datasets.state import DatasetLock, assign_ids, read_records, reconcile
 from allinone.errors import UserError
 from tests.test_cli import REPO, run_main
 
 HOLD = ("import sys, time; sys.path.insert(0, sys.argv[2]);"
-        "from pathlib import Path; from allinone.commands.dataset_state import DatasetLock;"
+        "from pathlib import Path; from allinone.datasets.state import DatasetLock;"
         "l = DatasetLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(120)")
 
 
