@@ -125,7 +125,7 @@ def _events(m: dict, decisions: list[Decision], embeddings: dict[str, list[Embed
 def _stored_identities(run_dir: Path, m: dict, metric: str, threshold) -> list:
     """The gallery a --gallery-db run used: the features it kept in its folder (so later changes of the file do
     not change the rematch); a run from before they were kept reads the file as it is now, with a warning."""
-    from allinone.commands.gallery_db import FEATURES, load_features
+    from allinone.gallery.run_file import FEATURES, load_features
     if m.get("gallery_features"):
         search = m.get("search") or {}
         if search.get("mode") == "index" and (threshold == "auto" or (isinstance(threshold, float)

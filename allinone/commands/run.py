@@ -167,7 +167,7 @@ def _live(src, name: str, results: list[VideoResult], config: RunConfig, stages:
     identities, usable, threshold = _gallery_and_threshold(results, config, stages, calibrated, stored, fixed)
     lookup = None
     if fixed is not None:  # a large gallery file: each decision's identities come from its index
-        from allinone.commands.gallery_db import Lookup
+        from allinone.gallery.run_file import Lookup
         lookup = Lookup(store, config, threshold.value)
     info = VideoInfo(path=src.spec, name=name, role="probe", frames=0, fps=src.fps, width=src.width,
                      height=src.height)
@@ -214,7 +214,7 @@ def run(config: RunConfig, models_ready=None) -> RunResult:
     check_outputs(config.outputs)
     store = None
     if config.gallery_db is not None and not config.track_only:
-        from allinone.commands.gallery_db import open_store
+        from allinone.gallery.run_file import open_store
         store = open_store(config.gallery_db)
     device = resolve_device(config.device)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -228,8 +228,8 @@ def run(config: RunConfig, models_ready=None) -> RunResult:
             if stages.embedder is not None:
                 gait_sha = sha256_path(config.gait.model)
             if store is not None:
-                from allinone.commands.gallery_db import check_store
-                check_store(store, gait_sha, config, stages.embedder)
+                from allinone.gallery.run_file import check_store
+                check_store(store, gait_sha, config, stages.embedder, input_models(config))
             if stages.matcher is not None:  # evidence for the FPIR of a given threshold too
                 calibrated = find_calibration(config.match.calibration, config.gait.model, gait_sha,
                                               config.match.metric, getattr(stages.embedder, "embedding", None),
@@ -256,7 +256,7 @@ def run(config: RunConfig, models_ready=None) -> RunResult:
 
             decision, live, stored, fixed, events = None, {}, None, None, {}
             if store is not None:  # all identities of a small gallery; a large one's within the threshold and near
-                from allinone.commands.gallery_db import stored_gallery
+                from allinone.gallery.run_file import stored_gallery
                 stored, search_info, fixed = stored_gallery(store, results, config, calibrated)
             if streams:
                 decision, live, events = _live(sources[-1], names[-1], results, config, stages, writer, calibrated,
@@ -290,7 +290,7 @@ def run(config: RunConfig, models_ready=None) -> RunResult:
             if live:
                 extra["live"] = {name: x["stats"] for name, x in live.items()}
             if decision is not None and store is not None:  # the gallery the run used, kept: rematch needs no file
-                from allinone.commands.gallery_db import FEATURES, save_features
+                from allinone.gallery.run_file import FEATURES, save_features
                 save_features(writer.path(FEATURES), decision[0])
                 extra["gallery_features"] = FEATURES
                 stored_pictures = store.pictures([m.track_id for i in decision[0] for m in i.members[:1]])

@@ -16,8 +16,8 @@ import numpy as np
 from allinone.decide.threshold import Threshold, resolve_threshold
 from allinone.errors import UserError
 from allinone.gallery.store import GALLERY_VIDEO, GalleryStore, ModelInfo
+from allinone.io.input_models import InputModels
 from allinone.records import Embedding, Identity
-from allinone.stages.build import input_models
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +28,12 @@ def open_store(path: Path) -> GalleryStore:
     return GalleryStore(path, readonly=True)
 
 
-def check_store(store: GalleryStore, gait_sha: str, config, embedder) -> None:
+def check_store(store: GalleryStore, gait_sha: str, config, embedder, models: InputModels) -> None:
     """The file's features must come from this run's checkpoint, metric and embedding (the embedder's, resolved),
-    made from its segmenter's silhouettes (and its pose model's keypoints)."""
+    made from its segmenter's silhouettes (and its pose model's keypoints): ``models``."""
     store.check_model(ModelInfo(gait_sha, config.gait.model, embedder.arch, config.match.metric,
                                 getattr(embedder, "embedding", "embed_1"),
-                                getattr(embedder, "source_sha256", "") or "", input_models(config)))
+                                getattr(embedder, "source_sha256", "") or "", models))
 
 
 def _threshold(store: GalleryStore, results, config, calibrated) -> Threshold:
