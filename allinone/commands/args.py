@@ -3,6 +3,7 @@ flags and the RunConfig they make."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from pathlib import Path
 
@@ -134,25 +135,37 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings and errors only")
 
 
+def _default(cls, name: str):
+    """A config dataclass field's default: a flag some commands lack takes it from the one place it is set."""
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
 def config_from_args(a: argparse.Namespace) -> RunConfig:
     from allinone.io.video import is_stream
+
+    def opt(flag: str, cls, field: str):
+        return getattr(a, flag, _default(cls, field))
     return RunConfig(
-        gallery=a.gallery, probes=tuple(p if is_stream(p) else Path(p) for p in a.probe), output=a.output, name=a.name, device=a.device, quiet=a.quiet,
-        track_only=getattr(a, "track_only", False), checkpoints=a.checkpoints, download=not a.no_download,
-        save_silhouettes=getattr(a, "save_silhouettes", "pkl"), gallery_db=getattr(a, "gallery_db", None),
+        gallery=a.gallery, probes=tuple(p if is_stream(p) else Path(p) for p in a.probe), output=a.output,
+        name=a.name, device=a.device, quiet=a.quiet,
+        track_only=opt("track_only", RunConfig, "track_only"), checkpoints=a.checkpoints, download=not a.no_download,
+        save_silhouettes=opt("save_silhouettes", RunConfig, "save_silhouettes"),
+        gallery_db=opt("gallery_db", RunConfig, "gallery_db"),
         rotate=a.rotate,
         detect=DetectConfig(model=str(a.detector), score_threshold=a.det_score, batch=a.det_batch),
         track=TrackConfig(),
         segment=SegmentConfig(model=str(a.seg_model) if a.seg_model else "", frame_step=a.frame_step),
-        pose=PoseConfig(model=str(getattr(a, "pose_model", "") or ""), save=getattr(a, "save_keypoints", False)),
+        pose=PoseConfig(model=str(getattr(a, "pose_model", "") or ""), save=opt("save_keypoints", PoseConfig, "save")),
         gait=GaitConfig(model=str(a.gait_model) if a.gait_model else "", arch=a.gait_arch,
-                        trust_checkpoint=a.trust_checkpoint, embedding=getattr(a, "embedding", "auto")),
-        match=MatchConfig(metric=getattr(a, "metric", "auto"), threshold=getattr(a, "threshold", None),
-                          min_frames=a.min_frames, calibration=getattr(a, "calibration", ""),
-                          target_fpir=getattr(a, "target_fpir", MatchConfig().target_fpir)),
+                        trust_checkpoint=a.trust_checkpoint, embedding=opt("embedding", GaitConfig, "embedding")),
+        match=MatchConfig(metric=opt("metric", MatchConfig, "metric"),
+                          threshold=opt("threshold", MatchConfig, "threshold"),
+                          min_frames=a.min_frames, calibration=opt("calibration", MatchConfig, "calibration"),
+                          target_fpir=opt("target_fpir", MatchConfig, "target_fpir")),
         identities=tuple(getattr(a, "identity", ())),
-        live=LiveConfig(duration_s=getattr(a, "duration", 0.0), reconnect_s=getattr(a, "reconnect", 30.0),
-                        segment_s=_segment(getattr(a, "segment", LiveConfig().segment_s))),
+        live=LiveConfig(duration_s=opt("duration", LiveConfig, "duration_s"),
+                        reconnect_s=opt("reconnect", LiveConfig, "reconnect_s"),
+                        segment_s=_segment(opt("segment", LiveConfig, "segment_s"))),
         outputs=_outputs(a),
     )
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from allinone.commands.args import Parser
+from allinone.config import GaitConfig
 from allinone.errors import UserError, read_json
 from allinone.decide.distance import distance_matrix
 from allinone.evaluate.tables import cmc_curve, impostor_tables
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FRAMES_LIMIT = 720
 
 
 def _dataset_args(p: argparse.ArgumentParser, required: bool) -> None:
@@ -40,7 +40,7 @@ def _dataset_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--embedding", choices=["auto", "embed_1", "embed_2"], default="auto",
                    help="embed_1, embed_2 (DeepGaitV2's BNNeck output), or auto: as OpenGait's config sets use_emb2")
     p.add_argument("--metric", choices=["auto", "euc", "cos"], default="auto")
-    p.add_argument("--frames-limit", type=int_in_range(1), default=DEFAULT_FRAMES_LIMIT, metavar="N",
+    p.add_argument("--frames-limit", type=int_in_range(1), default=GaitConfig.max_frames, metavar="N",
                    help="frames per sequence, the first N in order (OpenGait's frames_all_limit, default 720)")
     p.add_argument("--batch", type=int_in_range(1), default=None, metavar="N",
                    help="sequences of equal length per forward (default: 8 on CUDA, 1 on the CPU, where batching "
@@ -76,7 +76,6 @@ def _protocol(name: str):
 
 
 def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
-    from allinone.config import GaitConfig
     from allinone.gait.backends import check_model_file, embedder_for
     from allinone.io.run_folder import RunWriter, sha256_path
     from allinone.io.devices import resolve_device
