@@ -10,7 +10,7 @@ from allinone.commands.args import (Parser, add_model_args, config_from_args, fp
                                    threshold_arg)
 from allinone.config import LiveConfig, MatchConfig
 from allinone.decide.identities import check_named, parse_identity
-from allinone.errors import UserError
+from allinone.errors import UserError, print_error
 
 log = logging.getLogger("allinone")
 
@@ -84,45 +84,34 @@ def _setup_logging(quiet: bool) -> None:
         warnings.filterwarnings("ignore", message=r"(Glyph \d+|Matplotlib|findfont)")
 
 
+# Every command but the run itself, listed once: its module and function (imported on use), and its line in --help.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "weights": ("weights", "weights_command", "weights [--download] (list / fetch the default models)"),
+    "enroll": ("enroll", "enroll_command", "enroll VIDEO [--name NAME] --gallery-db FILE (keep known people)"),
+    "gallery": ("enroll", "gallery_command", "gallery list|rename|remove|export --gallery-db FILE (manage them)"),
+    "rematch": ("rematch", "rematch_command", "rematch RUN_DIR --threshold T (decide again from a run's features)"),
+    "evaluate": ("evaluate", "evaluate_command", "evaluate --dataset ROOT --partition JSON --protocol NAME "
+                 "--gait-model CKPT (OpenGait benchmark numbers and open-set error rates)"),
+    "calibrate": ("evaluate", "calibrate_command", "calibrate --evaluation DIR (a threshold for a target false-match "
+                  "rate; --lr: a likelihood-ratio model)"),
+    "compare": ("compare", "compare_command", "compare QUESTIONED REFERENCE --lr-model FILE (one walker each: LR and "
+                "an examiner's report)"),
+    "export-onnx": ("export_onnx", "export_command", "export-onnx --gait-model CKPT --out FILE (the gait model as "
+                    "ONNX)"),
+    "extract": ("extract", "extract_command", "extract VIDEOS... --out DATASET [--engine local|ray] (an "
+                "OpenGait-format dataset from many videos)"),
+    "bench": ("bench", "bench_command", "bench (speed on the sample videos)"),
+    "make-test-checkpoint": ("make_checkpoint", "make_checkpoint_command", "make-test-checkpoint [FILE] (a random "
+                             "GaitBase in OpenGait's format, to try the pipeline)"),
+}
+SUBCOMMANDS = tuple(COMMANDS)
+
+
 def _subcommand(name: str, argv: list[str]) -> int:
-    if name == "weights":
-        from allinone.commands.weights import weights_command
-        return weights_command(argv)
-    if name == "export-onnx":
-        from allinone.commands.export_onnx import export_command
-        return export_command(argv)
-    if name == "bench":
-        from allinone.commands.bench import bench_command
-        return bench_command(argv)
-    if name == "rematch":
-        from allinone.commands.rematch import rematch_command
-        return rematch_command(argv)
-    if name == "enroll":
-        from allinone.commands.enroll import enroll_command
-        return enroll_command(argv)
-    if name == "gallery":
-        from allinone.commands.enroll import gallery_command
-        return gallery_command(argv)
-    if name == "extract":
-        from allinone.commands.extract import extract_command
-        return extract_command(argv)
-    if name == "evaluate":
-        from allinone.commands.evaluate import evaluate_command
-        return evaluate_command(argv)
-    if name == "calibrate":
-        from allinone.commands.evaluate import calibrate_command
-        return calibrate_command(argv)
-    if name == "compare":
-        from allinone.commands.compare import compare_command
-        return compare_command(argv)
-    if name == "make-test-checkpoint":
-        from allinone.commands.make_checkpoint import make_checkpoint_command
-        return make_checkpoint_command(argv)
-    raise AssertionError(name)  # only names from SUBCOMMANDS reach here
+    from importlib import import_module
+    module, function, _ = COMMANDS[name]
+    return getattr(import_module(f"allinone.commands.{module}"), function)(argv)
 
-
-SUBCOMMANDS = ("weights", "bench", "export-onnx", "rematch", "evaluate", "calibrate", "enroll", "gallery",
-               "extract", "compare", "make-test-checkpoint")
 
 
 def _flag(argv: list[str], flag: str) -> str | None:
@@ -165,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(interrupted_line(exc, "nothing was written"), file=sys.stderr)
         return interrupted_exit(exc)
+    except UserError as exc:  # the user's mistake or the machine's fault: one line, its exit code
+        print_error(exc)
+        return exc.exit_code
     except Exception as exc:
         if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C inside an import (onnxruntime's, say)
             print(interrupted_line(exc.__context__, "nothing was written"), file=sys.stderr)
@@ -173,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         if fault is None:
             raise
         logging.shutdown()
-        print(f"error: {fault[1]}", file=sys.stderr)
+        print_error(fault[1])
         return fault[0]
 
 
@@ -186,24 +178,13 @@ def _main(argv: list[str]) -> int:
         _setup_logging("--quiet" in argv)
         return _subcommand(argv[0], argv[1:])
     if argv and not argv[0].startswith("-"):  # a word where a command or a flag goes: a mistyped command
-        print(f"error: unknown command {argv[0]!r} (commands: {', '.join(SUBCOMMANDS)}; a run starts with "
-              "--gallery or --gallery-db; python main.py --help)", file=sys.stderr)
+        print_error(f"unknown command {argv[0]!r} (commands: {', '.join(SUBCOMMANDS)}; a run starts with "
+                    "--gallery or --gallery-db; python main.py --help)")
         return EXIT_USER_ERROR
     parser = build_parser()
     parser.formatter_class = _NoHyphenBreaks  # "make-test-checkpoint" stays one word in the help
     parser.epilog = ("other commands (each with its own --help): "
-                     "weights [--download] (list / fetch the default models); "
-                     "enroll VIDEO [--name NAME] --gallery-db FILE (keep known people); "
-                     "gallery list|rename|remove|export --gallery-db FILE (manage them); "
-                     "rematch RUN_DIR --threshold T (decide again from a run's features); "
-                     "evaluate --dataset ROOT --partition JSON --protocol NAME --gait-model CKPT (OpenGait benchmark "
-                     "numbers and open-set error rates); calibrate --evaluation DIR (a threshold for a target "
-                     "false-match rate; --lr: a likelihood-ratio model); compare QUESTIONED REFERENCE --lr-model "
-                     "FILE (one walker each: LR and an examiner's report); export-onnx --gait-model CKPT --out FILE "
-                     "(the gait model as ONNX); "
-                     "extract VIDEOS... --out DATASET [--engine local|ray] (an OpenGait-format dataset from many "
-                     "videos); bench (speed on the sample videos); make-test-checkpoint [FILE] (a random GaitBase in "
-                     "OpenGait's format, to try the pipeline); --version")
+                     + "; ".join(line for _, _, line in COMMANDS.values()) + "; --version")
     args = parser.parse_args(argv)
     _setup_logging(args.quiet)
     from allinone.commands.run import run
@@ -213,9 +194,6 @@ def _main(argv: list[str]) -> int:
             raise UserError(NOT_FOR_SEARCH)
         check_named(tuple(args.identity))
         result = run(config_from_args(args))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt as exc:
         from allinone.errors import interrupted_exit, interrupted_line
         print(interrupted_line(exc, "no run folder was written"), file=sys.stderr)

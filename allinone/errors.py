@@ -102,6 +102,27 @@ def interrupted_line(exc: BaseException, what: str) -> str:
     return f"interrupted ({exc}): {what}" if isinstance(exc, Interrupted) else f"interrupted: {what}"
 
 
+
+def print_error(message: object) -> None:
+    """The one way a command tells the user what went wrong: ``error: ...`` on stderr, one line."""
+    import sys
+    print(f"error: {message}", file=sys.stderr)
+
+
+def reports_user_errors(command):
+    """A command's UserError becomes its one line on stderr and its exit code (2 for the user's input, 1 for the
+    machine): every command is wrapped in this, so no command prints its own errors."""
+    import functools
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            print_error(exc)
+            return exc.exit_code
+    return wrapper
+
 EXIT_USER_INPUT = 2  # the user's file, flag or model is wrong
 EXIT_ENVIRONMENT = 1  # the machine: disk full, no permission, read-only file system, I/O error
 

@@ -20,6 +20,7 @@ import numpy as np
 from allinone.commands.args import Parser
 from allinone.config import DetectConfig, GaitConfig, PoseConfig, RunConfig, SegmentConfig
 from allinone.io.safe_pickle import load_data_pickle
+from allinone.errors import print_error
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SHARED = REPO.parent / "shared"
@@ -151,13 +152,13 @@ def bench_command(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
         return 0
     if not (args.shared / "fixtures/videos").is_dir():
-        print(f"error: {args.shared}: no test material here (fixtures/videos); give --shared DIR", file=sys.stderr)
+        print_error(f"{args.shared}: no test material here (fixtures/videos); give --shared DIR")
         return 2
     if args.memory:
         return _memory_bench(args)
     plaza = args.shared / "fixtures/videos/plaza_gallery_boxed.mp4"
     if args.crowd > 1 and not plaza.is_file():  # the crowd is made of it: say so before any model loads
-        print(f"error: {plaza}: no such video (--crowd tiles it side by side)", file=sys.stderr)
+        print_error(f"{plaza}: no such video (--crowd tiles it side by side)")
         return 2
 
     import logging
@@ -384,7 +385,7 @@ def _memory_bench(args) -> int:
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - t0
             if status != 0:
-                print(f"error: the run on {video.name} failed: {proc.stderr.read().decode()[-500:]}", file=sys.stderr)
+                print_error(f"the run on {video.name} failed: {proc.stderr.read().decode()[-500:]}")
                 return 1
             m = json.loads((tmp / "out" / f"x{times}" / "run.json").read_text())
             g = m["videos"][0]

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from allinone.commands.args import Parser
-from allinone.errors import UserError
+from allinone.errors import UserError, reports_user_errors
 
 log = logging.getLogger(__name__)
 
@@ -133,22 +132,19 @@ def fit_from_evaluation(evaluation: Path, method: str, folds: int, out_dir: Path
     return record, validation
 
 
+@reports_user_errors
 def calibrate_lr_command(argv: list[str]) -> int:
     args = calibrate_lr_parser().parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)
     from allinone.decide.lr_model import write_lr_model
     from allinone.io.run_folder import RunWriter
-    try:
-        if not (args.evaluation / "metrics.json").is_file():
-            raise UserError("no metrics.json here: not an evaluate output folder", args.evaluation)
-        with RunWriter(args.output, args.name, default=f"lr-{args.method}-{args.evaluation.name}") as writer:
-            record, validation = fit_from_evaluation(args.evaluation, args.method, args.folds, writer.dir)
-            write_lr_model(writer.path(MODEL_FILE), record)
-            out = writer.finalize_json("validation.json", {"model": MODEL_FILE, "method": args.method,
-                                                           "data": record["data"]["name"], **validation})
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    if not (args.evaluation / "metrics.json").is_file():
+        raise UserError("no metrics.json here: not an evaluate output folder", args.evaluation)
+    with RunWriter(args.output, args.name, default=f"lr-{args.method}-{args.evaluation.name}") as writer:
+        record, validation = fit_from_evaluation(args.evaluation, args.method, args.folds, writer.dir)
+        write_lr_model(writer.path(MODEL_FILE), record)
+        out = writer.finalize_json("validation.json", {"model": MODEL_FILE, "method": args.method,
+                                                       "data": record["data"]["name"], **validation})
     b = record["fit"]["bounds"]
     print(f"{args.method} LR model on {record['data']['pairs']['mated']} mated and "
           f"{record['data']['pairs']['non_mated']} non-mated pairs of {record['data']['identities']} identities; "

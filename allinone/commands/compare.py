@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from allinone.commands.args import Parser
-from allinone.errors import UserError
+from allinone.errors import UserError, reports_user_errors
 
 log = logging.getLogger(__name__)
 
@@ -180,14 +180,12 @@ def compare(args: argparse.Namespace) -> tuple[Path, dict]:
     return out, rec
 
 
+@reports_user_errors
 def compare_command(argv: list[str]) -> int:
     args = compare_parser().parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         out, rec = compare(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt as exc:
         from allinone.errors import interrupted_exit, interrupted_line
         print(interrupted_line(exc, "no comparison folder was written"), file=sys.stderr)

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from allinone.commands.args import Parser
-from allinone.errors import UserError
+from allinone.errors import UserError, reports_user_errors
 from allinone.results.words import count
 
 log = logging.getLogger(__name__)
@@ -121,14 +121,12 @@ def enroll(args: argparse.Namespace) -> list:
         return store.add(chosen, model, new_names=not name)
 
 
+@reports_user_errors
 def enroll_command(argv: list[str]) -> int:
     args = _enroll_parser().parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         names = enroll(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt as exc:
         from allinone.errors import interrupted_exit, interrupted_line
         print(interrupted_line(exc, "the gallery file is as it was"), file=sys.stderr)
@@ -144,6 +142,7 @@ def enrol_line(done: list, db: Path) -> str:
     return "; ".join(([f"enrolled {', '.join(new)}"] if new else []) + added) + f" in {db}"
 
 
+@reports_user_errors
 def gallery_command(argv: list[str]) -> int:
     from allinone.gallery.store import GalleryStore
     p = Parser(prog="python main.py gallery", description="Manage an enrolled gallery file.")
@@ -166,42 +165,38 @@ def gallery_command(argv: list[str]) -> int:
     b.add_argument("target", type=Path, metavar="FILE")
     sub.add_parser("check", help="SQLite's integrity check of the file, one line (exit code 1 when damaged)")
     args = p.parse_args(argv)
-    try:
-        if args.action == "check":  # also on a file too damaged to open as a store
-            from allinone.gallery.sqlite_file import check
-            line = check(args.gallery_db)
-            if line.startswith("ok"):  # the pages are sound: are the features in them usable?
-                with GalleryStore(args.gallery_db, readonly=True) as store:
-                    bad = store.bad_features()
-                if bad:
-                    many = "+" if len(bad) >= 20 else ""
-                    line = f"damaged: {len(bad)}{many} {'track' if len(bad) == 1 else 'tracks'} with unusable " \
-                           f"features, the first: {bad[0]}"
-            print(f"{args.gallery_db}: {line}")
-            return 0 if line.startswith("ok") else 1
-        with GalleryStore(args.gallery_db, readonly=args.action in ("list", "export", "backup")) as store:
-            if args.action == "list":
-                store.verify()
-                model = store.model()
-                rows = store.listing()
-                print(f"{args.gallery_db}: {count(len(rows), 'identity', 'identities')}"
-                      + (f", features of {model.arch} ({Path(model.path).name}, {model.metric}, "
-                         f"{model.embedding})" if model else ""))
-                for row in rows:
-                    print(f"  {row['name']}\t{count(row['tracks'], 'track')}, "
-                          f"{count(row['silhouettes'], 'silhouette')}, from {row['sources']}, "
-                          f"enrolled {row['enrolled']}")
-            elif args.action == "rename":
-                store.rename(args.old, args.new)
-                print(f"renamed {args.old} to {args.new}")
-            elif args.action == "remove":
-                store.remove(args.name)
-                print(f"removed {args.name}")
-            elif args.action == "backup":
-                print(f"backed up {args.gallery_db} to {store.backup(args.target)}")
-            else:
-                print(store.export(args.out))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    if args.action == "check":  # also on a file too damaged to open as a store
+        from allinone.gallery.sqlite_file import check
+        line = check(args.gallery_db)
+        if line.startswith("ok"):  # the pages are sound: are the features in them usable?
+            with GalleryStore(args.gallery_db, readonly=True) as store:
+                bad = store.bad_features()
+            if bad:
+                many = "+" if len(bad) >= 20 else ""
+                line = f"damaged: {len(bad)}{many} {'track' if len(bad) == 1 else 'tracks'} with unusable " \
+                       f"features, the first: {bad[0]}"
+        print(f"{args.gallery_db}: {line}")
+        return 0 if line.startswith("ok") else 1
+    with GalleryStore(args.gallery_db, readonly=args.action in ("list", "export", "backup")) as store:
+        if args.action == "list":
+            store.verify()
+            model = store.model()
+            rows = store.listing()
+            print(f"{args.gallery_db}: {count(len(rows), 'identity', 'identities')}"
+                  + (f", features of {model.arch} ({Path(model.path).name}, {model.metric}, "
+                     f"{model.embedding})" if model else ""))
+            for row in rows:
+                print(f"  {row['name']}\t{count(row['tracks'], 'track')}, "
+                      f"{count(row['silhouettes'], 'silhouette')}, from {row['sources']}, "
+                      f"enrolled {row['enrolled']}")
+        elif args.action == "rename":
+            store.rename(args.old, args.new)
+            print(f"renamed {args.old} to {args.new}")
+        elif args.action == "remove":
+            store.remove(args.name)
+            print(f"removed {args.name}")
+        elif args.action == "backup":
+            print(f"backed up {args.gallery_db} to {store.backup(args.target)}")
+        else:
+            print(store.export(args.out))
     return 0

@@ -16,7 +16,7 @@ import numpy as np
 
 from allinone.commands.args import Parser
 from allinone.config import GaitConfig
-from allinone.errors import UserError, read_json
+from allinone.errors import UserError, print_error, read_json, reports_user_errors
 from allinone.decide.distance import distance_matrix
 from allinone.evaluate.tables import cmc_curve, impostor_tables
 
@@ -272,15 +272,13 @@ def lr_line(lr: dict) -> str:
             + (f" ({lr['note']})" if lr.get("note") else "") + f"; {lr.get('file')}")
 
 
+@reports_user_errors
 def evaluate_command(argv: list[str]) -> int:
     args = evaluate_parser().parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)
     t0 = time.perf_counter()
     try:
         out, metrics = run_evaluation(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt as exc:
         from allinone.errors import interrupted_exit, interrupted_line
         print(interrupted_line(exc, "embeddings computed so far are cached; run the same command to resume"),
@@ -397,6 +395,7 @@ def _named_inputs(args):
                          for x in (args.seg_model, args.pose_model)))
 
 
+@reports_user_errors
 def calibrate_command(argv: list[str]) -> int:
     if "--lr" in argv:  # a likelihood-ratio model (issue 21): its own parser and module
         from allinone.commands.calibrate_lr import calibrate_lr_command
@@ -405,21 +404,17 @@ def calibrate_command(argv: list[str]) -> int:
     args = p.parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)
     if not 0 < args.target_fpir < 1:
-        print(f"error: --target-fpir must be between 0 and 1, got {args.target_fpir}", file=sys.stderr)
+        print_error(f"--target-fpir must be between 0 and 1, got {args.target_fpir}")
         return 2
     direct = [args.dataset, args.partition, args.protocol, args.gait_model]
-    try:
-        if args.evaluation is None:
-            if not all(x is not None for x in direct):
-                raise UserError("give --evaluation DIR, or --dataset, --partition, --protocol and --gait-model")
-            evaluation, metrics = run_evaluation(args)
-            print(metrics["table"])
-        else:
-            evaluation = args.evaluation
-        path, rec = calibrate(evaluation, args.target_fpir, args.condition, args.out, _named_inputs(args))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    if args.evaluation is None:
+        if not all(x is not None for x in direct):
+            raise UserError("give --evaluation DIR, or --dataset, --partition, --protocol and --gait-model")
+        evaluation, metrics = run_evaluation(args)
+        print(metrics["table"])
+    else:
+        evaluation = args.evaluation
+    path, rec = calibrate(evaluation, args.target_fpir, args.condition, args.out, _named_inputs(args))
     imp = rec["impostor"]
     print(f"{imp['count']} impostor pairs ({imp['independent']} independent: disjoint pairs of people), "
           f"{rec['metric']}, {rec['embedding']}")

@@ -1,15 +1,15 @@
 """``python main.py export-onnx``: a gait checkpoint's embedding network as ONNX, checked against torch first."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from allinone.commands.args import Parser, int_in_range
-from allinone.errors import UserError
+from allinone.errors import UserError, print_error, reports_user_errors
 from allinone.gait.onnx import (MAX_OPSET, META_ARCH, META_METRIC, META_SOURCE, MIN_OPSET, PARITY_ATOL,
                                 PARITY_RTOL, ExportMismatchError, export_onnx)
 
 
+@reports_user_errors
 def export_command(argv: list[str]) -> int:
     """``python main.py export-onnx --gait-model CKPT --out model.onnx [--arch A] [--opset N]``.
 
@@ -45,11 +45,8 @@ def export_command(argv: list[str]) -> int:
                                          META_SOURCE: sha256_path(args.gait_model)}, measured=measured)
         except OSError as exc:
             raise UserError(f"cannot write the ONNX file ({exc.strerror or exc})", args.out) from exc
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except ExportMismatchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(exc)
         return 1
     if measured:
         rel = measured["max_abs"] / measured["scale"] if measured["scale"] else float("nan")

@@ -37,7 +37,7 @@ from allinone.commands.args import Parser
 from allinone.datasets.state import (PARTIAL, STATUS, DatasetLock, assign_ids, clear_journal, reconcile,
                                              seq_file, write_journal, write_manifest)
 from allinone.datasets.worker import failed, run_local
-from allinone.errors import UserError, interrupted_exit, interrupted_line
+from allinone.errors import UserError, interrupted_exit, interrupted_line, print_error, reports_user_errors
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,7 @@ def extract(videos: list[Path], out: Path, config, *, engine: str = "local", wor
             "workers": n_workers if engine == "local" else (workers or "per node"), "mended": fixed}
 
 
+@reports_user_errors
 def extract_command(argv: list[str]) -> int:
     from allinone.commands.args import positive_int
     from allinone.commands.args import add_model_args, config_from_args
@@ -182,16 +183,13 @@ def extract_command(argv: list[str]) -> int:
         summary = extract(videos, args.out, config, engine=args.engine, workers=args.workers or 0,
                           ray_address=args.ray_address, min_frames=args.min_frames, cut44=args.cut44,
                           quiet=args.quiet)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP (errors.Interrupted, raised the same way)
         print(interrupted_line(exc, f"{args.out}: workers stopped, the finished videos recorded; run the same "
                                "command again to go on"), file=sys.stderr)
         return interrupted_exit(exc)
     print(json.dumps(summary, allow_nan=False))
     if summary["failed"]:
-        print(f"error: {args.out}: {summary['failed']} of {summary['videos']} video(s) failed (each is in "
-              "videos.jsonl with its error; run the same command again to retry them)", file=sys.stderr)
+        print_error(f"{args.out}: {summary['failed']} of {summary['videos']} video(s) failed (each is in "
+                    "videos.jsonl with its error; run the same command again to retry them)")
         return 1
     return 0

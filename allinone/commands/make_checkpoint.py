@@ -7,11 +7,11 @@ mean nothing. The weights are seeded (--seed), so the same command gives the sam
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from allinone.commands.args import Parser
 from allinone.io.run_folder import temp_beside
+from allinone.errors import print_error
 
 DEFAULT = Path("GaitBase_random.pt")
 
@@ -29,16 +29,16 @@ def make_checkpoint_command(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out: Path = args.out
     if out.suffix != ".pt":
-        print(f"error: {out}: a checkpoint file name ends in .pt", file=sys.stderr)
+        print_error(f"{out}: a checkpoint file name ends in .pt")
         return 2
     if out.exists() and not args.force:
         print(f"{out} exists already, left as it is (--force writes it again)")
         return 0
     if args.classes < 1:
-        print(f"error: --classes must be at least 1, got {args.classes}", file=sys.stderr)
+        print_error(f"--classes must be at least 1, got {args.classes}")
         return 2
     if not out.parent.is_dir():
-        print(f"error: {out.parent}: no such folder", file=sys.stderr)
+        print_error(f"{out.parent}: no such folder")
         return 2
     import torch
 
@@ -51,7 +51,7 @@ def make_checkpoint_command(argv: list[str] | None = None) -> int:
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        print(f"error: {out}: cannot write it ({exc.strerror or exc})", file=sys.stderr)
+        print_error(f"{out}: cannot write it ({exc.strerror or exc})")
         return 2
     print(f"{out}: a randomly initialised GaitBase in OpenGait's checkpoint format (seed {args.seed}); "
           "its matches mean nothing, use it to try the pipeline")

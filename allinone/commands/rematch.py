@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import sys
 import time
 from collections import defaultdict
 from dataclasses import replace
@@ -22,7 +21,7 @@ import numpy as np
 from allinone.commands.args import Parser, fpir_arg, threshold_arg
 from allinone.decide.calibration import load_calibration
 from allinone.config import MatchConfig
-from allinone.errors import UserError, read_json
+from allinone.errors import UserError, read_json, reports_user_errors
 from allinone.decide.identities import check_named, gallery_identities, parse_identity
 from allinone.results.manifest import GALLERY_DB_PICTURES, assignment_entry, decisions_entries, write_distances
 from allinone.decide.match import Matcher
@@ -260,15 +259,12 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
         return writer.finalize(manifest)
 
 
+@reports_user_errors
 def rematch_command(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     t0 = time.perf_counter()
-    try:
-        out = rematch(args.run_dir, getattr(args, "threshold", "keep"), args.identity, args.output, args.name,
-                      args.quiet, args.calibration, args.target_fpir)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    out = rematch(args.run_dir, getattr(args, "threshold", "keep"), args.identity, args.output, args.name,
+                  args.quiet, args.calibration, args.target_fpir)
     log.info("rematched in %.1f s", time.perf_counter() - t0)
     from allinone.errors import read_json
     from allinone.results.summary import console_summary

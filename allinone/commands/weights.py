@@ -6,11 +6,12 @@ import sys
 from typing import Sequence
 
 from allinone.commands.args import Parser
-from allinone.errors import UserError
+from allinone.errors import print_error, reports_user_errors
 from allinone.io.weights import (ENV_VAR, MissingWeights, ModelSpec, checkpoints_dir, default_models, resolve_all,
                                  weight_status)
 
 
+@reports_user_errors
 def weights_command(argv: Sequence[str] | None = None, *, specs: Sequence[ModelSpec] | None = None) -> int:
     """``python main.py weights [--checkpoints DIR] [--download]``: list every model as verified / present /
     missing / corrupt with its URL and target; --download fetches the missing ones.
@@ -27,18 +28,14 @@ def weights_command(argv: Sequence[str] | None = None, *, specs: Sequence[ModelS
     catalog = tuple(default_models() if specs is None else specs)
     root = checkpoints_dir(args.checkpoints)
     failure: MissingWeights | None = None
-    try:
+    statuses = [weight_status(s, root) for s in catalog]
+    wanted = [st.spec for st in statuses if st.state == "missing"]
+    if args.download and wanted:
+        try:
+            resolve_all([s.key for s in wanted], root, progress=not args.quiet, specs=wanted)
+        except MissingWeights as exc:
+            failure = exc
         statuses = [weight_status(s, root) for s in catalog]
-        wanted = [st.spec for st in statuses if st.state == "missing"]
-        if args.download and wanted:
-            try:
-                resolve_all([s.key for s in wanted], root, progress=not args.quiet, specs=wanted)
-            except MissingWeights as exc:
-                failure = exc
-            statuses = [weight_status(s, root) for s in catalog]
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
     pad = " " * 20
     print(f"checkpoints folder: {root}")
     for st in statuses:
@@ -49,7 +46,7 @@ def weights_command(argv: Sequence[str] | None = None, *, specs: Sequence[ModelS
         if st.detail:
             print(f"{pad}{st.detail}")
     if failure is not None:
-        print(f"error: {failure}", file=sys.stderr)
+        print_error(failure)
         return 2
     if any(st.state in ("missing", "corrupt") for st in statuses):
         if not args.download and any(st.state == "missing" for st in statuses):
