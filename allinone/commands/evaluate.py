@@ -397,7 +397,7 @@ def _named_inputs(args):
 
 @reports_user_errors
 def calibrate_command(argv: list[str]) -> int:
-    if "--lr" in argv:  # a likelihood-ratio model (issue 21): its own parser and module
+    if "--lr" in argv:  # a likelihood-ratio model: its own parser and module
         from allinone.commands.calibrate_lr import calibrate_lr_command
         return calibrate_lr_command(argv)
     p = calibrate_parser()

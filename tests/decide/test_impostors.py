@@ -28,7 +28,7 @@ def check_every_pair(rp, tracks: dict) -> None:
 
 def test_a_multi_track_identity_of_a_gallery_file_pairs_each_track_with_its_own_feature():
     # the README's workflow: Ann enrolled twice (tracks 6 and 7 of the file), Bob and Cy in between (1, 2); a pair's
-    # keys sort with Bob's track first, so the old code stored Ann's feature under Bob's key: track 6 against itself
+    # keys sort with Bob's track first: a pair must not store Ann's feature under Bob's key (track 6 against itself)
     ann6, ann7, bob, cy = emb(STORED_VIDEO, 6, 1), emb(STORED_VIDEO, 7, 2), emb(STORED_VIDEO, 1, 3), \
         emb(STORED_VIDEO, 2, 4)
     idents = [Identity("Ann", (ann6, ann7)), Identity("Bob", (bob,)), Identity("Cy", (cy,))]

@@ -64,10 +64,10 @@ def simulate(visible: dict[int, list[tuple[int, int]]], embeds: dict[int, dict[i
     return events, finals, closed_spans
 
 
-def test_the_issue_reproduction_stale_spans_no_longer_share_x():
+def test_stale_spans_do_not_let_two_people_in_view_share_x():
     ids = gallery(X=0.0, Y=10.0)
-    # What the old code did: A saved as frames (0, 100) at its last embedding, B as (105, 140): no overlap, so the
-    # rule lets both take X although both are on screen at frame 140.
+    # Spans saved at each track's last embedding, A (0, 100) and B (105, 140), do not overlap, so the rule would let
+    # both take X although both are on screen at frame 140.
     m = Matcher(MatchConfig(metric="euc", min_frames=10))
     stale = m([emb(1, 1.0, (0, 100)), emb(2, 0.5, (105, 140))], ids, 5.0)
     assert [d.identity for d in stale] == ["X", "X"]
