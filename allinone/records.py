@@ -231,6 +231,11 @@ class Decision:
     reason: str | None
     ranking: list[tuple[str, float]]
 
+    @classmethod
+    def too_short(cls, video: str, track: int) -> "Decision":
+        """A track with too few usable silhouettes (or poses) to compare."""
+        return cls(video, track, "too_short", None, None, "too_few_silhouettes", [])
+
     def __post_init__(self) -> None:
         _check(self.status in STATUSES, f"bad status {self.status!r}")
         _check((self.identity is None) == (self.status != "match"), "identity is set exactly when status is match")

@@ -199,8 +199,7 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
                                 min_overlap=cfg.auto_min_overlap, min_frames=cfg.min_frames, calibration=cal)
     probes = [e for v in probe_videos for e in embeddings[v["name"]]]
     decided = {(d.probe_video, d.probe_track): d for d in matcher(probes, identities, thr.value)}
-    decisions = [decided.get((v["name"], tid)) or Decision(v["name"], tid, "too_short", None, None,
-                                                            "too_few_silhouettes", [])
+    decisions = [decided.get((v["name"], tid)) or Decision.too_short(v["name"], tid)
                  for v in probe_videos for tid in track_ids[v["name"]]]
     if thr.basis == "none":
         decisions = without_threshold(decisions)

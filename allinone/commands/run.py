@@ -137,7 +137,7 @@ def _decide(results: list[VideoResult], config: RunConfig, stages: Stages, calib
         for tid in sorted(r.tracks):
             d = decided.get((r.info.name, tid))
             # a track without a single usable silhouette never got an embedding: too short to tell
-            decisions.append(d or Decision(r.info.name, tid, "too_short", None, None, "too_few_silhouettes", []))
+            decisions.append(d or Decision.too_short(r.info.name, tid))
     if threshold.basis == "none":
         decisions = without_threshold(decisions)
     return identities, usable, threshold, decisions

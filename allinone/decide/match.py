@@ -91,7 +91,7 @@ class Matcher:
                 if p.video != video:
                     continue
                 if p.n_frames < cfg.min_frames:
-                    decisions[i] = Decision(p.video, p.track_id, "too_short", None, None, "too_few_silhouettes", [])
+                    decisions[i] = Decision.too_short(p.video, p.track_id)
                 elif not gallery:
                     decisions[i] = Decision(p.video, p.track_id, "unknown", None, None, "no_gallery", [])
                 else:

@@ -83,7 +83,7 @@ class LiveDecisions:
                 out.append(d)
             self.current[tid] = d
         for tid, e in closing.items():
-            d = finals.get(tid) or Decision(self.video, tid, "too_short", None, None, "too_few_silhouettes", [])
+            d = finals.get(tid) or Decision.too_short(self.video, tid)
             finals[tid] = d
             if d.status == "match":
                 p = next(p for p in probes if p.track_id == tid)

@@ -196,7 +196,7 @@ def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identiti
     result.tracks = dict(sorted(result.tracks.items()))
     result.info = VideoInfo(**{**info.__dict__, "frames": src.count})
     # the run's decisions are the final ones made as each track closed (what events.jsonl announced)
-    decisions = [finals.get(t) or Decision(info.name, t, "too_short", None, None, "too_few_silhouettes", [])
+    decisions = [finals.get(t) or Decision.too_short(info.name, t)
                  for t in result.tracks]
     stats = {"source": src.spec, "frames": src.count, "frames_dropped": src.dropped, "reconnects": src.reconnects,
              "wall_s": round(wall, 2), "fps": round(src.count / wall, 2) if wall > 0 else None, "events": n_events,
