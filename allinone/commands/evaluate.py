@@ -110,7 +110,8 @@ def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
         cache = EmbeddingCache(cache_dir / f"{sha[:16]}-f{args.frames_limit}"
                                f"{'' if embedding == 'embed_1' else '-' + embedding}.sqlite")
         try:
-            batch = args.batch or (8 if device.startswith("cuda") else 1)
+            from allinone.io.devices import default_batch
+            batch = default_batch(args.batch, device)
             emb = embed_dataset(args.dataset, sequences, embedder, cache, batch=batch, quiet=args.quiet)
         finally:
             cache.close()

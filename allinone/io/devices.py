@@ -22,6 +22,16 @@ def resolve_device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+# Sequences or frames run through a model together on a GPU; one at a time on the CPU, where batching measured
+# slower (README, "Evaluate a checkpoint").
+GPU_BATCH = 8
+
+
+def default_batch(asked: int, device: object) -> int:
+    """``asked`` when the user set it (> 0), else GPU_BATCH on a CUDA device and 1 elsewhere."""
+    return asked if asked and asked > 0 else (GPU_BATCH if str(device or "cpu").startswith("cuda") else 1)
+
+
 def onnx_providers(device: str) -> list[str]:
     """ONNX Runtime providers for a resolved device. CUDA is asked for only when a GPU is there (asking for it
     on a CPU-only machine makes onnxruntime-gpu print a load error)."""

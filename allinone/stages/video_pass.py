@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from allinone.config import RunConfig
 from allinone.errors import UserError
+from allinone.io.devices import default_batch
 from allinone.io.run_folder import RunWriter
 from allinone.io.video import VideoSource
 from allinone.records import VideoInfo
@@ -55,10 +56,8 @@ def process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages: 
         stages.embedder)
     ends = cutter if cutter is not None else poser  # what tells when a track has ended
     gap = tracker.buffer + 2  # frames after which the tracker has let a lost track go
-    # tracks ending together are embedded together on a GPU (8 per forward); one by one on the CPU, where batching
-    # measured slower (README, "Evaluate a checkpoint")
-    gait_batch = config.gait.batch or (8 if stages.embedder is not None and str(
-        getattr(stages.embedder, "device", "cpu")).startswith("cuda") else 1)
+    # tracks ending together are embedded together on a GPU, one by one on the CPU
+    gait_batch = default_batch(config.gait.batch, getattr(stages.embedder, "device", "cpu"))
 
     def finish(tid: int, sil=None, crop=None, feat=None) -> None:
         if cutter is not None and sil is None:
@@ -79,7 +78,7 @@ def process_video(src: VideoSource, info: VideoInfo, config: RunConfig, stages: 
                disable=config.quiet, leave=False, dynamic_ncols=True)
     frames = src.frames()
     index = -1
-    batch = max(1, config.detect.batch or (8 if getattr(stages.detector, "device", "cpu").startswith("cuda") else 1))
+    batch = default_batch(config.detect.batch, getattr(stages.detector, "device", "cpu"))
     try:
         while True:
             t0 = time.perf_counter()

@@ -98,3 +98,10 @@ def test_weights_command_lists_status(tmp_path, filled_checkpoints):
     res = _main(["weights", "--checkpoints", str(empty)], filled_checkpoints, cwd=tmp_path)
     assert res.returncode == 1
     assert res.stdout.count("missing") >= 3
+
+
+def test_one_batch_rule_for_detector_gait_and_evaluate():
+    from allinone.io.devices import GPU_BATCH, default_batch
+    assert default_batch(0, "cpu") == 1 and default_batch(0, None) == 1
+    assert default_batch(0, "cuda") == GPU_BATCH == default_batch(0, "cuda:0")
+    assert default_batch(3, "cpu") == 3 and default_batch(3, "cuda") == 3  # the user's number wins
