@@ -66,11 +66,6 @@ class Detections:
     def empty(cls) -> "Detections":
         return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
 
-    def filter(self, keep: np.ndarray) -> "Detections":
-        """Rows where ``keep`` (bool mask or index array) selects."""
-        return Detections(self.xyxy[keep], self.confidence[keep],
-                          None if self.track_id is None else self.track_id[keep])
-
 
 @dataclass
 class Track:
@@ -182,11 +177,6 @@ class Embedding:
         _check(self.feature.ndim == 2 and self.feature.dtype == np.float32,
                f"feature must be float32 (C, P), got {self.feature.dtype} {self.feature.shape}")
         _check(0 <= self.first_frame <= self.last_frame, f"bad frame range {self.first_frame}..{self.last_frame}")
-
-    def overlaps(self, other: "Embedding") -> bool:
-        """Same video and frame ranges that share at least one frame."""
-        return (self.video == other.video and self.first_frame <= other.last_frame
-                and other.first_frame <= self.last_frame)
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,6 @@ def test_detections_shapes_are_checked():
         Detections(np.zeros((3, 4)), np.ones(3), np.arange(2))
     e = Detections.empty()
     assert e.xyxy.shape == (0, 4) and len(e) == 0
-    kept = Detections(np.arange(12).reshape(3, 4), np.array([0.1, 0.5, 0.9]), np.array([4, 5, 6])).filter(
-        np.array([False, True, True]))
-    assert kept.track_id.tolist() == [5, 6] and kept.xyxy[0, 0] == 4
 
 
 def test_track_frames_must_increase():
