@@ -157,7 +157,6 @@ class Sinks:
         self.close()  # also when the run fails: no sink thread outlives it for more than its drain
 
 
-
 def split_address(url: str, schemes: tuple[str, ...], bad):
     """``urlsplit(url)`` when its scheme is one of ``schemes`` and it names a host and a valid port (or none);
     otherwise ``bad(why)`` (a UserError naming the flag) is raised."""
@@ -177,5 +176,6 @@ def split_address(url: str, schemes: tuple[str, ...], bad):
     if port == 0:
         raise bad("the port must be a number from 1 to 65535")
     return parts
+
 
 __all__ = ["QueuedSink", "Sink", "Sinks", "split_address"]

@@ -114,11 +114,11 @@ class TrackCloser:
                 tr.files["silhouettes_pkl"] = rel
             if self.embedder is not None and not self.reads_keypoints:
                 seq = skeleton_sequence(sil, kp) if self.skeleton else sil.aligned
-                if seq is not None and feat is None:
-                    t0 = time.perf_counter()
-                    feat = np.asarray(self.embedder([seq])[0], dtype=np.float32)  # one forward per track
-                    r.timings["embed"] += time.perf_counter() - t0
-                if seq is not None:
+                if seq is not None:  # None: SkeletonGait++ without a pose for any of the track's silhouettes
+                    if feat is None:
+                        t0 = time.perf_counter()
+                        feat = np.asarray(self.embedder([seq])[0], dtype=np.float32)  # one forward per track
+                        r.timings["embed"] += time.perf_counter() - t0
                     tr.files["feature"] = self.writer.write_npy(f"features/{name}/{tid:03d}.npy", feat)
                     tr.embedding = Embedding(name, tid, feat, len(seq), span[0], span[1])
         r.tracks[tid] = tr
