@@ -1,4 +1,5 @@
-"""Command line: arguments → RunConfig → commands.run.run(). A user's mistake becomes one line on stderr and exit 2."""
+"""Command line: the command named → its module (commands/); the main command's flags → commands/run.py. A
+user's mistake becomes one line on stderr and exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -6,10 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
-from allinone.commands.args import (Parser, add_model_args, config_from_args, fpir_arg, nonnegative_float,
-                                   threshold_arg)
+from allinone.commands.args import Parser, add_model_args, fpir_arg, nonnegative_float, threshold_arg
 from allinone.config import LiveConfig, MatchConfig
-from allinone.decide.identities import check_named, parse_identity
+from allinone.decide.identities import parse_identity
 from allinone.errors import UserError, print_error
 
 log = logging.getLogger("allinone")
@@ -187,20 +187,5 @@ def _main(argv: list[str]) -> int:
                      + "; ".join(line for _, _, line in COMMANDS.values()) + "; --version")
     args = parser.parse_args(argv)
     _setup_logging(args.quiet)
-    from allinone.commands.run import run
-    try:
-        if args.lr_model:
-            from allinone.decide.lr_model import NOT_FOR_SEARCH
-            raise UserError(NOT_FOR_SEARCH)
-        check_named(tuple(args.identity))
-        result = run(config_from_args(args))
-    except KeyboardInterrupt as exc:
-        from allinone.errors import interrupted_exit, interrupted_line
-        print(interrupted_line(exc, "no run folder was written"), file=sys.stderr)
-        return interrupted_exit(exc)
-    from allinone.results.summary import console_summary
-    summary = console_summary(result.manifest, result.run_dir)
-    if summary:
-        print(summary)
-    print(result.run_dir)
-    return 0
+    from allinone.commands.run import run_command
+    return run_command(args)

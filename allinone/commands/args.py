@@ -141,16 +141,23 @@ def _default(cls, name: str):
 
 
 def config_from_args(a: argparse.Namespace) -> RunConfig:
+    """The main command's spec: its inputs and every model flag."""
     from allinone.io.video import is_stream
+    return spec_from_args(a, gallery=a.gallery, probes=tuple(p if is_stream(p) else Path(p) for p in a.probe),
+                          output=a.output, name=a.name, gallery_db=getattr(a, "gallery_db", None))
 
+
+def spec_from_args(a: argparse.Namespace, *, gallery, probes: tuple = (), output: Path, name: str | None = None,
+                   gallery_db=None) -> RunConfig:
+    """A run's spec from a command's model flags (add_model_args, and the optional ones a command has) and the
+    inputs the command names itself: enrol, compare and extract run the pipeline on their own inputs."""
     def opt(flag: str, cls, field: str):
         return getattr(a, flag, _default(cls, field))
     return RunConfig(
-        gallery=a.gallery, probes=tuple(p if is_stream(p) else Path(p) for p in a.probe), output=a.output,
-        name=a.name, device=a.device, quiet=a.quiet,
+        gallery=gallery, probes=tuple(probes), output=output, name=name, device=a.device, quiet=a.quiet,
         track_only=opt("track_only", RunConfig, "track_only"), checkpoints=a.checkpoints, download=not a.no_download,
         save_silhouettes=opt("save_silhouettes", RunConfig, "save_silhouettes"),
-        gallery_db=opt("gallery_db", RunConfig, "gallery_db"),
+        gallery_db=gallery_db,
         rotate=a.rotate,
         detect=DetectConfig(model=str(a.detector), score_threshold=a.det_score, batch=a.det_batch),
         track=TrackConfig(),

@@ -99,11 +99,45 @@ def print_pdf(html_path: Path, pdf_path: Path, timeout: float = 120.0) -> str | 
     return pdf_path.name if pdf_path.is_file() and pdf_path.stat().st_size > 0 else None
 
 
-def compare(args: argparse.Namespace) -> tuple[Path, dict]:
+def _record(args, model, manifest: dict, gait_sha: str, questioned: tuple, reference: tuple, shas: dict, d: float,
+            lr: float, raw: float, inside: bool | None, tippett: bool) -> dict:
+    """compare.json: the comparison, the LR and its model, its validation, the models and settings."""
     from allinone import __version__
-    from allinone.commands.args import config_from_args
-    from allinone.commands.run import run
-    from allinone.decide.lr_model import checkpoint_validation, read_lr_model, verbal
+    from allinone.decide.lr_model import checkpoint_validation, verbal
+    from allinone.io.run_folder import sha256_path
+    span = model.record.get("data", {}).get("distance_range")
+    weights = manifest["weights"]
+    validation = checkpoint_validation(model.record, gait_sha)
+    rec = {
+        "version": 1, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "allinone_version": __version__,
+        "questioned": _person(*questioned, shas["questioned"]),
+        "reference": _person(*reference, shas["reference"]),
+        "metric": model.metric, "distance": round(d, 6), "lr": lr, "log10_lr": round(math.log10(lr), 4),
+        "lr_unbounded": raw if math.isfinite(raw) else None, "lr_at_bound": raw != lr,
+        "distance_in_calibration_range": inside, "calibration_distance_range": span,
+        "lr_verbal": verbal(lr), "verbal_scale": "ENFSI Guideline for Evaluative Reporting in Forensic Science "
+                                                 "(2015)",
+        "propositions": model.record.get("propositions"),
+        "lr_model": {"file": str(args.lr_model), "sha256": sha256_path(args.lr_model),
+                     "method": model.fit.method, "bounds": model.record["fit"]["bounds"],
+                     "fitted_on": model.record.get("data"), "validation": {
+                         k: model.record.get("validation", {}).get(k)
+                         for k in ("cllr", "cllr_min", "cllr_cal", "eer", "misleading", "cross_validation")}},
+        "checkpoint_validated": validation["validated"], "checkpoint_validation": validation,
+        "models": {**weights, "gait": {**weights.get("gait", {})}},
+        "settings": manifest["settings"], "device": manifest["device"],
+        "platform": manifest["platform"],
+        "pipeline": {"run": "pipeline/run.json", "report": "pipeline/report.html"},
+        "files": {"report": REPORT, "tippett": "tippett_case.png" if tippett else None},
+    }
+    return rec
+
+
+def compare(args: argparse.Namespace) -> tuple[Path, dict]:
+    from allinone.commands.args import spec_from_args
+    from allinone.runner.runner import run
+    from allinone.decide.lr_model import read_lr_model
     from allinone.decide.distance import distance_matrix
     from allinone.evaluate.validation import tippett_plot
     from allinone.io.run_folder import RunWriter, sha256_path
@@ -115,11 +149,14 @@ def compare(args: argparse.Namespace) -> tuple[Path, dict]:
     for v in (args.questioned, args.reference):
         VideoSource(v)  # refused by name when missing or not a video
     model = read_lr_model(args.lr_model)
-    if not args.gait_model and model.record.get("checkpoint") and Path(model.record["checkpoint"]).is_file():
-        args.gait_model = model.record["checkpoint"]
-    args.gallery, args.probe, args.threshold, args.calibration = args.questioned, [str(args.reference)], None, ""
-    args.metric = model.metric
-    config = config_from_args(args)
+    config = spec_from_args(args, gallery=args.questioned, probes=(args.reference,), output=args.output,
+                            name=args.name)
+    gait = config.gait
+    if not gait.model and model.record.get("checkpoint") and Path(model.record["checkpoint"]).is_file():
+        gait = replace(gait, model=str(model.record["checkpoint"]))  # the checkpoint the LR model was made with
+    # every pair is scored by the LR model: no threshold, no calibration, the model's metric
+    config = replace(config, gait=gait, match=replace(config.match, threshold=None, calibration="",
+                                                      metric=model.metric))
     check_models_given(config)
     config = resolve_models(config)
     gait_sha = sha256_path(config.gait.model)
@@ -147,31 +184,8 @@ def compare(args: argparse.Namespace) -> tuple[Path, dict]:
         if curves:
             tippett_plot(curves, writer.path("tippett_case.png"), math.log10(lr),
                          title=f"validation data ({model.record['data']['name']}, held out) and this comparison")
-        weights = result.manifest["weights"]
-        validation = checkpoint_validation(model.record, gait_sha)
-        rec = {
-            "version": 1, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "allinone_version": __version__,
-            "questioned": _person(q_video, qt, shas["questioned"]),
-            "reference": _person(r_video, rt, shas["reference"]),
-            "metric": model.metric, "distance": round(d, 6), "lr": lr, "log10_lr": round(math.log10(lr), 4),
-            "lr_unbounded": raw if math.isfinite(raw) else None, "lr_at_bound": raw != lr,
-            "distance_in_calibration_range": inside, "calibration_distance_range": span,
-            "lr_verbal": verbal(lr), "verbal_scale": "ENFSI Guideline for Evaluative Reporting in Forensic Science "
-                                                     "(2015)",
-            "propositions": model.record.get("propositions"),
-            "lr_model": {"file": str(args.lr_model), "sha256": sha256_path(args.lr_model),
-                         "method": model.fit.method, "bounds": model.record["fit"]["bounds"],
-                         "fitted_on": model.record.get("data"), "validation": {
-                             k: model.record.get("validation", {}).get(k)
-                             for k in ("cllr", "cllr_min", "cllr_cal", "eer", "misleading", "cross_validation")}},
-            "checkpoint_validated": validation["validated"], "checkpoint_validation": validation,
-            "models": {**weights, "gait": {**weights.get("gait", {})}},
-            "settings": result.manifest["settings"], "device": result.manifest["device"],
-            "platform": result.manifest["platform"],
-            "pipeline": {"run": "pipeline/run.json", "report": "pipeline/report.html"},
-            "files": {"report": REPORT, "tippett": "tippett_case.png" if curves else None},
-        }
+        rec = _record(args, model, result.manifest, gait_sha, (q_video, qt), (r_video, rt), shas, d, lr, raw,
+                      inside, bool(curves))
         rec["models"]["lr_model"] = {"path": str(args.lr_model), "sha256": rec["lr_model"]["sha256"]}
         html_text = render_compare_report(writer.dir, rec)
         writer.path(REPORT).write_text(html_text, encoding="utf-8")

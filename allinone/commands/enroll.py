@@ -55,10 +55,10 @@ def _without_threshold_notes():
 
 def enroll(args: argparse.Namespace) -> list:
     """Enrol the video's people; returns what the gallery file gained (gallery.store.Enrolled, one per identity)."""
-    from allinone.commands.args import config_from_args
+    from allinone.commands.args import spec_from_args
     from allinone.gallery.store import Enrolment, GalleryStore, ModelInfo
     from allinone.io.run_folder import ENROL_TEMP, sha256_path, sweep_leftovers, writable_folder
-    from allinone.commands.run import run
+    from allinone.runner.runner import run
     from allinone.decide.identities import check_name, clean_name
     from allinone.io.video import VideoSource
     from allinone.stages.build import check_models_given, input_models, resolve_models
@@ -76,9 +76,8 @@ def enroll(args: argparse.Namespace) -> list:
         if store is not None:
             store.verify()
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"allinone-enrol-{os.getpid()}-"))
-        ns = argparse.Namespace(**{**vars(args), "gallery": args.video, "probe": [], "output": Path(tmp),
-                                   "name": "enrol", "gallery_db": None, "threshold": 0.0})
-        config = replace(config_from_args(ns), render=False, save_silhouettes="none")
+        config = spec_from_args(args, gallery=args.video, output=Path(tmp), name="enrol")
+        config = replace(config, render=False, save_silhouettes="none", match=replace(config.match, threshold=0.0))
         check_models_given(config)
         config = resolve_models(config)  # the default models named, so that the store can check them before the run
         inputs = input_models(config)

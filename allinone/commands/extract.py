@@ -22,7 +22,6 @@ Engines: ``local`` (the default) runs a worker process per CPU core (or one per 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -153,7 +152,7 @@ def extract(videos: list[Path], out: Path, config, *, engine: str = "local", wor
 @reports_user_errors
 def extract_command(argv: list[str]) -> int:
     from allinone.commands.args import positive_int
-    from allinone.commands.args import add_model_args, config_from_args
+    from allinone.commands.args import add_model_args, spec_from_args
     p = Parser(prog="python main.py extract",
                                 description="Turn many videos into an OpenGait-format silhouette dataset.")
     p.add_argument("videos", nargs="*", type=Path, metavar="VIDEO")
@@ -177,9 +176,7 @@ def extract_command(argv: list[str]) -> int:
                        if x.strip() and not x.strip().startswith("#")]
         if not videos:
             raise UserError("no videos: give VIDEO paths or --list FILE")
-        ns = argparse.Namespace(**{**vars(args), "gallery": videos[0], "probe": [], "output": args.out,
-                                   "name": None, "gallery_db": None})
-        config = config_from_args(ns)
+        config = spec_from_args(args, gallery=videos[0], output=args.out)
         summary = extract(videos, args.out, config, engine=args.engine, workers=args.workers or 0,
                           ray_address=args.ray_address, min_frames=args.min_frames, cut44=args.cut44,
                           quiet=args.quiet)

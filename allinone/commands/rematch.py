@@ -12,7 +12,7 @@ import logging
 import shutil
 import time
 from collections import defaultdict
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,7 +28,8 @@ from allinone.decide.match import Matcher
 from allinone.io.run_folder import MANIFEST, RunWriter
 from allinone.records import Decision, DecisionEvent, Embedding, VideoInfo
 from allinone.results.report import write_report
-from allinone.decide.threshold import BASES, NOTHING, Threshold, check_threshold, resolve_threshold, without_threshold
+from allinone.decide.threshold import BASES, NOTHING, Threshold, check_threshold, resolve_threshold
+from allinone.decide.tracks import Decided, decide_tracks
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +153,24 @@ def _run_inputs(m: dict):
     return InputModels(InputModel(seg.get("path") or "", seg.get("sha256")))
 
 
-def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, output: Path | None = None,
-            name: str | None = None, quiet: bool = True, calibration: str | None = None,
-            target_fpir: float | None = None) -> Path:
-    from allinone.results.render import render_video
+@dataclass
+class _Stored:
+    """What a finished run stored for deciding again: its manifest, match settings, features and identities."""
 
+    m: dict
+    cfg: MatchConfig
+    embeddings: dict[str, list[Embedding]]
+    track_ids: dict[str, list[int]]
+    identities: list
+    gallery: str  # the gallery's name in file names (its video, or the gallery file's stem)
+    named: tuple  # the identities' names, as settings
+
+    @property
+    def probe_videos(self) -> list[dict]:
+        return [v for v in self.m["videos"] if v["role"] == "probe"]
+
+
+def _stored(run_dir: Path, threshold, named, target_fpir: float | None) -> _Stored:
     m = _load_manifest(run_dir)
     settings = m["settings"]["match"]
     metric = settings["metric"]
@@ -166,96 +180,120 @@ def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, o
     if isinstance(threshold, float):
         check_threshold(threshold, metric)
     embeddings, track_ids = _embeddings(run_dir, m)
-    videos = m["videos"]
-    probe_videos = [v for v in videos if v["role"] == "probe"]
     if m.get("gallery_db"):
         if named is not None:
             raise UserError("this run's gallery is a gallery file: rename people there (python main.py gallery "
                             "rename), not with --identity")
         identities = _stored_identities(run_dir, m, metric, threshold)
-        gallery, named = Path(m["gallery_db"]).stem, ()
+        return _Stored(m, cfg, embeddings, track_ids, identities, Path(m["gallery_db"]).stem, ())
+    if named is not None:
+        check_named(tuple(named))
     else:
-        if named is not None:
-            check_named(tuple(named))
-        else:
-            named = tuple((i["name"], tuple(t["track"] for t in i["tracks"])) for i in m["identities"])
-        gallery = videos[0]["name"]
-        identities = gallery_identities(embeddings[gallery], tuple(named), strict=True)
-    matcher = Matcher(cfg)
-    usable = matcher.usable(identities)
+        named = tuple((i["name"], tuple(t["track"] for t in i["tracks"])) for i in m["identities"])
+    gallery = m["videos"][0]["name"]
+    identities = gallery_identities(embeddings[gallery], tuple(named), strict=True)
+    return _Stored(m, cfg, embeddings, track_ids, identities, gallery, tuple(named))
+
+
+def _threshold(st: _Stored, usable: list, threshold, calibration: str | None,
+               target_fpir: float | None) -> Threshold:
+    """The run's own threshold kept as it was, or one decided again (a number, auto, a calibration file)."""
+    m, cfg = st.m, st.cfg
     t = m.get("threshold") or {}
     if threshold == "keep" and (calibration or target_fpir is not None or t.get("basis") not in BASES):
         threshold = None  # decide the threshold again (an old run's "default" basis no longer exists)
     if threshold == "keep":
         value = NOTHING if t["basis"] == "none" else t["value"]
-        thr = Threshold(value, t["basis"], {k: v for k, v in t.items() if k not in ("value", "basis")})
-    else:
-        cal = load_calibration(Path(calibration), (m["weights"].get("gait") or {}).get("sha256"), metric,
-                               (m["weights"].get("gait") or {}).get("embedding"),
-                               inputs=_run_inputs(m)) if calibration else None
-        every = [e for v in videos for e in embeddings[v["name"]]]
-        together = (t.get("evidence") or {}).get("seen_together") or []
-        thr = resolve_threshold(threshold, metric, every, usable, together, target_fpir=cfg.target_fpir,
-                                min_overlap=cfg.auto_min_overlap, min_frames=cfg.min_frames, calibration=cal)
-    probes = [e for v in probe_videos for e in embeddings[v["name"]]]
-    decided = {(d.probe_video, d.probe_track): d for d in matcher(probes, identities, thr.value)}
-    decisions = [decided.get((v["name"], tid)) or Decision.too_short(v["name"], tid)
-                 for v in probe_videos for tid in track_ids[v["name"]]]
-    if thr.basis == "none":
-        decisions = without_threshold(decisions)
+        return Threshold(value, t["basis"], {k: v for k, v in t.items() if k not in ("value", "basis")})
+    gait = m["weights"].get("gait") or {}
+    cal = load_calibration(Path(calibration), gait.get("sha256"), cfg.metric, gait.get("embedding"),
+                           inputs=_run_inputs(m)) if calibration else None
+    every = [e for v in m["videos"] for e in st.embeddings[v["name"]]]
+    together = (t.get("evidence") or {}).get("seen_together") or []
+    return resolve_threshold(threshold, cfg.metric, every, usable, together, target_fpir=cfg.target_fpir,
+                             min_overlap=cfg.auto_min_overlap, min_frames=cfg.min_frames, calibration=cal)
 
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    root = output if output is not None else run_dir.parent
-    with RunWriter(root, name, default=f"{run_dir.name}-rematch") as writer:
-        spans = {(v["name"], t["id"]): (t["first_frame"], t["last_frame"]) for v in probe_videos for t in v["tracks"]}
-        # the gallery's pictures only (a probe video may carry the name a gallery file's tracks have)
-        pictures = {(v["name"], t["id"]): {k: t[k] for k in ("crop", "gei") if k in t}
-                    for v in videos if v["role"] == "gallery" for t in v["tracks"]}
-        for i in m["identities"]:  # a gallery file's pictures, copied into the run folder by the run
-            if m.get("gallery_db") and i["tracks"] and ("crop" in i or "gei" in i):
-                first = i["tracks"][0]
-                pictures.setdefault((first["video"], first["track"]), {k: i[k] for k in ("crop", "gei") if k in i})
-        extra = decisions_entries(identities, usable, thr, decisions, writer, spans, pictures,
-                                  _events(m, decisions, embeddings, spans))
-        extra["assignment"] = assignment_entry(cfg.solve_seconds, matcher.solved)
-        extra.update(write_distances(writer, matcher.names, matcher.distances))
-        new_videos = []
-        for v in videos:
-            entry = {k: x for k, x in v.items() if k not in ("annotated_video", "result_video", "timings_s",
-                                                             "end_to_end_fps")}
-            entry["tracks"] = [{k: x for k, x in t.items() if k not in ("silhouettes_png_dir", "silhouettes_pkl")}
-                               for t in v["tracks"]]
-            for t in entry["tracks"]:
-                if "feature" in t:
-                    shutil.copyfile(run_dir / t["feature"], writer.path(t["feature"]))
-            shutil.copyfile(run_dir / v["tracks_file"], writer.path(v["tracks_file"]))
-            if v["role"] == "probe":
-                src = Path(v["path"])
-                if src.is_file():
-                    rot = (v.get("rotation") or {}).get("degrees", 0)
-                    info = VideoInfo(src, v["name"], "probe", v["frames"], v["fps"], v["width"], v["height"], rot)
-                    outs = render_video(info, run_dir / v["tracks_file"], writer, gallery, identities,
-                                        decisions, quiet, defaultdict(float), annotated=False)
-                    entry.update(outs)
-                else:
-                    log.warning("%s: the probe video is gone, so no result video is drawn for it", src)
-                    entry["result_video"] = None
-            new_videos.append(entry)
-        if m.get("gallery_features"):
-            shutil.copyfile(run_dir / m["gallery_features"], writer.path(m["gallery_features"]))
-        for folder in ("pictures", GALLERY_DB_PICTURES):
-            if (run_dir / folder).is_dir():
-                shutil.copytree(run_dir / folder, writer.path(folder))
-        manifest = {**{k: x for k, x in m.items() if k not in ("videos", "matches", "identities", "threshold",
-                                                                 "timings_s", "created", "report", "assignment",
-                                                                 "distances_file")},
-                    "created": created, "source_run": str(run_dir.resolve()),
-                    "settings": {**m["settings"], "match": {**settings, "threshold": thr.to_json()["value"],
-                                                            "target_fpir": cfg.target_fpir},
-                                 "identities": [list(x) for x in named]},
-                    "videos": new_videos, **extra}
-        manifest["report"] = write_report(writer.dir, manifest)
-        return writer.finalize(manifest)
+
+def _copy_videos(run_dir: Path, st: _Stored, writer: RunWriter, decided: Decided, quiet: bool) -> list[dict]:
+    """run.json's videos for the new folder: features and track files copied, probe result videos drawn again."""
+    from allinone.results.render import render_video
+    out = []
+    for v in st.m["videos"]:
+        entry = {k: x for k, x in v.items() if k not in ("annotated_video", "result_video", "timings_s",
+                                                         "end_to_end_fps")}
+        entry["tracks"] = [{k: x for k, x in t.items() if k not in ("silhouettes_png_dir", "silhouettes_pkl")}
+                           for t in v["tracks"]]
+        for t in entry["tracks"]:
+            if "feature" in t:
+                shutil.copyfile(run_dir / t["feature"], writer.path(t["feature"]))
+        shutil.copyfile(run_dir / v["tracks_file"], writer.path(v["tracks_file"]))
+        if v["role"] == "probe":
+            src = Path(v["path"])
+            if src.is_file():
+                rot = (v.get("rotation") or {}).get("degrees", 0)
+                info = VideoInfo(src, v["name"], "probe", v["frames"], v["fps"], v["width"], v["height"], rot)
+                entry.update(render_video(info, run_dir / v["tracks_file"], writer, st.gallery, decided.identities,
+                                          decided.decisions, quiet, defaultdict(float), annotated=False))
+            else:
+                log.warning("%s: the probe video is gone, so no result video is drawn for it", src)
+                entry["result_video"] = None
+        out.append(entry)
+    return out
+
+
+def _pictures(st: _Stored) -> dict:
+    """The gallery's pictures only (a probe video may carry the name a gallery file's tracks have)."""
+    m = st.m
+    pictures = {(v["name"], t["id"]): {k: t[k] for k in ("crop", "gei") if k in t}
+                for v in m["videos"] if v["role"] == "gallery" for t in v["tracks"]}
+    for i in m["identities"]:  # a gallery file's pictures, copied into the run folder by the run
+        if m.get("gallery_db") and i["tracks"] and ("crop" in i or "gei" in i):
+            first = i["tracks"][0]
+            pictures.setdefault((first["video"], first["track"]), {k: i[k] for k in ("crop", "gei") if k in i})
+    return pictures
+
+
+def _manifest(run_dir: Path, st: _Stored, decided: Decided, writer: RunWriter, matcher: Matcher,
+              quiet: bool) -> dict:
+    m, cfg = st.m, st.cfg
+    spans = {(v["name"], t["id"]): (t["first_frame"], t["last_frame"]) for v in st.probe_videos for t in v["tracks"]}
+    extra = decisions_entries(decided.identities, decided.usable, decided.threshold, decided.decisions, writer, spans,
+                              _pictures(st), _events(m, decided.decisions, st.embeddings, spans))
+    extra["assignment"] = assignment_entry(cfg.solve_seconds, matcher.solved)
+    extra.update(write_distances(writer, matcher.names, matcher.distances))
+    videos = _copy_videos(run_dir, st, writer, decided, quiet)
+    if m.get("gallery_features"):
+        shutil.copyfile(run_dir / m["gallery_features"], writer.path(m["gallery_features"]))
+    for folder in ("pictures", GALLERY_DB_PICTURES):
+        if (run_dir / folder).is_dir():
+            shutil.copytree(run_dir / folder, writer.path(folder))
+    settings = m["settings"]["match"]
+    kept = {k: x for k, x in m.items() if k not in ("videos", "matches", "identities", "threshold", "timings_s",
+                                                     "created", "report", "assignment", "distances_file")}
+    manifest = {**kept, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "source_run": str(run_dir.resolve()),
+                "settings": {**m["settings"], "match": {**settings, "threshold": decided.threshold.to_json()["value"],
+                                                        "target_fpir": cfg.target_fpir},
+                             "identities": [list(x) for x in st.named]},
+                "videos": videos, **extra}
+    manifest["report"] = write_report(writer.dir, manifest)
+    return manifest
+
+
+def rematch(run_dir: Path, threshold: float | None | str = "keep", named=None, output: Path | None = None,
+            name: str | None = None, quiet: bool = True, calibration: str | None = None,
+            target_fpir: float | None = None) -> Path:
+    """A new run folder with the run's tracks decided again (the runner's decide step over the stored features)."""
+    st = _stored(run_dir, threshold, named, target_fpir)
+    matcher = Matcher(st.cfg)
+    usable = matcher.usable(st.identities)
+    thr = _threshold(st, usable, threshold, calibration, target_fpir)
+    probes = [e for v in st.probe_videos for e in st.embeddings[v["name"]]]
+    tracks = [(v["name"], tid) for v in st.probe_videos for tid in st.track_ids[v["name"]]]
+    decided = Decided(st.identities, usable, thr, decide_tracks(matcher, probes, tracks, st.identities, thr))
+    with RunWriter(output if output is not None else run_dir.parent, name,
+                   default=f"{run_dir.name}-rematch") as writer:
+        return writer.finalize(_manifest(run_dir, st, decided, writer, matcher, quiet))
 
 
 @reports_user_errors

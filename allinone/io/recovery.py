@@ -23,7 +23,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 JOURNAL = ".live.json"
-_EVENTS = re.compile(r"^events-(?P<i>\d{3,})\.jsonl$")
+_EVENTS = re.compile(r"^(?P<stem>events(?:-.+)?)-(?P<i>\d{3,})\.jsonl$")
 
 
 def recoverable(folder: Path) -> bool:
@@ -59,13 +59,14 @@ def _lines(path: Path) -> int:
         return 0
 
 
-def _segments(folder: Path, live: dict) -> list[dict]:
-    """Every segment of one stream: the journal's, completed by what is on disk; the open one mended."""
+def _segments(folder: Path, live: dict, stem: str = "events") -> list[dict]:
+    """Every segment of one stream: the journal's, completed by what is on disk (its events files are
+    ``<stem>-NNN.jsonl``); the open one mended."""
     entries = [dict(e) for e in live.get("segments") or [] if isinstance(e, dict)]
     listed = {e.get("index") for e in entries}
     for p in sorted(folder.iterdir()):
         m = _EVENTS.match(p.name)
-        if m and int(m.group("i")) not in listed:  # opened after the journal's last write
+        if m and m.group("stem") == stem and int(m.group("i")) not in listed:  # opened after the journal's last write
             entries.append({"index": int(m.group("i")), "events": p.name, "complete": False})
     entries.sort(key=lambda e: e.get("index", 0))
     for e in entries:
@@ -98,7 +99,9 @@ def recover(folder: Path, name: str, pid: int) -> Path:
         live = {"stream": {}}
     for stream, entry in list(live.items()):
         entry = entry if isinstance(entry, dict) else {}
-        live[stream] = {**entry, "segments": _segments(folder, entry)}
+        # one stream's events files are events-NNN.jsonl; several streams' carry their names (runner/runner.py)
+        stem = "events" if len(live) == 1 else f"events-{stream}"
+        live[stream] = {**entry, "segments": _segments(folder, entry, stem)}
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
     manifest = {**doc, "live": live, "status": "incomplete",
                 "error": f"the live run's process (PID {pid}) was killed or its machine went down; its folder was "

@@ -70,11 +70,14 @@ class Segments:
 
     def __init__(self, writer: RunWriter, name: str, video_stem: str, fps: float, size_wh: tuple[int, int],
                  segment_s: float = LiveConfig.segment_s, clock=time.monotonic,
-                 keyframe_s: float = LiveConfig.keyframe_s) -> None:
+                 keyframe_s: float = LiveConfig.keyframe_s, events_stem: str = "events") -> None:
+        """``events_stem``: the events files' names (``events-000.jsonl``; a camera's own name where several
+        cameras share one folder)."""
         if not segment_s > 0:
             raise ValueError(f"segment length must be > 0 s, got {segment_s}")
         self.writer, self.name, self.stem, self.fps, self.size_wh = writer, name, video_stem, fps, size_wh
         self.segment_s, self.clock, self.keyframe_s = float(segment_s), clock, keyframe_s
+        self.events_stem = events_stem
         self.entries: list[dict] = []
         self.events = self.mot = self.sink = None
         self._open(0)
@@ -83,7 +86,7 @@ class Segments:
         i = len(self.entries)
         entry = {"index": i, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "first_frame": first_frame + 1, "last_frame": None, "frames": 0,
-                 "events": f"events-{i:03d}.jsonl", "tracks_file": f"tracks/{self.name}-{i:03d}.txt",
+                 "events": f"{self.events_stem}-{i:03d}.jsonl", "tracks_file": f"tracks/{self.name}-{i:03d}.txt",
                  "result_video": f"{self.stem}-{i:03d}.mp4", "complete": False}
         self.entries.append(entry)
         self.events = open(self.writer.path(entry["events"]), "a", encoding="utf-8")

@@ -427,35 +427,80 @@ class StreamSource:
         log.warning("%s: no stream for %.0f s, ending", self.spec, self.reconnect_s)
         return None
 
+    def feed(self, wake: threading.Event | None = None) -> "StreamFeed":
+        """Start reading: the frames as they arrive, taken without waiting (several cameras in one loop)."""
+        return StreamFeed(self, wake)
+
     def frames(self, deadline: float | None = None):
         """Yield (BGR frame [H, W, 3] uint8, arrival time) until the stream ends, stop() is called, or
-        time.monotonic() reaches ``deadline`` — also while the stream is down and being reconnected (the reader may
-        then be blocked in an open or a read for up to ``open_timeout_s``: it is not waited for beyond a second,
-        and releases its capture when that call returns)."""
+        time.monotonic() reaches ``deadline`` — also while the stream is down and being reconnected."""
         import time
-        q: queue.Queue = queue.Queue(maxsize=max(1, self.queue_size))
-        thread = threading.Thread(target=self._reader, args=(q,), name="stream", daemon=True)
-        thread.start()
+        wake = threading.Event()
+        feed = self.feed(wake)
         try:
-            while deadline is None or time.monotonic() < deadline:
-                try:
-                    item = q.get(timeout=0.1)
-                except queue.Empty:
+            while not feed.ended and (deadline is None or time.monotonic() < deadline):
+                wake.clear()
+                item = feed.take()
+                if item is None:
+                    wake.wait(0.1)
                     continue
-                if item is _END:
-                    return
-                if isinstance(item, Exception):
-                    raise item
-                self.count += 1
                 yield item
         finally:
-            self._stop.set()
-            end = time.monotonic() + 1.0
-            while thread.is_alive() and time.monotonic() < end:
-                try:
-                    q.get_nowait()
-                except queue.Empty:
-                    thread.join(timeout=0.05)
+            feed.close()
+
+
+class StreamFeed:
+    """A started StreamSource: its reader thread fills a small queue (oldest dropped when full) and sets ``wake``
+    at each frame; ``take`` returns the next (frame, arrival time) or None at once, and raises the reader's error.
+    ``close`` stops the reader; it is not waited for beyond a second (it may be blocked in an open or a read for up
+    to ``open_timeout_s``, and releases its capture when that call returns)."""
+
+    def __init__(self, src: StreamSource, wake: threading.Event | None = None) -> None:
+        self.src = src
+        self.wake = wake or threading.Event()
+        self.ended = False
+        self._q: queue.Queue = _WakingQueue(self.wake, maxsize=max(1, src.queue_size))
+        self._thread = threading.Thread(target=src._reader, args=(self._q,), name=f"stream-{src.spec}",
+                                        daemon=True)
+        self._thread.start()
+
+    def take(self):
+        if self.ended:
+            return None
+        try:
+            item = self._q.get_nowait()
+        except queue.Empty:
+            return None
+        if item is _END:
+            self.ended = True
+            return None
+        if isinstance(item, Exception):
+            self.ended = True
+            raise item
+        self.src.count += 1
+        return item
+
+    def close(self) -> None:
+        import time
+        self.src.stop()
+        end = time.monotonic() + 1.0
+        while self._thread.is_alive() and time.monotonic() < end:
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                self._thread.join(timeout=0.05)
+
+
+class _WakingQueue(queue.Queue):
+    """A queue that sets an event at every put: one loop can wait on several cameras' queues at once."""
+
+    def __init__(self, wake: threading.Event, maxsize: int) -> None:
+        super().__init__(maxsize=maxsize)
+        self._wake = wake
+
+    def _put(self, item) -> None:
+        super()._put(item)
+        self._wake.set()
 
 
 def stream_name(spec: str) -> str:

@@ -1,4 +1,4 @@
-"""The live path: one stream (RTSP, HTTP, webcam) decided while it plays.
+"""The live path: a camera (RTSP, HTTP, webcam) decided while it plays; several cameras in one loop.
 
 Per frame, as it arrives: detect → track → silhouettes (segmented at once, no batching across frames) → for each
 track that has gained `step` silhouettes since its last decision (and has at least `window_min`), one gait forward
@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -68,148 +69,219 @@ class LatencyHistogram:
                 "max": round(self.max, 4), "mean": round(self.total / self.n, 4), "error": "±1.2% (histogram)"}
 
 
-def run_stream(src, info: VideoInfo, config: RunConfig, stages, writer, identities: list[Identity],
-               threshold: Threshold, gallery_name: str, lookup=None, sinks=None):
-    """Process the stream until it ends; returns (VideoResult, final decisions, live stats, outputs, the final
-    decisions' events by (stream, track)). ``lookup``: for a large gallery file, embeddings → the identities to
-    compare them with (its index), asked at each decision in place of ``identities``. ``sinks``: each event also
-    goes there (sinks/base.py Sinks) as it is written to the events file."""
-    lc = config.live
-    result = VideoResult(info=info)
-    tm = result.timings
-    tracker = ByteTracker(config.track, src.fps)
-    poses = stages.segmenter is None and stages.pose is not None  # a keypoint gait model (GaitGraph)
-    if poses:
-        cutter = KeypointStage(stages.pose, config.segment.target_fps).video(src.fps, tm, keep=lc.window,
-                                                                             window=True)
-    else:
-        stage = SilhouetteStage(stages.segmenter, config.segment, config.quality, config.track.high_threshold)
-        cutter = stage.video(src.fps, (src.height, src.width), None, tm, keep=lc.window, window=True)
-    result.silhouette_stride = cutter.stride
-    segments = Segments(writer, info.name, f"G-{gallery_name}_P-{info.name}", src.fps, (src.width, src.height),
-                        lc.segment_s, keyframe_s=lc.keyframe_s)
-    partial = {"live": {info.name: {"source": src.spec, "segments": segments.entries}}}
-    writer.keep_if_interrupted(partial)  # from here on a failure finalizes the folder as incomplete, never deletes
-    step = FrameStep(stages, tracker, MotProxy(segments), tm)
-    close = TrackCloser(config, stages, writer, result)
-    spans = step.spans
-    book = LiveDecisions(stages.matcher, identities, threshold.value, info.name, lookup)
-    colors = book.colors
-    decided_at: dict[int, int] = {}  # silhouettes an open track had at its last embedding
-    finals: dict[int, Decision] = {}
-    final_events: dict[tuple[str, int], DecisionEvent] = {}
-    latencies = LatencyHistogram()
-    gap = tracker.buffer + 2
-    n_events = 0
-    start = time.monotonic()
-    index = -1
+@dataclass
+class CameraResult:
+    """What a camera's pass leaves: its tracks, final decisions (every track, in order), live stats, the files it
+    wrote (run-relative) and the final decisions' events by (stream, track)."""
 
-    def emit(d: Decision, frame_index: int, arrived: float, n_sil: int | None, final: bool = False) -> None:
-        nonlocal n_events
+    result: VideoResult
+    decisions: list[Decision]
+    stats: dict
+    outputs: dict
+    events: dict[tuple[str, int], DecisionEvent] = field(default_factory=dict)
+
+
+class LiveCamera:
+    """One live camera: frames in as they arrive (``step``), each changed decision out as an event (to its events
+    file and ``sinks``), the result video drawn as it plays; ``close`` closes the open tracks with their final
+    decisions and the segments. ``partial``: the run's journal, where the camera keeps its segments as they are
+    written (a killed run is recovered from it). ``lookup``: for a large gallery file, embeddings → the identities
+    to compare them with (its index), asked at each decision in place of ``identities``."""
+
+    def __init__(self, src, info: VideoInfo, config: RunConfig, stages, writer, identities: list[Identity],
+                 threshold: Threshold, gallery_name: str, partial: dict, lookup=None, sinks=None,
+                 events_stem: str = "events") -> None:
+        lc = self.lc = config.live
+        self.src, self.info, self.stages, self.sinks = src, info, stages, sinks
+        self.result = VideoResult(info=info)
+        self.tm = self.result.timings
+        tracker = ByteTracker(config.track, src.fps)
+        self.poses = stages.segmenter is None and stages.pose is not None  # a keypoint gait model (GaitGraph)
+        if self.poses:
+            self.cutter = KeypointStage(stages.pose, config.segment.target_fps).video(src.fps, self.tm,
+                                                                                      keep=lc.window, window=True)
+        else:
+            stage = SilhouetteStage(stages.segmenter, config.segment, config.quality, config.track.high_threshold)
+            self.cutter = stage.video(src.fps, (src.height, src.width), None, self.tm, keep=lc.window, window=True)
+        self.result.silhouette_stride = self.cutter.stride
+        self.segments = Segments(writer, info.name, f"G-{gallery_name}_P-{info.name}", src.fps,
+                                 (src.width, src.height), lc.segment_s, keyframe_s=lc.keyframe_s,
+                                 events_stem=events_stem)
+        self.partial = partial
+        partial.setdefault("live", {})[info.name] = {"source": src.spec, "segments": self.segments.entries}
+        self.frame_step = FrameStep(stages, tracker, MotProxy(self.segments), self.tm)
+        self.closer = TrackCloser(config, stages, writer, self.result)
+        self.spans = self.frame_step.spans
+        self.book = LiveDecisions(stages.matcher, identities, threshold.value, info.name, lookup)
+        self.decided_at: dict[int, int] = {}  # silhouettes an open track had at its last embedding
+        self.finals: dict[int, Decision] = {}
+        self.final_events: dict[tuple[str, int], DecisionEvent] = {}
+        self.latencies = LatencyHistogram()
+        self.gap = tracker.buffer + 2
+        self.n_events = 0
+        self.index = -1
+        self.arrived = self.start = time.monotonic()
+
+    def _emit(self, d: Decision, arrived: float, n_sil: int | None, final: bool = False) -> None:
         now = time.monotonic()
-        latencies.add(now - arrived)
-        span = spans.get(d.probe_track)
-        tr = result.tracks.get(d.probe_track)  # a closing track's span left `spans` with it
+        self.latencies.add(now - arrived)
+        span = self.spans.get(d.probe_track)
+        tr = self.result.tracks.get(d.probe_track)  # a closing track's span left `spans` with it
         span = (span[0] + 1, span[1] + 1) if span is not None else (tr.first_frame + 1, tr.last_frame + 1)
         event = DecisionEvent.of(d, span, n_sil, final)
         # the events file's row: the event, and when in the stream and how late it was decided
-        segments.write_event(json.dumps({**event.to_json(), "frame": frame_index + 1,
-                                         "latency_s": round(now - arrived, 4)}, allow_nan=False))
-        if sinks:
-            sinks.on_event(event)
+        self.segments.write_event(json.dumps({**event.to_json(), "frame": self.index + 1,
+                                              "latency_s": round(now - arrived, 4)}, allow_nan=False))
+        if self.sinks:
+            self.sinks.on_event(event)
         if final:
-            final_events[(event.stream, event.track)] = event
-        n_events += 1
+            self.final_events[(event.stream, event.track)] = event
+        self.n_events += 1
 
-    def finish(tids: list[int], frame_index: int, arrived: float) -> None:
+    def _close_tracks(self, tids: list[int], arrived: float) -> None:
         """Close ended tracks: saved, then their final decision (the rule with them at their full span)."""
         closing = {}
         for tid in tids:
-            sil, crop = cutter.take(tid)
-            last = book.latest.get(tid)  # its last decision's embedding: saved as its feature, not computed again
+            sil, crop = self.cutter.take(tid)
+            last = self.book.latest.get(tid)  # its last decision's embedding: saved as its feature, not computed again
             feat = None if last is None else last.feature
-            if poses:
-                close(tid, spans.pop(tid), None, crop, None, feat, sil)
+            if self.poses:
+                self.closer(tid, self.spans.pop(tid), None, crop, None, feat, sil)
             else:
-                close(tid, spans.pop(tid), sil, crop, None, feat)
-            tr = result.tracks[tid]
+                self.closer(tid, self.spans.pop(tid), sil, crop, None, feat)
+            tr = self.result.tracks[tid]
             if last is not None:  # that embedding, with the track's full span, decides it for good
                 tr.embedding = Embedding(last.video, tid, last.feature, last.n_frames, tr.first_frame, tr.last_frame)
             closing[tid] = tr.embedding
             tr.crop = tr.gei = None  # written to pictures/ already: memory stays flat
-            decided_at.pop(tid, None)
+            self.decided_at.pop(tid, None)
         lengths = {t: (e.n_frames if e is not None else None) for t, e in closing.items()}
-        out, done = book.close(closing, {t: (s[0], s[1]) for t, s in spans.items()})
+        out, done = self.book.close(closing, {t: (s[0], s[1]) for t, s in self.spans.items()})
         for d in out:
-            n = lengths[d.probe_track] if d.probe_track in closing else book.latest[d.probe_track].n_frames
-            emit(d, frame_index, arrived, n, d.probe_track in closing)
+            n = lengths[d.probe_track] if d.probe_track in closing else self.book.latest[d.probe_track].n_frames
+            self._emit(d, arrived, n, d.probe_track in closing)
         # kept until the run's end, so kept small: the nearest RANKING_KEPT identities, not the whole gallery's
-        finals.update({t: replace(d, ranking=d.ranking[:RANKING_KEPT]) for t, d in done.items()})
+        self.finals.update({t: replace(d, ranking=d.ranking[:RANKING_KEPT]) for t, d in done.items()})
         for tid in closing:
-            result.tracks[tid].embedding = None  # saved as features/…npy and decided for good: memory stays flat
+            self.result.tracks[tid].embedding = None  # saved as features/…npy and decided for good
 
-    arrived = time.monotonic()
+    def _embed_due(self, tracked) -> list[Embedding]:
+        """One gait forward for each track that has gained ``step`` silhouettes since its last one (on its latest
+        ``window``)."""
+        lc, new = self.lc, []
+        for tid in tracked.track_id.tolist():
+            n = self.cutter.silhouettes_total(tid)
+            if n >= lc.window_min and (tid not in self.book.latest or n - self.decided_at.get(tid, 0) >= lc.step):
+                sil = self.cutter.window_of(tid)
+                t4 = time.perf_counter()
+                seq = sil.stacked() if self.poses else sil.aligned
+                feat = np.asarray(self.stages.embedder([seq])[0], np.float32)
+                self.tm["embed"] += time.perf_counter() - t4
+                new.append(Embedding(self.info.name, tid, feat, len(sil), self.spans[tid][0], self.spans[tid][1]))
+                self.decided_at[tid] = n
+        return new
+
+    def _draw(self, frame: np.ndarray, tracked) -> None:
+        people = [(int(t), b) for t, b in zip(tracked.track_id, tracked.xyxy)]
+        current, colors = self.book.current, self.book.colors
+        if self.poses:
+            draw_poses(frame, self.cutter.latest, {t: decision_box(b, t, current[t], colors).color
+                                                   if t in current else UNKNOWN_COLOR for t, b in people})
+        self.segments.write_frame(self.index, draw(frame, [decision_box(b, t, current[t], colors) if t in current
+                                                           else Box(b, UNKNOWN_COLOR, f"P{t} deciding")
+                                                           for t, b in people]))
+
+    def step(self, frame: np.ndarray, arrived: float) -> None:
+        """The next frame, ``arrived`` when (time.monotonic())."""
+        self.index += 1
+        self.arrived = arrived
+        self.segments.roll(self.index)
+        dets, tracked = self.frame_step(frame, self.index)
+        self.cutter.add(frame, self.index, tracked, dets)
+        self.cutter.flush()  # every frame: a decision must not wait for a batch to fill
+        new = self._embed_due(tracked)
+        # the rule over every open track at its current span
+        for d in self.book.update({t: (s[0], s[1]) for t, s in self.spans.items()}, new):
+            self._emit(d, arrived, self.book.latest[d.probe_track].n_frames)
+        self._draw(frame, tracked)
+        ended = self.cutter.ended(self.index, self.gap)
+        if ended:
+            self._close_tracks(sorted(ended), arrived)
+
+    def abandon(self) -> None:
+        """After a failure: everything written so far stays; the run folder is finalized as incomplete."""
+        self.segments.abandon()
+
+    def close(self) -> CameraResult:
+        """The open tracks closed with their final decisions (latency from the last frame's arrival), the segments
+        closed; the camera's result."""
+        try:
+            if self.spans:
+                self._close_tracks(sorted(self.spans), self.arrived)
+        except BaseException:
+            self.abandon()
+            raise
+        entries = self.segments.close()
+        return self._camera_result(entries)
+
+    def _camera_result(self, entries: list[dict]) -> CameraResult:
+        src, info, result = self.src, self.info, self.result
+        wall = time.monotonic() - self.start
+        self.tm["total"] = wall
+        result.tracks = dict(sorted(result.tracks.items()))
+        result.info = VideoInfo(**{**info.__dict__, "frames": src.count})
+        # the run's decisions are the final ones made as each track closed (what the events files announced)
+        decisions = [self.finals.get(t) or Decision.too_short(info.name, t) for t in result.tracks]
+        lc = self.lc
+        stats = {"source": src.spec, "frames": src.count, "frames_dropped": src.dropped,
+                 "reconnects": src.reconnects, "wall_s": round(wall, 2),
+                 "fps": round(src.count / wall, 2) if wall > 0 else None, "events": self.n_events,
+                 "latency_s": self.latencies.summary(), "segment_s": lc.segment_s, "segments": entries,
+                 "window": {"min": lc.window_min, "step": lc.step, "size": lc.window}}
+        self.partial["live"][info.name] = stats
+        seg = self.segments
+        outputs = {"result_video": entries[0]["result_video"], "result_videos": seg.files("result_video"),
+                   "events": seg.files("events"), "tracks_file": entries[0]["tracks_file"],
+                   "tracks_files": seg.files("tracks_file")}
+        log.info("%s: %d frames in %.1f s (%.1f frames/s, %d dropped), %d events, %d segment(s), median latency "
+                 "%s s", info.name, src.count, wall, stats["fps"] or 0, src.dropped, self.n_events, len(entries),
+                 stats["latency_s"].get("median"))
+        return CameraResult(result, decisions, stats, outputs, self.final_events)
+
+
+def watch_cameras(cameras: list[LiveCamera], deadline: float | None = None) -> list[CameraResult]:
+    """Several cameras in one loop until every stream has ended, ``deadline`` (time.monotonic()) or Ctrl-C: each
+    camera's frames are read by its own thread and taken in turn, one per camera per round, so a busy camera never
+    starves the others (each drops its own oldest frames when the loop falls behind: StreamSource). Then every
+    camera is closed; a failure leaves each camera's files as written (``abandon``)."""
+    wake = threading.Event()
+    feeds = [cam.src.feed(wake) for cam in cameras]
     try:
         try:
-            for frame, arrived in src.frames(deadline=start + lc.duration_s if lc.duration_s else None):
-                index += 1
-                segments.roll(index)
-                dets, tracked = step(frame, index)
-                cutter.add(frame, index, tracked, dets)
-                cutter.flush()  # every frame: a decision must not wait for a batch to fill
-                new = []
-                for tid in tracked.track_id.tolist():
-                    n = cutter.silhouettes_total(tid)
-                    if n >= lc.window_min and (tid not in book.latest or n - decided_at.get(tid, 0) >= lc.step):
-                        sil = cutter.window_of(tid)
-                        t4 = time.perf_counter()
-                        seq = sil.stacked() if poses else sil.aligned
-                        feat = np.asarray(stages.embedder([seq])[0], np.float32)
-                        tm["embed"] += time.perf_counter() - t4
-                        new.append(Embedding(info.name, tid, feat, len(sil), spans[tid][0], spans[tid][1]))
-                        decided_at[tid] = n
-                # the rule over every open track at its current span
-                for d in book.update({t: (s[0], s[1]) for t, s in spans.items()}, new):
-                    emit(d, index, arrived, book.latest[d.probe_track].n_frames)
-                people = [(int(t), b) for t, b in zip(tracked.track_id, tracked.xyxy)]
-                current = book.current
-                if poses:
-                    draw_poses(frame, cutter.latest, {t: decision_box(b, t, current[t], colors).color
-                                                      if t in current else UNKNOWN_COLOR for t, b in people})
-                segments.write_frame(index, draw(frame, [decision_box(b, t, current[t], colors) if t in current
-                                                         else Box(b, UNKNOWN_COLOR, f"P{t} deciding")
-                                                         for t, b in people]))
-                ended = cutter.ended(index, gap)
-                if ended:
-                    finish(sorted(ended), index, arrived)
+            _round_robin(cameras, feeds, wake, deadline)
         except KeyboardInterrupt:
             log.warning("interrupted: finishing the run folder with what was seen so far")
-            src.stop()
-        if spans:  # latency of these final events: from the last frame's arrival
-            finish(sorted(spans), index, arrived)
+        finally:
+            for feed in feeds:
+                feed.close()
+        return [cam.close() for cam in cameras]
     except BaseException:
-        segments.abandon()  # everything written so far stays; the run folder is finalized as incomplete
+        for cam in cameras:
+            cam.abandon()
         raise
-    entries = segments.close()
-    wall = time.monotonic() - start
-    tm["total"] = wall
-    result.tracks = dict(sorted(result.tracks.items()))
-    result.info = VideoInfo(**{**info.__dict__, "frames": src.count})
-    # the run's decisions are the final ones made as each track closed (what events.jsonl announced)
-    decisions = [finals.get(t) or Decision.too_short(info.name, t)
-                 for t in result.tracks]
-    stats = {"source": src.spec, "frames": src.count, "frames_dropped": src.dropped, "reconnects": src.reconnects,
-             "wall_s": round(wall, 2), "fps": round(src.count / wall, 2) if wall > 0 else None, "events": n_events,
-             "latency_s": latencies.summary(), "segment_s": lc.segment_s, "segments": entries,
-             "window": {"min": lc.window_min, "step": lc.step, "size": lc.window}}
-    partial["live"][info.name] = stats
-    outputs = {"result_video": entries[0]["result_video"], "result_videos": segments.files("result_video"),
-               "events": segments.files("events"), "tracks_file": entries[0]["tracks_file"],
-               "tracks_files": segments.files("tracks_file")}
-    log.info("%s: %d frames in %.1f s (%.1f frames/s, %d dropped), %d events, %d segment(s), median latency %s s",
-             info.name, src.count, wall, stats["fps"] or 0, src.dropped, n_events, len(entries),
-             stats["latency_s"].get("median"))
-    return result, decisions, stats, outputs, final_events
 
 
-__all__ = ["LatencyHistogram", "run_stream"]
+def _round_robin(cameras: list[LiveCamera], feeds: list, wake: threading.Event, deadline: float | None) -> None:
+    while any(not f.ended for f in feeds) and (deadline is None or time.monotonic() < deadline):
+        wake.clear()
+        took = False
+        for cam, feed in zip(cameras, feeds):
+            item = feed.take()
+            if item is not None:
+                cam.step(*item)
+                took = True
+        if not took:
+            wake.wait(0.1)
+
+
+__all__ = ["CameraResult", "LatencyHistogram", "LiveCamera", "RANKING_KEPT", "watch_cameras"]

@@ -110,6 +110,48 @@ def test_http_mpegts_stream_from_ffmpeg(tmp_path, shared, random_gaitbase):
     assert any(r["status"] == "match" for r in m["matches"])
 
 
+def test_two_cameras_are_decided_in_one_loop(tmp_path, shared, random_gaitbase):
+    """One run, one set of models, two streams: each camera its own tracker, decisions, events and MOT files and
+    result videos; neither starved (frames taken in turn); every final decision is the run's decision."""
+    from dataclasses import replace
+
+    from allinone.cli import build_parser
+    from allinone.commands.args import config_from_args
+    from allinone.runner.runner import run
+    _need("ffmpeg")
+    with looped_ts_server(shared / "fixtures/videos/demo4.mp4") as a, \
+            looped_ts_server(shared / "fixtures/videos/demo4.mp4") as b:
+        args = build_parser().parse_args(["--gallery", str(shared / "fixtures/videos/demo1.mp4"), "--probe", a,
+                                          "--probe", b, "--threshold", "1e9", "--reconnect", "2", "--duration", "14",
+                                          "--output", str(tmp_path), "--name", "two", "--quiet",
+                                          *_models(shared, random_gaitbase)])
+        config = config_from_args(args)
+        # decisions soon, even with two cameras sharing a slow machine
+        result = run(replace(config, live=replace(config.live, window_min=10, step=10)))
+    m, run_dir = result.manifest, result.run_dir
+    assert set(m["live"]) == {"walk", "walk-2"}
+    frames = [m["live"][c]["frames"] for c in ("walk", "walk-2")]
+    assert min(frames) > 20 and min(frames) >= 0.5 * max(frames)  # taken in turn: neither camera starved
+    files = set()
+    for cam in ("walk", "walk-2"):
+        live = m["live"][cam]
+        v = next(x for x in m["videos"] if x["name"] == cam)
+        assert [s["events"] for s in live["segments"]] == [f"events-{cam}-000.jsonl"]
+        assert sum(s["frames"] for s in live["segments"]) == live["frames"] == v["frames"]
+        assert read_frame_count(run_dir / v["result_video"]) == v["frames"]
+        files |= {v["result_video"], v["tracks_file"], *v["events"]}
+        events = _events(run_dir, live)
+        assert events and all(e["stream"] == cam for e in events) and len(events) == live["events"]
+        final = {e["track"]: e for e in events if e["final"]}
+        rows = [r for r in m["matches"] if r["probe_video"] == cam]
+        assert {r["probe_track"] for r in rows} == {t["id"] for t in v["tracks"]}
+        for r in rows:
+            if r["probe_track"] in final:
+                assert (final[r["probe_track"]]["status"], final[r["probe_track"]]["identity"]) == \
+                    (r["status"], r["identity"])
+    assert len(files) == 6  # no camera wrote over the other's files
+
+
 def test_rtsp_stream_survives_a_server_restart(tmp_path, shared, random_gaitbase):
     _need("ffmpeg")
     if not _gst_ok():

@@ -252,7 +252,7 @@ def test_a_live_stream_decides_through_a_large_gallery_files_index(shared, ckpt,
 
     from allinone.cli import build_parser
     from allinone.commands.args import config_from_args
-    from allinone.commands.run import run
+    from allinone.runner.runner import run
     from allinone.config import SearchConfig
     from allinone.io.run_folder import sha256_path
     if shutil.which("ffmpeg") is None:

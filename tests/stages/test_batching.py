@@ -7,7 +7,7 @@ import numpy as np
 
 from allinone.config import DetectConfig, GaitConfig, MatchConfig, RunConfig, SegmentConfig
 from allinone.detect import build_detector
-from allinone.commands.run import run
+from allinone.runner.runner import run
 
 
 def _frames(path, n):

@@ -11,7 +11,7 @@ import torch
 from allinone.config import DetectConfig, GaitConfig, MatchConfig, RunConfig, SegmentConfig
 from allinone.gait.checkpoint import save_gaitbase_checkpoint
 from allinone.gait.gaitbase import GaitBase
-from allinone.commands.run import run
+from allinone.runner.runner import run
 from tests.helpers import write_video
 
 

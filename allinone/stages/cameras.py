@@ -1,0 +1,65 @@
+"""What several cameras in one loop share: who is held where and when, so one identity is never decided for two
+cameras that cannot see one person at the same moment."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass
+class CrossCameras:
+    """Matches by camera, in wall time (unix seconds): each open track's current match and closed tracks' final
+    ones. ``overlaps``: camera pairs whose views overlap (one person can be on both at once); every other pair
+    cannot see one person at the same moment, so an identity held on one blocks it on the other while their wall
+    spans intersect. Closed matches are forgotten ``keep_s`` seconds after they ended (no open track began before
+    then: tracks are far shorter)."""
+
+    overlaps: frozenset = frozenset()
+    keep_s: float = 3600.0
+    held: dict[tuple[str, int], tuple[str, float, float]] = field(default_factory=dict)  # (camera, track) → match
+    closed: list[tuple[str, str, float, float]] = field(default_factory=list)  # (camera, identity, first, last)
+
+    def __post_init__(self) -> None:
+        self.overlaps = frozenset(frozenset(p) for p in self.overlaps)
+
+    def _apart(self, a: str, b: str) -> bool:
+        return a != b and frozenset((a, b)) not in self.overlaps
+
+    def blocked(self, camera: str, first: float, last: float) -> set[str]:
+        """Identities held on another camera (that cannot see this one's people at once) during [first, last]."""
+        out = {ident for (cam, _), (ident, s, e) in self.held.items()
+               if self._apart(cam, camera) and s <= last and first <= e}
+        return out | {ident for cam, ident, s, e in self.closed
+                      if self._apart(cam, camera) and s <= last and first <= e}
+
+    def update(self, camera: str, current: dict[int, tuple[str | None, float, float]]) -> None:
+        """A camera's open tracks now: track → (its current match or None, first and last wall time)."""
+        for key in [k for k in self.held if k[0] == camera and k[1] not in current]:
+            del self.held[key]
+        for tid, (ident, s, e) in current.items():
+            if ident is None:
+                self.held.pop((camera, tid), None)
+            else:
+                self.held[(camera, tid)] = (ident, s, e)
+
+    def close(self, camera: str, track: int, identity: str | None, first: float, last: float) -> None:
+        """A track's final decision: a match stays blocking for its wall span."""
+        self.held.pop((camera, track), None)
+        if identity is not None:
+            self.closed.append((camera, identity, first, last))
+        self.closed = [c for c in self.closed if c[3] >= last - self.keep_s]
+
+
+@dataclass
+class CameraHooks:
+    """What a caller adds to a run's cameras: ``cross``, the matches they share (None: each camera on its own);
+    ``on_final(camera, TrackResult, Decision, DecisionEvent | None, (first_wall, last_wall))`` for each track that
+    ends, with its final decision (the event is None for a track too short to announce); ``on_threshold(Threshold)``
+    once the run's threshold is fixed, before the first frame."""
+
+    cross: CrossCameras | None = None
+    on_final: Callable | None = None
+    on_threshold: Callable | None = None
+
+
+__all__ = ["CameraHooks", "CrossCameras"]
