@@ -17,8 +17,9 @@ RANKS = {
     "allinone.decide": 3, "allinone.gallery": 3,
     "allinone.results": 4, "allinone.sinks": 4,
     "allinone.stages": 5, "allinone.evaluate": 5, "allinone.datasets": 5,
-    "allinone.commands": 6,
-    "allinone.cli": 7,
+    "allinone.watch": 6,
+    "allinone.commands": 7,
+    "allinone.cli": 8,
 }
 TOP_LEVEL = {"__init__.py", "cli.py", "config.py", "records.py", "errors.py"}
 
