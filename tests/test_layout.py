@@ -18,8 +18,9 @@ RANKS = {
     "allinone.results": 4, "allinone.sinks": 4,
     "allinone.stages": 5, "allinone.evaluate": 5, "allinone.datasets": 5,
     "allinone.runner": 6,
-    "allinone.commands": 7,
-    "allinone.cli": 8,
+    "allinone.watch": 7,
+    "allinone.commands": 8,
+    "allinone.cli": 9,
 }
 TOP_LEVEL = {"__init__.py", "cli.py", "config.py", "records.py", "errors.py"}
 
