@@ -100,6 +100,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                     "ONNX)"),
     "extract": ("extract", "extract_command", "extract VIDEOS... --out DATASET [--engine local|ray] (an "
                 "OpenGait-format dataset from many videos)"),
+    "watch": ("watch", "watch_command", "watch CONFIG.yaml (many cameras, one service: sightings stored, linked "
+              "across cameras)"),
     "bench": ("bench", "bench_command", "bench (speed on the sample videos)"),
     "make-test-checkpoint": ("make_checkpoint", "make_checkpoint_command", "make-test-checkpoint [FILE] (a random "
                              "GaitBase in OpenGait's format, to try the pipeline)"),

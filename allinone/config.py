@@ -294,6 +294,9 @@ class RunConfig:
     live: LiveConfig = field(default_factory=LiveConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     outputs: OutputsConfig = field(default_factory=OutputsConfig)
+    # The live probes' names in the run folder, in order (the watch service's camera names); () names each from its
+    # address (rtsp://host/cam/hall → hall).
+    camera_names: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         """Settings as JSON-ready values (for run.json)."""

@@ -122,6 +122,10 @@ def check_inputs(config: RunConfig) -> RunInputs:
         [(p, "probe") for p in config.probes]
     _check_streams(config, given)
     names = unique_names([Path(stream_name(str(p))) if is_stream(p) else Path(p) for p, _ in given])
+    if config.camera_names:  # named by the caller (watch): one name per live probe, in order
+        if len(config.camera_names) != len(config.probes):
+            raise ValueError("one camera name per live probe")
+        names = names[:len(names) - len(config.probes)] + list(config.camera_names)
     gallery_name = names[0] if config.gallery is not None else Path(config.gallery_db).stem
     check_name_lengths(config.output, _output_names(given, names, gallery_name, config))
     sources = [StreamSource(str(p), config.live.reconnect_s) if is_stream(p) else VideoSource(p) for p, _ in given]

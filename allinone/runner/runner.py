@@ -23,6 +23,7 @@ from allinone.records import DecisionEvent, Identity, VideoInfo
 from allinone.runner import folder
 from allinone.runner.inputs import Input, check_inputs
 from allinone.sinks.outputs import build_sinks
+from allinone.stages.cameras import CameraHooks
 from allinone.stages.build import build_stages, input_models, resolve_models
 from allinone.stages.rotation import choose_rotation
 from allinone.stages.step import VideoResult
@@ -53,9 +54,11 @@ class Runner:
     ``models_ready(stages)``: a caller's check of the loaded models (compare: the LR model's embedding), run before
     any video is processed."""
 
-    def __init__(self, config: RunConfig, models_ready=None) -> None:
+    def __init__(self, config: RunConfig, models_ready=None, hooks: CameraHooks | None = None) -> None:
+        """``hooks``: what a caller adds to the live cameras (the watch service: matches shared across cameras,
+        each ended track's sighting)."""
         self.plan = check_inputs(config)
-        self.config, self.models_ready = config, models_ready
+        self.config, self.models_ready, self.hooks = config, models_ready, hooks
         self.store = self.stages = self.writer = self.sinks = None
         self.calibrated: Calibration | None = None
         self.gait_sha: str | None = None
@@ -181,6 +184,8 @@ class Runner:
         if fixed is not None:  # a large gallery file: each decision's identities come from its index
             from allinone.gallery.run_file import Lookup
             lookup = Lookup(self.store, config, threshold.value)
+        if self.hooks is not None and self.hooks.on_threshold is not None:
+            self.hooks.on_threshold(threshold, config.match.metric)
         partial: dict = {"live": {}}
         cameras = []
         for one in self.plan.streams:
@@ -190,7 +195,7 @@ class Runner:
             # one camera keeps the plain events-NNN.jsonl names; several name their own
             stem = "events" if len(self.plan.streams) == 1 else f"events-{one.name}"
             cameras.append(LiveCamera(src, info, config, stages, self.writer, identities, threshold,
-                                      self.plan.gallery_name, partial, lookup, self.sinks, stem))
+                                      self.plan.gallery_name, partial, lookup, self.sinks, stem, self.hooks))
         self.writer.keep_if_interrupted(partial)  # from here on a failure finalizes the folder as incomplete
         lc = config.live
         done = watch_cameras(cameras, time.monotonic() + lc.duration_s if lc.duration_s else None)

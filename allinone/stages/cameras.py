@@ -54,7 +54,7 @@ class CrossCameras:
 class CameraHooks:
     """What a caller adds to a run's cameras: ``cross``, the matches they share (None: each camera on its own);
     ``on_final(camera, TrackResult, Decision, DecisionEvent | None, (first_wall, last_wall))`` for each track that
-    ends, with its final decision (the event is None for a track too short to announce); ``on_threshold(Threshold)``
+    ends, with its final decision (the event is None for a track too short to announce); ``on_threshold(Threshold, metric)``
     once the run's threshold is fixed, before the first frame."""
 
     cross: CrossCameras | None = None

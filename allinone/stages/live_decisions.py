@@ -19,11 +19,13 @@ from allinone.records import Decision, Embedding, Identity
 
 
 class LiveDecisions:
-    def __init__(self, matcher, identities: list[Identity], threshold: float, video: str, lookup=None) -> None:
+    def __init__(self, matcher, identities: list[Identity], threshold: float, video: str, lookup=None,
+                 blocked=None) -> None:
         """``lookup``: for a large gallery file, embeddings → the identities to compare them with (its index),
-        asked at each decision in place of ``identities``."""
+        asked at each decision in place of ``identities``. ``blocked``: track id → identities it cannot be for
+        reasons beyond this stream (held on another camera at the same moment), asked at each decision."""
         self.matcher, self.identities, self.threshold, self.video = matcher, identities, threshold, video
-        self.lookup = lookup
+        self.lookup, self.elsewhere = lookup, blocked
         self.colors = {i.name: i.key for i in identities}  # every identity a decision has been compared with
         self.latest: dict[int, Embedding] = {}  # open tracks with an embedding
         self.current: dict[int, Decision] = {}  # their current decisions
@@ -67,6 +69,8 @@ class LiveDecisions:
             if e is not None:
                 probes.append(e)
         blocked = [self._blocked(p.first_frame, p.last_frame) for p in probes]
+        if self.elsewhere is not None:
+            blocked = [b | self.elsewhere(p.track_id) for b, p in zip(blocked, probes)]
         out, finals = [], {}
         found = self.identities if self.lookup is None or not probes else self.lookup(probes)
         self.colors.update({i.name: i.key for i in found})

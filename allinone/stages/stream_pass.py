@@ -29,6 +29,7 @@ from allinone.records import Decision, DecisionEvent, Embedding, Identity, Video
 from allinone.decide.threshold import Threshold
 from allinone.io.segments import MotProxy, Segments
 from allinone.results.render import UNKNOWN_COLOR, Box, decision_box, draw, draw_poses
+from allinone.stages.cameras import CameraHooks
 from allinone.stages.live_decisions import LiveDecisions
 from allinone.stages.keypoints import KeypointStage
 from allinone.stages.silhouettes import SilhouetteStage
@@ -90,8 +91,10 @@ class LiveCamera:
 
     def __init__(self, src, info: VideoInfo, config: RunConfig, stages, writer, identities: list[Identity],
                  threshold: Threshold, gallery_name: str, partial: dict, lookup=None, sinks=None,
-                 events_stem: str = "events") -> None:
+                 events_stem: str = "events", hooks: CameraHooks | None = None) -> None:
         lc = self.lc = config.live
+        self.hooks = hooks or CameraHooks()
+        self.walls: dict[int, list[float]] = {}  # each open track's first and last wall time (unix seconds)
         self.src, self.info, self.stages, self.sinks = src, info, stages, sinks
         self.result = VideoResult(info=info)
         self.tm = self.result.timings
@@ -112,7 +115,11 @@ class LiveCamera:
         self.frame_step = FrameStep(stages, tracker, MotProxy(self.segments), self.tm)
         self.closer = TrackCloser(config, stages, writer, self.result)
         self.spans = self.frame_step.spans
-        self.book = LiveDecisions(stages.matcher, identities, threshold.value, info.name, lookup)
+        cross = self.hooks.cross
+        # another camera's matches at the same moment block their identities here (cameras that cannot both see
+        # one person then)
+        blocked = None if cross is None else (lambda tid: cross.blocked(info.name, *self.walls[tid]))
+        self.book = LiveDecisions(stages.matcher, identities, threshold.value, info.name, lookup, blocked)
         self.decided_at: dict[int, int] = {}  # silhouettes an open track had at its last embedding
         self.finals: dict[int, Decision] = {}
         self.final_events: dict[tuple[str, int], DecisionEvent] = {}
@@ -153,17 +160,40 @@ class LiveCamera:
             if last is not None:  # that embedding, with the track's full span, decides it for good
                 tr.embedding = Embedding(last.video, tid, last.feature, last.n_frames, tr.first_frame, tr.last_frame)
             closing[tid] = tr.embedding
-            tr.crop = tr.gei = None  # written to pictures/ already: memory stays flat
             self.decided_at.pop(tid, None)
         lengths = {t: (e.n_frames if e is not None else None) for t, e in closing.items()}
         out, done = self.book.close(closing, {t: (s[0], s[1]) for t, s in self.spans.items()})
         for d in out:
             n = lengths[d.probe_track] if d.probe_track in closing else self.book.latest[d.probe_track].n_frames
             self._emit(d, arrived, n, d.probe_track in closing)
+        self._closed_hooks(done)
         # kept until the run's end, so kept small: the nearest RANKING_KEPT identities, not the whole gallery's
         self.finals.update({t: replace(d, ranking=d.ranking[:RANKING_KEPT]) for t, d in done.items()})
         for tid in closing:
-            self.result.tracks[tid].embedding = None  # saved as features/…npy and decided for good
+            tr = self.result.tracks[tid]
+            tr.embedding = None  # saved as features/…npy and decided for good
+            tr.crop = tr.gei = None  # written to pictures/ already: memory stays flat
+
+    def _closed_hooks(self, done: dict[int, Decision]) -> None:
+        """Closed tracks with their final decisions: to the other cameras (a match blocks its identity there for
+        its wall span) and to ``on_final`` (the watch service's sightings), then their wall times let go."""
+        hooks, name = self.hooks, self.info.name
+        for tid, d in done.items():
+            walls = tuple(self.walls.pop(tid, (time.time(), time.time())))
+            if hooks.cross is not None:
+                hooks.cross.close(name, tid, d.identity if d.status == "match" else None, *walls)
+            if hooks.on_final is not None:
+                hooks.on_final(name, self.result.tracks[tid], d, self.final_events.get((name, tid)), walls)
+        self._share()
+
+    def _share(self) -> None:
+        """This camera's open tracks and their current matches, for the other cameras."""
+        if self.hooks.cross is None:
+            return
+        current = self.book.current
+        self.hooks.cross.update(self.info.name, {
+            tid: (current[tid].identity if tid in current and current[tid].status == "match" else None, *w)
+            for tid, w in self.walls.items()})
 
     def _embed_due(self, tracked) -> list[Embedding]:
         """One gait forward for each track that has gained ``step`` silhouettes since its last one (on its latest
@@ -197,12 +227,17 @@ class LiveCamera:
         self.arrived = arrived
         self.segments.roll(self.index)
         dets, tracked = self.frame_step(frame, self.index)
+        wall = time.time() - (time.monotonic() - arrived)
+        for tid in tracked.track_id.tolist():
+            self.walls.setdefault(tid, [wall, wall])[1] = wall
         self.cutter.add(frame, self.index, tracked, dets)
         self.cutter.flush()  # every frame: a decision must not wait for a batch to fill
         new = self._embed_due(tracked)
         # the rule over every open track at its current span
         for d in self.book.update({t: (s[0], s[1]) for t, s in self.spans.items()}, new):
             self._emit(d, arrived, self.book.latest[d.probe_track].n_frames)
+        if new:
+            self._share()
         self._draw(frame, tracked)
         ended = self.cutter.ended(self.index, self.gap)
         if ended:

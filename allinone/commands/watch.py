@@ -1,0 +1,48 @@
+"""python main.py watch CONFIG.yaml [model flags] [--duration S]: the camera service (watch/service.py)."""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from allinone.commands.args import Parser, add_model_args, nonnegative_float
+from allinone.config import LiveConfig
+from allinone.errors import interrupted_exit, interrupted_line, reports_user_errors
+from allinone.results.words import count
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> Parser:
+    p = Parser(prog="python main.py watch",
+               description="Watch many cameras with one set of models and one gallery file; every track that ends "
+                           "is a sighting in OUTPUT/sightings.db (config keys: the documentation's watch page).")
+    p.add_argument("config", type=Path, metavar="CONFIG.yaml", help="the service's config file")
+    p.add_argument("--duration", type=nonnegative_float, default=0.0, metavar="S",
+                   help="stop after S seconds (default: when every camera has ended, or Ctrl-C / SIGTERM)")
+    p.add_argument("--reconnect", type=nonnegative_float, default=LiveConfig().reconnect_s, metavar="S",
+                   help=f"keep reconnecting a dropped camera for S seconds (default {LiveConfig().reconnect_s:g})")
+    add_model_args(p)
+    return p
+
+
+@reports_user_errors
+def watch_command(argv: list[str]) -> int:
+    from allinone.commands.args import spec_from_args
+    from allinone.watch.config import load_watch_config
+    from allinone.watch.service import SESSIONS, watch
+    args = _parser().parse_args(argv)
+    logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)
+    wcfg = load_watch_config(args.config)  # one line naming the key, before any model loads
+    spec = spec_from_args(args, gallery=None, probes=tuple(c.source for c in wcfg.cameras),
+                          output=Path(wcfg.output) / SESSIONS, gallery_db=Path(wcfg.gallery))
+    spec = replace(spec, match=replace(wcfg.match, min_frames=spec.match.min_frames), outputs=wcfg.outputs,
+                   camera_names=tuple(c.name for c in wcfg.cameras))
+    try:
+        result, added = watch(wcfg, spec)
+    except KeyboardInterrupt as exc:  # a second Ctrl-C while finishing
+        print(interrupted_line(exc, "the sightings stored so far are kept"), file=sys.stderr)
+        return interrupted_exit(exc)
+    print(f"{count(added, 'sighting')} stored in {wcfg.sightings_path}; session {result.run_dir}")
+    return 0

@@ -1,0 +1,139 @@
+"""The watch service: many cameras, one set of models, one gallery file; each track that ends is a sighting.
+
+``python main.py watch CONFIG.yaml`` (watch/config.py) → a run spec with the cameras as live probes → the Runner
+(runner/runner.py), whose LiveCameras are read in one loop. Two things are the service's own:
+- sightings (watch/sightings.py): every track that ends with a decision is stored with its camera, wall times,
+  decision, embedding, crop and GEI; an unknown one gets an unknown id (U17) shared with an earlier unknown sighting
+  within the threshold that was not seen together with it;
+- the cameras share who is held where (stages/cameras.py CrossCameras): one identity is never decided for two
+  cameras that cannot see one person at the same moment (``overlaps`` in the config says which can).
+Each start is a session: its segments, events and run.json in ``OUTPUT/sessions/<time>/``; the sightings database
+and its pictures in ``OUTPUT/`` continue across sessions."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from allinone.config import RunConfig
+from allinone.errors import UserError
+from allinone.io.video import is_stream
+from allinone.records import Decision, DecisionEvent, TrackResult
+from allinone.runner.runner import RunResult, Runner
+from allinone.stages.cameras import CameraHooks, CrossCameras
+from allinone.watch.config import WatchConfig
+from allinone.watch.sightings import Sighting, Sightings
+
+log = logging.getLogger(__name__)
+
+SESSIONS = "sessions"
+MEDIA = "media"
+
+
+def _write_picture(path: Path, img: np.ndarray) -> None:
+    """Written beside and renamed into place: a reader (the review page) never sees half a picture."""
+    import cv2
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    ok, data = cv2.imencode(path.suffix, img)
+    if not ok:
+        raise OSError(f"cannot encode {path.name}")
+    tmp.write_bytes(data.tobytes())
+    os.replace(tmp, path)
+
+
+class SightingRecorder:
+    """A camera's track that ended with a decision → one stored sighting (one transaction). Tracks too short to
+    decide are not sightings (they are counted in the session's run.json)."""
+
+    RETAIN_EVERY_S = 3600.0  # retention runs at the start and then hourly: days-long rules need no finer step
+
+    def __init__(self, sightings: Sightings, root: Path, wcfg: WatchConfig) -> None:
+        self.sightings, self.root, self.wcfg = sightings, root, wcfg
+        self.threshold: float | None = None  # the session's and its metric, once the runner fixed them
+        self.metric = "euc"
+        self.added = 0
+        self.retained_at = time.monotonic()
+
+    def ready(self, threshold, metric: str) -> None:
+        """The session's threshold (an unknown sighting is linked to an earlier one within it) and metric."""
+        self.threshold = float(threshold.value) if np.isfinite(threshold.value) else None
+        self.metric = metric
+
+    def _retain(self) -> None:
+        if time.monotonic() - self.retained_at >= self.RETAIN_EVERY_S:
+            self.retained_at = time.monotonic()
+            gone = self.sightings.retain(self.wcfg.retention_days)
+            if gone:
+                log.info("retention: %d sighting(s) older than %g days deleted with their pictures", gone,
+                         self.wcfg.retention_days)
+
+    def _pictures(self, camera: str, tr: TrackResult) -> tuple[str | None, str | None]:
+        stem = f"{MEDIA}/{camera}/{time.strftime('%Y%m%d')}/{uuid.uuid4().hex[:12]}"
+        out = []
+        for img, suffix in ((tr.crop, "_crop.jpg"), (tr.gei, "_gei.png")):
+            if img is None:
+                out.append(None)
+                continue
+            _write_picture(self.root / f"{stem}{suffix}", img)
+            out.append(f"{stem}{suffix}")
+        return out[0], out[1]
+
+    def __call__(self, camera: str, tr: TrackResult, d: Decision, event: DecisionEvent | None,
+                 walls: tuple[float, float]) -> None:
+        if event is None or d.status == "too_short":
+            return
+        feature = tr.embedding.feature if tr.embedding is not None else None
+        uid = None
+        if d.status == "unknown" and feature is not None and self.threshold is not None:
+            uid = self.sightings.unknown_id_for(feature, walls[0], walls[1], camera, self.threshold, self.metric,
+                                                self.wcfg.may_see_together)
+        crop, gei = self._pictures(camera, tr)
+        s = Sighting(camera=camera, track=tr.track_id, first_wall=walls[0], last_wall=walls[1],
+                     first_frame=tr.first_frame + 1, last_frame=tr.last_frame + 1, status=d.status,
+                     identity=d.identity, unknown_id=uid, distance=d.distance, threshold=self.threshold, lr=event.lr,
+                     verbal=event.lr_verbal, reason=d.reason, n_silhouettes=event.silhouettes or 0, crop=crop,
+                     gei=gei, runners_up=tuple((n, float(x)) for n, x in d.ranking[:5]), embedding=feature)
+        sid = self.sightings.add(s)
+        self.added += 1
+        self._retain()
+        log.info("sighting %d: %s track %d, %s%s", sid, camera, tr.track_id, d.identity or "unknown",
+                 f" ({uid})" if uid else "")
+
+
+def check_cameras(wcfg: WatchConfig) -> None:
+    """What the service cannot watch yet, refused before any model loads."""
+    for i, cam in enumerate(wcfg.cameras):
+        if not is_stream(cam.source):
+            raise UserError(f"cameras[{i}].source: a video file as a camera is not built yet; serve it as a stream "
+                            f"(e.g. ffmpeg -re -stream_loop -1 -i FILE -c copy -f mpegts -listen 1 "
+                            f"http://127.0.0.1:8080/{cam.name}.ts)", cam.source)
+        if cam.rotate or cam.frame_step != 1 or cam.ignore:
+            raise UserError(f"cameras[{i}]: rotate, frame_step and ignore are read but not applied yet; leave them "
+                            "out", cam.name)
+
+
+def watch(wcfg: WatchConfig, spec: RunConfig) -> tuple[RunResult, int]:
+    """Run the service until every camera has ended, ``spec.live.duration_s`` or Ctrl-C / SIGTERM: one session
+    folder in OUTPUT/sessions, the sightings in OUTPUT's database. Returns the session's result and the number of
+    sightings it stored."""
+    check_cameras(wcfg)
+    runner = Runner(spec, hooks=None)  # every camera opened and checked before the database or a model is touched
+    root = Path(wcfg.output)
+    root.mkdir(parents=True, exist_ok=True)
+    with Sightings(wcfg.sightings_path, root=root) as sightings:
+        gone = sightings.retain(wcfg.retention_days)
+        if gone:
+            log.info("retention: %d sighting(s) older than %g days deleted", gone, wcfg.retention_days)
+        recorder = SightingRecorder(sightings, root, wcfg)
+        overlaps = frozenset(frozenset(p) for p in wcfg.overlaps)
+        runner.hooks = CameraHooks(CrossCameras(overlaps), recorder, recorder.ready)
+        result = runner()
+    return result, recorder.added
+
+
+__all__ = ["SightingRecorder", "check_cameras", "watch"]
