@@ -116,6 +116,36 @@ def _subcommand(name: str, argv: list[str]) -> int:
 
 
 
+def parsers() -> dict[str, argparse.ArgumentParser]:
+    """Every command's argparse parser by its command line ("" for the run itself, "calibrate --lr" for the LR
+    fit), for the generated CLI reference (docs) and its tests. A command that builds its parser inline is called
+    with --help while ``Parser.parse_args`` hands the parser back instead of parsing, so nothing of it runs."""
+    from allinone.commands.args import Parser
+
+    class Built(BaseException):  # not an Exception: no command's handler may catch it
+        pass
+
+    def capture(self, *args, **kwargs):
+        raise Built(self)
+
+    out: dict[str, argparse.ArgumentParser] = {"": build_parser()}
+    calls = [(name, [name]) for name in SUBCOMMANDS]
+    calls.insert(SUBCOMMANDS.index("calibrate") + 1, ("calibrate --lr", ["calibrate", "--lr"]))
+    original = Parser.parse_args
+    Parser.parse_args = capture
+    try:
+        for label, (name, *extra) in calls:
+            try:
+                _subcommand(name, [*extra, "--help"])
+            except Built as got:
+                out[label] = got.args[0]
+            else:
+                raise RuntimeError(f"{label}: no parser was built")
+    finally:
+        Parser.parse_args = original
+    return out
+
+
 def _flag(argv: list[str], flag: str) -> str | None:
     for i, a in enumerate(argv):
         if a == flag and i + 1 < len(argv):

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "allinone"
-README = PKG.parent / "README.md"
+LAYOUT_PAGE = PKG.parent / "docs" / "contributing" / "layout.md"
 
 # the rooms, lowest first: a module may import its own room and rooms below it, never one above
 RANKS = {
@@ -151,10 +151,11 @@ def test_every_module_says_what_it_is_for():
     assert not missing, missing
 
 
-def _readme_layout() -> set[str]:
-    text = README.read_text()
-    m = re.search(r"## Layout\n.*?```\n(.*?)```", text, re.S)
-    assert m, "README has no Layout block"
+def _documented_layout() -> set[str]:
+    """The .py files the documentation's Layout page lists (its tree, two spaces an indent level)."""
+    text = LAYOUT_PAGE.read_text()
+    m = re.search(r"^# Layout\n.*?```\n(.*?)```", text, re.S)
+    assert m, f"{LAYOUT_PAGE} has no layout block"
     paths, stack = set(), []
     for line in m.group(1).splitlines():
         entry = re.match(r"(\s*)(\S+)", line)
@@ -168,7 +169,59 @@ def _readme_layout() -> set[str]:
     return paths
 
 
-def test_readme_layout_matches_the_package():
+def test_the_layout_page_lists_every_module_of_the_package():
     on_disk = {str(p.relative_to(PKG.parent)) for p in PKG.rglob("*.py") if p.name != "__init__.py"}
-    listed = {p for p in _readme_layout() if p.startswith("allinone/")}
-    assert listed == on_disk, f"only in README: {sorted(listed - on_disk)}; only on disk: {sorted(on_disk - listed)}"
+    listed = {p for p in _documented_layout() if p.startswith("allinone/")}
+    assert listed == on_disk, (f"only on the layout page: {sorted(listed - on_disk)}; "
+                               f"only on disk: {sorted(on_disk - listed)}")
+
+
+def _function_lengths(source: str) -> list[tuple[int, str, int]]:
+    """(line, name, length) of every function in ``source``, methods and nested functions included (a nested one
+    also counts inside its outer one): lines from the first statement after the docstring to the function's end."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            first = body[0]
+            if len(body) > 1 and isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                first = body[1]
+            out.append((node.lineno, node.name, node.end_lineno - first.lineno + 1))
+    return out
+
+
+def _functions_over(source: str, limit: int, where: str) -> list[str]:
+    return [f"{where}:{line} {name} {n} lines" for line, name, n in _function_lengths(source) if n > limit]
+
+
+def test_function_length_skips_the_docstring_and_counts_nested_functions_on_their_own():
+    """The length checks below are only as good as the measure: a synthetic module with known lengths."""
+    long_doc = '    """' + "doc\n" * 100 + '    """\n'
+    source = ("def documented():\n" + long_doc + "    a = 1\n    b = 2\n    return a + b\n"
+              + "def eighty():\n" + "    x = 1\n" * 80
+              + "def eighty_one():\n" + "    x = 1\n" * 81
+              + "class C:\n    async def method(self):\n        'one line'\n        return 1\n"
+              + "def outer():\n    def inner():\n" + "        y = 2\n" * 5 + "    return inner\n"
+              + "def only_a_docstring():\n    'nothing else'\n")
+    lengths = {name: n for _, name, n in _function_lengths(source)}
+    assert lengths == {"documented": 3, "eighty": 80, "eighty_one": 81, "method": 1, "outer": 7, "inner": 5,
+                       "only_a_docstring": 1}
+    eighty_one_at = 1 + 101 + 3 + 1 + 80 + 1
+    assert _functions_over(source, 80, "m.py") == [f"m.py:{eighty_one_at} eighty_one 81 lines"]
+
+
+def test_no_function_over_80_lines():
+    long = [x for p in sorted(PKG.rglob("*.py"))
+            for x in _functions_over(p.read_text(), 80, str(p.relative_to(PKG.parent)))]
+    assert not long, "functions over 80 lines (from the first statement after the docstring):\n" + "\n".join(long)
+
+
+# the run command and the streamed pass are held to a tighter limit
+TIGHT = ("allinone/commands/run.py", "allinone/stages/stream_pass.py", "allinone/stages/video_pass.py",
+         "allinone/runner/runner.py", "allinone/runner/folder.py", "allinone/runner/inputs.py")
+
+
+def test_run_and_the_streamed_pass_have_no_function_over_60_lines():
+    long = [x for rel in TIGHT for x in _functions_over((PKG.parent / rel).read_text(), 60, rel)]
+    assert not long, "functions over 60 lines (from the first statement after the docstring):\n" + "\n".join(long)

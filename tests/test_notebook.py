@@ -94,7 +94,7 @@ def test_tags_match_what_the_cells_do(nb):
             assert "upload" in needs, cell.id
         if "from google.colab" in src and "files.download(" in src:
             assert "download" in needs, cell.id
-        if "main.py --gallery" in magic or "main.py {pipeline_args(" in magic:
+        if "{ALLINONE} --gallery" in magic or "{ALLINONE} {pipeline_args(" in magic:
             assert "models" in needs, cell.id
 
 
@@ -109,14 +109,18 @@ def test_the_steps_are_there_in_order(nb):
 
     clone = first(lambda s: s.startswith("!git clone") and "REPO_URL" in s)
     pip = first(lambda s: s.startswith("%pip"))
-    weights = first(lambda s: s.endswith("main.py weights --download"))
-    status = first(lambda s: s.endswith("main.py weights"))
+    weights = first(lambda s: s == "!{ALLINONE} weights --download")
+    status = first(lambda s: s == "!{ALLINONE} weights")
     upload = next(i for i, s in enumerate(sources) if "upload_into(colab_files.upload" in s)
-    run = first(lambda s: "main.py {pipeline_args(" in s and "RUN_NAME" in s)
+    run = first(lambda s: s.startswith("!{ALLINONE} {pipeline_args(") and "RUN_NAME" in s)
     show = next(i for i, s in enumerate(sources) if s.startswith("show_results("))
     assert clone < pip < weights <= status < upload < run < show
     assert any("REPO_URL = " in s for s in sources)
-    assert "install_commands(" in sources[next(i for i, line in magic if line.startswith("%pip"))]
+    install = sources[next(i for i, line in magic if line.startswith("%pip"))]
+    assert "install_commands(" in install
+    # the command the later cells run is the one that install put there, found after it
+    assert install.index("%pip") < install.index("ALLINONE = allinone_command()")
+    assert not any("main.py" in line for _, line in magic)  # the installed command, not the checkout's script
 
 
 def test_the_notebook_asks_for_a_gpu_runtime(nb):
@@ -333,9 +337,21 @@ def test_repo_url_unset_says_what_to_set_in_one_line(ns, tmp_path):
 
 
 def test_install_fits_the_runtime(ns):
+    """The package from the repository folder (pip install .), and on a GPU PaddlePaddle's CUDA build in place of
+    the CPU one; every line a whole pip command (what `%pip {cmd}` runs)."""
     cpu, gpu = ns["install_commands"](False), ns["install_commands"](True)
-    assert cpu == ["-q -r requirements.txt"]
+    assert cpu == ["install -q ."]
     assert gpu[0] == cpu[0] and any("paddlepaddle-gpu" in c for c in gpu) and any("uninstall" in c for c in gpu)
+    from pip._internal.commands import commands_dict
+    for line in gpu:
+        assert shlex.split(line)[0] in commands_dict, line
+
+
+def test_the_installed_command_is_found(ns, tmp_path):
+    """allinone on PATH, else the script pip put beside the notebook's Python; quoted for a `!` line."""
+    assert ns["allinone_command"](which=lambda name: f"/opt/my env/bin/{name}") == "'/opt/my env/bin/allinone'"
+    assert ns["allinone_command"](which=lambda name: None, python=str(tmp_path / "bin" / "python3")) == \
+        shlex.quote(str(tmp_path / "bin" / "allinone"))
 
 
 def test_samples_are_fetched_once(ns, tmp_path):

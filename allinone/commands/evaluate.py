@@ -9,8 +9,10 @@ import json
 import logging
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -75,14 +77,72 @@ def _protocol(name: str):
     raise UserError(f"unknown protocol {name!r} (expected {', '.join(PROTOCOLS)} or a protocol JSON file)")
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What an evaluation runs, checked against the dataset before the model loads."""
+    partition: dict
+    protocol: str  # the built-in protocol's name, or the protocol file's
+    proto_fn: Callable | None  # a built-in protocol; None for a protocol file
+    spec: dict | None  # a protocol file's contents
+    sequences: list
+
+
+@dataclass(frozen=True)
+class _Embedded:
+    """The test set embedded, with what the model was."""
+    emb: Any  # allinone.evaluate.embed.Embedded
+    arch: str
+    metric: str
+    embedding: str
+    sha: str  # the checkpoint's sha256
+    device: str
+
+
+@dataclass
+class _Scores:
+    """Per condition: verification, open-set identification, CMC, (mated, non-mated) distances and the distance at
+    FPIR 0.01; ``npz``: every condition's searches, as searches.npz stores them."""
+    verification: dict = field(default_factory=dict)
+    open_set: dict = field(default_factory=dict)
+    cmc: dict = field(default_factory=dict)
+    pairs: dict = field(default_factory=dict)
+    chosen: dict = field(default_factory=dict)
+    npz: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
-    from allinone.gait.backends import check_model_file, embedder_for
-    from allinone.io.run_folder import RunWriter, sha256_path
-    from allinone.io.devices import resolve_device
-    from allinone.evaluate import openset, plots
-    from allinone.evaluate.dataset import list_sequences, read_partition
-    from allinone.evaluate.embed import EmbeddingCache, embed_dataset
+    """Embed the test set, score the protocol's conditions and write the evaluation folder -> (its metrics.json,
+    the metrics with the console table)."""
+    from allinone.io.run_folder import RunWriter
     from allinone.evaluate.protocols import Data, custom
+
+    plan = _checked_plan(args)
+    default_name = f"eval-{plan.protocol}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    with RunWriter(args.output, args.name, default=default_name) as writer:
+        e = _embed(args, plan.sequences)
+        seqs = e.emb.sequences
+        d = Data(e.emb.embeddings, np.array([s.label for s in seqs]), np.array([s.type for s in seqs]),
+                 np.array([s.view for s in seqs]), e.metric)
+        res = custom(d, plan.spec) if plan.spec is not None \
+            else plan.proto_fn(d, partition=plan.partition, out_dir=writer.dir)
+        res.conditions = _selected_conditions(res, plan.protocol, len(seqs), args.dataset)
+        scores = _score(res.conditions, d, e.metric)
+        metrics = _metrics(args, plan, e, res, scores)
+        _write_arrays_and_plots(writer, d, res, scores, e.metric)
+        if getattr(args, "lr_model", None) is not None:
+            metrics["lr_validation"] = _lr_validation(writer, args, d, e, metrics)
+        table = format_table(metrics, res.table)
+        writer.path("table.txt").write_text(table + "\n", encoding="utf-8")
+        metrics = finite_or_null(metrics)  # undefined cells (NaN) are null: metrics.json is strict JSON
+        out = writer.finalize_json("metrics.json", metrics)
+    return out, metrics | {"table": table}
+
+
+def _checked_plan(args: argparse.Namespace) -> _Plan:
+    """The partition, protocol and test sequences, refused (UserError) where the protocol selects nothing, the
+    model file is not one, or the LR model is missing or damaged: all before any model loads."""
+    from allinone.gait.backends import check_model_file
+    from allinone.evaluate.dataset import list_sequences, read_partition
 
     partition = read_partition(args.partition)
     proto_name, proto_fn, spec = _protocol(args.protocol)
@@ -95,98 +155,124 @@ def run_evaluation(args: argparse.Namespace) -> tuple[Path, dict]:
     if getattr(args, "lr_model", None) is not None:
         from allinone.decide.lr_model import read_lr_model
         read_lr_model(args.lr_model)  # a missing or damaged file is refused before any embedding
-    default_name = f"eval-{proto_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    with RunWriter(args.output, args.name, default=default_name) as writer:
-        device = resolve_device(args.device)
-        embedder = embedder_for(args.gait_model, GaitConfig(model=str(args.gait_model), arch=args.gait_arch,
-                                                            max_frames=args.frames_limit,
-                                                            trust_checkpoint=args.trust_checkpoint,
-                                                            embedding=args.embedding), device)
-        embedding = getattr(embedder, "embedding", "embed_1")
-        metric = embedder.metric if args.metric == "auto" else args.metric
-        sha = sha256_path(args.gait_model)
-        cache_dir = args.cache or (args.output / ".embed-cache")
-        # the cache key: checkpoint, frames limit and (when not embed_1) the embedding
-        cache = EmbeddingCache(cache_dir / f"{sha[:16]}-f{args.frames_limit}"
-                               f"{'' if embedding == 'embed_1' else '-' + embedding}.sqlite")
-        try:
-            from allinone.io.devices import default_batch
-            batch = default_batch(args.batch, device)
-            emb = embed_dataset(args.dataset, sequences, embedder, cache, batch=batch, quiet=args.quiet)
-        finally:
-            cache.close()
-        if not len(emb.sequences):
-            raise UserError("no readable sequence in the test set", args.dataset)
-        d = Data(emb.embeddings, np.array([s.label for s in emb.sequences]),
-                 np.array([s.type for s in emb.sequences]), np.array([s.view for s in emb.sequences]), metric)
-        res = custom(d, spec) if spec is not None else proto_fn(d, partition=partition, out_dir=writer.dir)
-        selected = [c for c in res.conditions if c.probe.any() and c.gallery.any()]
-        if not selected and not res.files:
-            raise UserError(f"protocol {proto_name} selects nothing in this dataset: no condition has both probe and "
-                            f"gallery sequences among the {len(emb.sequences)} embedded (check the dataset's type "
-                            "names)", args.dataset)
-        for c in res.conditions:
-            if not any(c is x for x in selected):
-                log.warning("protocol %s: condition %s selects no probe or no gallery sequence: left out",
-                            proto_name, c.name)
-        res.conditions = selected
+    return _Plan(partition, proto_name, proto_fn, spec, sequences)
 
-        verification, open_set, cmc, pairs, chosen = {}, {}, {}, {}, {}
-        npz: dict[str, np.ndarray] = {}
-        for c in res.conditions:
-            dist = distance_matrix(d.feature[c.probe], d.feature[c.gallery], metric)
-            py, gy = d.label[c.probe], d.label[c.gallery]
-            same = py[:, None] == gy[None, :]
-            verification[c.name] = openset.verification(dist, same)
-            s = openset.searches(dist, py, gy)
-            open_set[c.name] = openset.identification(s)
-            for k, v in s.items():
-                npz[f"{c.name}.{k}"] = v
-            cmc[c.name] = cmc_curve(dist, py, gy)
-            pairs[c.name] = (dist[same].astype(np.float64), dist[~same].astype(np.float64))
-            chosen[c.name] = (open_set[c.name].get("threshold@FPIR") or {}).get("0.01")
-        speed = emb.computed / emb.seconds if emb.computed and emb.seconds > 0 else None
-        metrics = {
-            "version": 1, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "protocol": proto_name, "protocol_spec": spec,
-            "dataset": {"root": str(args.dataset), "partition": str(args.partition),
-                        "sequences": len(sequences), "embedded": len(emb.sequences),
-                        "test_ids_missing": _missing_ids(args.dataset, partition),
-                        "skipped": [{"file": f, "why": w} for f, w in emb.skipped]},
-            "model": {"path": str(args.gait_model), "sha256": sha, "arch": embedder.arch, "metric": metric,
-                      "embedding": embedding},
-            "frames_limit": args.frames_limit, "device": device,
-            "gallery_sequences": {c.name: int(np.count_nonzero(c.gallery)) for c in res.conditions},
-            "closed_set": res.closed_set, "verification": verification, "open_set": open_set, "cmc": cmc,
-            "empty_cells": res.empty_cells,
-            "speed": {"computed": emb.computed, "cached": emb.cached, "seconds": round(emb.seconds, 2),
-                      "sequences_per_s": None if speed is None else round(speed, 3)},
-            "files": {"embeddings": "embeddings.npz", "searches": "searches.npz", "impostors": "impostors.npz",
-                      "cmc": "cmc.png",
-                      "roc": "roc.png", "distances": "distances.png", "table": "table.txt", **res.files},
-        }
-        np.savez(writer.path("embeddings.npz"), embeddings=d.feature, labels=d.label, types=d.type, views=d.view)
-        np.savez(writer.path("searches.npz"), **npz)
-        np.savez(writer.path("impostors.npz"), **impostor_tables(res.conditions, d.feature, d.label, metric))
-        if cmc:
-            plots.cmc_plot({k: v for k, v in cmc.items() if v}, writer.path("cmc.png"))
-            plots.roc_plot(pairs, writer.path("roc.png"))
-            plots.histogram_plot(pairs, chosen, writer.path("distances.png"))
-        if getattr(args, "lr_model", None) is not None:
-            from allinone.commands.calibrate_lr import embedding_of, evaluation_lr_outputs
-            lr_summary = evaluation_lr_outputs(writer.dir, args.lr_model, d.feature, d.label, metric, sha,
-                                               embedding_of(metrics), sha256_path(writer.path("embeddings.npz")),
-                                               str(args.dataset))
-            writer.path("lr_validation.json").write_text(json.dumps(lr_summary, indent=2, allow_nan=False) + "\n",
-                                                         encoding="utf-8")
-            metrics["lr_validation"] = {k: lr_summary[k] for k in ("cllr", "cllr_min", "cllr_cal", "eer")} | {
-                "file": "lr_validation.json", "held_out": lr_summary["model"]["held_out"],
-                "note": lr_summary["model"]["note"]}
-        table = format_table(metrics, res.table)
-        writer.path("table.txt").write_text(table + "\n", encoding="utf-8")
-        metrics = finite_or_null(metrics)  # undefined cells (NaN) are null: metrics.json is strict JSON
-        out = writer.finalize_json("metrics.json", metrics)
-    return out, metrics | {"table": table}
+
+def _embed(args: argparse.Namespace, sequences: list) -> _Embedded:
+    """Load the model and embed ``sequences`` through the embedding cache; a UserError when none could be read."""
+    from allinone.gait.backends import embedder_for
+    from allinone.io.devices import default_batch, resolve_device
+    from allinone.io.run_folder import sha256_path
+    from allinone.evaluate.embed import EmbeddingCache, embed_dataset
+
+    device = resolve_device(args.device)
+    embedder = embedder_for(args.gait_model, GaitConfig(model=str(args.gait_model), arch=args.gait_arch,
+                                                        max_frames=args.frames_limit,
+                                                        trust_checkpoint=args.trust_checkpoint,
+                                                        embedding=args.embedding), device)
+    embedding = getattr(embedder, "embedding", "embed_1")
+    metric = embedder.metric if args.metric == "auto" else args.metric
+    sha = sha256_path(args.gait_model)
+    cache_dir = args.cache or (args.output / ".embed-cache")
+    # the cache key: checkpoint, frames limit and (when not embed_1) the embedding
+    cache = EmbeddingCache(cache_dir / f"{sha[:16]}-f{args.frames_limit}"
+                           f"{'' if embedding == 'embed_1' else '-' + embedding}.sqlite")
+    try:
+        batch = default_batch(args.batch, device)
+        emb = embed_dataset(args.dataset, sequences, embedder, cache, batch=batch, quiet=args.quiet)
+    finally:
+        cache.close()
+    if not len(emb.sequences):
+        raise UserError("no readable sequence in the test set", args.dataset)
+    return _Embedded(emb, embedder.arch, metric, embedding, sha, device)
+
+
+def _selected_conditions(res, protocol: str, n_embedded: int, root: Path) -> list:
+    """The protocol's conditions that have both probe and gallery sequences (the others logged and left out); a
+    UserError when none has and the protocol wrote no files of its own."""
+    selected = [c for c in res.conditions if c.probe.any() and c.gallery.any()]
+    if not selected and not res.files:
+        raise UserError(f"protocol {protocol} selects nothing in this dataset: no condition has both probe and "
+                        f"gallery sequences among the {n_embedded} embedded (check the dataset's type "
+                        "names)", root)
+    for c in res.conditions:
+        if not any(c is x for x in selected):
+            log.warning("protocol %s: condition %s selects no probe or no gallery sequence: left out",
+                        protocol, c.name)
+    return selected
+
+
+def _score(conditions: list, d, metric: str) -> _Scores:
+    """Each condition's probes searched against its gallery."""
+    from allinone.evaluate import openset
+
+    out = _Scores()
+    for c in conditions:
+        dist = distance_matrix(d.feature[c.probe], d.feature[c.gallery], metric)
+        py, gy = d.label[c.probe], d.label[c.gallery]
+        same = py[:, None] == gy[None, :]
+        out.verification[c.name] = openset.verification(dist, same)
+        s = openset.searches(dist, py, gy)
+        out.open_set[c.name] = openset.identification(s)
+        for k, v in s.items():
+            out.npz[f"{c.name}.{k}"] = v
+        out.cmc[c.name] = cmc_curve(dist, py, gy)
+        out.pairs[c.name] = (dist[same].astype(np.float64), dist[~same].astype(np.float64))
+        out.chosen[c.name] = (out.open_set[c.name].get("threshold@FPIR") or {}).get("0.01")
+    return out
+
+
+def _metrics(args: argparse.Namespace, plan: _Plan, e: _Embedded, res, scores: _Scores) -> dict:
+    """metrics.json's contents (before the LR validation and before undefined cells become null)."""
+    emb = e.emb
+    speed = emb.computed / emb.seconds if emb.computed and emb.seconds > 0 else None
+    return {
+        "version": 1, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "protocol": plan.protocol, "protocol_spec": plan.spec,
+        "dataset": {"root": str(args.dataset), "partition": str(args.partition),
+                    "sequences": len(plan.sequences), "embedded": len(emb.sequences),
+                    "test_ids_missing": _missing_ids(args.dataset, plan.partition),
+                    "skipped": [{"file": f, "why": w} for f, w in emb.skipped]},
+        "model": {"path": str(args.gait_model), "sha256": e.sha, "arch": e.arch, "metric": e.metric,
+                  "embedding": e.embedding},
+        "frames_limit": args.frames_limit, "device": e.device,
+        "gallery_sequences": {c.name: int(np.count_nonzero(c.gallery)) for c in res.conditions},
+        "closed_set": res.closed_set, "verification": scores.verification, "open_set": scores.open_set,
+        "cmc": scores.cmc, "empty_cells": res.empty_cells,
+        "speed": {"computed": emb.computed, "cached": emb.cached, "seconds": round(emb.seconds, 2),
+                  "sequences_per_s": None if speed is None else round(speed, 3)},
+        "files": {"embeddings": "embeddings.npz", "searches": "searches.npz", "impostors": "impostors.npz",
+                  "cmc": "cmc.png",
+                  "roc": "roc.png", "distances": "distances.png", "table": "table.txt", **res.files},
+    }
+
+
+def _write_arrays_and_plots(writer, d, res, scores: _Scores, metric: str) -> None:
+    """embeddings.npz, searches.npz and impostors.npz (what calibrate reads), and the CMC, ROC and distance plots."""
+    from allinone.evaluate import plots
+
+    np.savez(writer.path("embeddings.npz"), embeddings=d.feature, labels=d.label, types=d.type, views=d.view)
+    np.savez(writer.path("searches.npz"), **scores.npz)
+    np.savez(writer.path("impostors.npz"), **impostor_tables(res.conditions, d.feature, d.label, metric))
+    if scores.cmc:
+        plots.cmc_plot({k: v for k, v in scores.cmc.items() if v}, writer.path("cmc.png"))
+        plots.roc_plot(scores.pairs, writer.path("roc.png"))
+        plots.histogram_plot(scores.pairs, scores.chosen, writer.path("distances.png"))
+
+
+def _lr_validation(writer, args: argparse.Namespace, d, e: _Embedded, metrics: dict) -> dict:
+    """--lr-model on this evaluation's pairs: its files written, and the summary metrics.json keeps of it."""
+    from allinone.commands.calibrate_lr import embedding_of, evaluation_lr_outputs
+    from allinone.io.run_folder import sha256_path
+
+    lr_summary = evaluation_lr_outputs(writer.dir, args.lr_model, d.feature, d.label, e.metric, e.sha,
+                                       embedding_of(metrics), sha256_path(writer.path("embeddings.npz")),
+                                       str(args.dataset))
+    writer.path("lr_validation.json").write_text(json.dumps(lr_summary, indent=2, allow_nan=False) + "\n",
+                                                 encoding="utf-8")
+    return {k: lr_summary[k] for k in ("cllr", "cllr_min", "cllr_cal", "eer")} | {
+        "file": "lr_validation.json", "held_out": lr_summary["model"]["held_out"],
+        "note": lr_summary["model"]["note"]}
 
 
 def finite_or_null(obj):

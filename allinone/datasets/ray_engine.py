@@ -26,7 +26,9 @@ import os
 import shutil
 import tempfile
 from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from allinone.datasets.worker import ATTEMPTS, ExtractWorker, failed
 from allinone.errors import UserError, first_line
@@ -79,6 +81,29 @@ def run_ray(todo: list[tuple[str, str]], worker_args: tuple, workers: int | None
             device: str):
     """The same per-video task on Ray actors, results streamed as they finish. ``worker_args``: the arguments of
     ExtractWorker after the device (config, min_frames, cut44)."""
+    ray, affinity = _import_ray(address)
+    started = _init_ray(ray, address, workers)
+    pool = _ActorPool(ray, _worker_class(ray), affinity, worker_args)
+    try:
+        plan = plan_actors(ray.nodes(), device, workers)
+        if not plan:
+            raise UserError(f"the Ray cluster {address or '(local)'} has no CPU or GPU for a worker")
+        per = {}
+        for s in plan:
+            per[s["node"][:12]] = per.get(s["node"][:12], 0) + 1
+        log.info("Ray: %d actor(s) on %d node(s): %s", len(plan), len(per),
+                 ", ".join(f"{k}: {n}" for k, n in per.items()))
+        for slot in plan:
+            pool.add(slot)
+        yield from _schedule(ray, pool, todo)
+    finally:
+        pool.kill_all()
+        if started:
+            ray.shutdown()
+
+
+def _import_ray(address: str | None):
+    """The ray module and its node-affinity strategy, imported in single-machine mode for a loopback address."""
     if _is_loopback(address):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
@@ -86,19 +111,28 @@ def run_ray(todo: list[tuple[str, str]], worker_args: tuple, workers: int | None
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     except ImportError:
         raise UserError("--engine ray needs the ray package (pip install ray)") from None
-    started = False
-    if not ray.is_initialized():
-        local = {} if address else {"num_cpus": workers or os.cpu_count() or 1, "include_dashboard": False,
-                                    "_node_ip_address": "127.0.0.1"}
-        with tempfile.TemporaryDirectory(prefix="allinone-ray-") as ship:
-            try:
-                ray.init(address=address or None, runtime_env=runtime_env(Path(ship)), log_to_driver=False,
-                         logging_level=logging.WARNING, **local)
-            except Exception as exc:
-                raise UserError(f"cannot reach the Ray cluster {address or '(local)'} ({first_line(exc)})") \
-                    from None
-        started = True
+    return ray, NodeAffinitySchedulingStrategy
 
+
+def _init_ray(ray, address: str | None, workers: int | None) -> bool:
+    """Connect to the cluster at ``address`` (or start a local one) unless Ray is already initialised; True when
+    this call did, so the caller shuts it down."""
+    if ray.is_initialized():
+        return False
+    local = {} if address else {"num_cpus": workers or os.cpu_count() or 1, "include_dashboard": False,
+                                "_node_ip_address": "127.0.0.1"}
+    with tempfile.TemporaryDirectory(prefix="allinone-ray-") as ship:
+        try:
+            ray.init(address=address or None, runtime_env=runtime_env(Path(ship)), log_to_driver=False,
+                     logging_level=logging.WARNING, **local)
+        except Exception as exc:
+            raise UserError(f"cannot reach the Ray cluster {address or '(local)'} ({first_line(exc)})") \
+                from None
+    return True
+
+
+def _worker_class(ray):
+    """ExtractWorker as a Ray actor class that knows its node and where its package came from."""
     @ray.remote(max_restarts=0)
     class RayExtractWorker(ExtractWorker):
         def __init__(self, *args) -> None:
@@ -109,66 +143,67 @@ def run_ray(todo: list[tuple[str, str]], worker_args: tuple, workers: int | None
             import allinone  # where this worker's package came from (runtime_env's copy, not a checkout)
             return {**super().__call__(path, vid), "package": str(Path(allinone.__file__).parent)}
 
-    def make(slot: dict):
-        return RayExtractWorker.options(
+    return RayExtractWorker
+
+
+@dataclass
+class _ActorPool:
+    """The worker actors: every one made (all killed at the end) and the idle ones, each with its plan slot."""
+    ray: Any
+    cls: Any
+    affinity: Any  # NodeAffinitySchedulingStrategy
+    worker_args: tuple
+    actors: list = field(default_factory=list)
+    free: deque = field(default_factory=deque)
+
+    def add(self, slot: dict) -> None:
+        """A new idle actor for ``slot``, on the slot's node while that node lives."""
+        a = self.cls.options(
             num_cpus=slot["num_cpus"], num_gpus=slot["num_gpus"],
-            scheduling_strategy=NodeAffinitySchedulingStrategy(slot["node"], soft=True),
-        ).remote(worker_args[0], slot["device"], *worker_args[1:])
+            scheduling_strategy=self.affinity(slot["node"], soft=True),
+        ).remote(self.worker_args[0], slot["device"], *self.worker_args[1:])
+        self.actors.append(a)
+        self.free.append((a, slot))
 
-    actors: list = []
-    try:
-        plan = plan_actors(ray.nodes(), device, workers)
-        if not plan:
-            raise UserError(f"the Ray cluster {address or '(local)'} has no CPU or GPU for a worker")
-        per = {}
-        for s in plan:
-            per[s["node"][:12]] = per.get(s["node"][:12], 0) + 1
-        log.info("Ray: %d actor(s) on %d node(s): %s", len(plan), len(per),
-                 ", ".join(f"{k}: {n}" for k, n in per.items()))
-        free = deque()
-        for slot in plan:
-            a = make(slot)
-            actors.append(a)
-            free.append((a, slot))
-        pending = deque((path, vid, 1) for path, vid in todo)
-        inflight: dict = {}
-        while pending or inflight:
-            while pending and free:
-                (a, slot), (path, vid, n) = free.popleft(), pending.popleft()
-                inflight[a.__call__.remote(path, vid)] = (a, slot, path, vid, n)
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
-            for ref in ready:
-                a, slot, path, vid, n = inflight.pop(ref)
-                try:
-                    rec = ray.get(ref)
-                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
-                    log.warning("%s: its Ray worker on node %s died (%s); a new worker takes over", path,
-                                slot["node"][:12], first_line(exc))
-                    try:
-                        ray.kill(a, no_restart=True)
-                    except Exception:  # already gone
-                        pass
-                    b = make(slot)
-                    actors.append(b)
-                    free.append((b, slot))
-                    if n < ATTEMPTS:
-                        pending.appendleft((path, vid, n + 1))
-                    else:
-                        yield failed(path, vid, f"its Ray worker died while extracting it ({n} attempts)", n)
-                    continue
-                except ray.exceptions.RayError as exc:
-                    free.append((a, slot))
-                    yield failed(path, vid, f"Ray: {first_line(exc)}", n)
-                    continue
-                free.append((a, slot))
-                rec["attempts"] = n
-                yield rec
-    finally:
-        for a in actors:
+    def kill(self, a) -> None:
+        try:
+            self.ray.kill(a, no_restart=True)
+        except Exception:  # already gone
+            pass
+
+    def kill_all(self) -> None:
+        for a in self.actors:
+            self.kill(a)
+
+
+def _schedule(ray, pool: _ActorPool, todo: list[tuple[str, str]]):
+    """Each video to an idle actor, the results yielded as they finish. A video whose actor died goes back to the
+    front of the queue for a fresh actor on the same node, up to ATTEMPTS tries; a Ray error fails it at once."""
+    pending = deque((path, vid, 1) for path, vid in todo)
+    inflight: dict = {}
+    while pending or inflight:
+        while pending and pool.free:
+            (a, slot), (path, vid, n) = pool.free.popleft(), pending.popleft()
+            inflight[a.__call__.remote(path, vid)] = (a, slot, path, vid, n)
+        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+        for ref in ready:
+            a, slot, path, vid, n = inflight.pop(ref)
             try:
-                ray.kill(a, no_restart=True)
-            except Exception:  # already gone
-                pass
-        if started:
-            ray.shutdown()
-
+                rec = ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                log.warning("%s: its Ray worker on node %s died (%s); a new worker takes over", path,
+                            slot["node"][:12], first_line(exc))
+                pool.kill(a)
+                pool.add(slot)
+                if n < ATTEMPTS:
+                    pending.appendleft((path, vid, n + 1))
+                else:
+                    yield failed(path, vid, f"its Ray worker died while extracting it ({n} attempts)", n)
+                continue
+            except ray.exceptions.RayError as exc:
+                pool.free.append((a, slot))
+                yield failed(path, vid, f"Ray: {first_line(exc)}", n)
+                continue
+            pool.free.append((a, slot))
+            rec["attempts"] = n
+            yield rec

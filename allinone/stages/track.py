@@ -156,17 +156,43 @@ class ByteTracker:
 
     def __call__(self, dets: Detections) -> Detections:
         """Track one frame's detections (the next frame of the video) -> confirmed tracks seen in it."""
-        cfg = self.config
         self.frame += 1
-        f = self.frame
         boxes = dets.xyxy.astype(np.float64)
         scores = dets.confidence.astype(np.float64)
+        high, low = self._by_confidence(boxes, scores)
+        was_lost = self.state == LOST
+        det_of, newly_lost, drop, high_left = self._associate(boxes, scores, high, low)
+        self._apply_matches(boxes, det_of, newly_lost)
+        # A lost track goes once it has missed more than buffer + 1 frames. ByteTrack flags it after buffer
+        # frames but only discards it at the end of the next frame, after it took part in that frame's first
+        # association; we keep that effective window.
+        drop |= was_lost & (self.frame - self.last > self.buffer + 1)
+        det_of, drop = self._start_tracks(boxes, scores, high_left, det_of, drop)
+
+        drop |= self._duplicates(drop)
+        self._keep(~drop)
+        det_of = det_of[~drop]
+
+        show = np.flatnonzero((self.state == TRACKED) & self.confirmed)
+        rows = det_of[show]
+        return Detections(dets.xyxy[rows].reshape(-1, 4), dets.confidence[rows], self.ids[show])
+
+    def _by_confidence(self, boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the confident and of the weak detections (the rest are below the low threshold)."""
+        cfg = self.config
         # Boxes without area or with non-finite numbers cannot be tracked (the aspect ratio divides by height).
         usable = np.isfinite(boxes).all(axis=1) & np.isfinite(scores) & (boxes[:, 2] > boxes[:, 0]) \
             & (boxes[:, 3] > boxes[:, 1])
         high = np.flatnonzero(usable & (scores >= cfg.high_threshold))
         low = np.flatnonzero(usable & (scores >= cfg.low_threshold) & (scores < cfg.high_threshold))
+        return high, low
 
+    def _associate(self, boxes: np.ndarray, scores: np.ndarray, high: np.ndarray,
+                   low: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """ByteTrack's three associations over the live tracks (their Kalman prediction first) ->
+        (detection row each track matched or -1 [n], rows of the tracks lost this frame, rows to drop [n] (newborn
+        tracks left unmatched), the confident detections still unmatched)."""
+        cfg = self.config
         n = len(self.ids)
         det_of = np.full(n, -1, np.int64)  # detection row each track matched this frame
         tracked = self.state == TRACKED
@@ -200,43 +226,38 @@ class ByteTracker:
         drop = np.zeros(n, bool)
         drop[unconfirmed[unmatched(len(unconfirmed), r)]] = True
         high_left = high_left[unmatched(len(high_left), c)]
+        return det_of, newly_lost, drop, high_left
 
+    def _apply_matches(self, boxes: np.ndarray, det_of: np.ndarray, newly_lost: np.ndarray) -> None:
+        """Kalman-correct the matched tracks with their detections and mark them tracked; mark the others lost."""
         hit = np.flatnonzero(det_of >= 0)
         if len(hit):
             self.mean[hit], self.cov[hit] = self.kf.update(self.mean[hit], self.cov[hit],
                                                            xyxy_to_xyah(boxes[det_of[hit]]))
         self.state[hit] = TRACKED
         self.confirmed[hit] = True
-        self.last[hit] = f
+        self.last[hit] = self.frame
         self.state[newly_lost] = LOST
-        # A lost track goes once it has missed more than buffer + 1 frames. ByteTrack flags it after buffer
-        # frames but only discards it at the end of the next frame, after it took part in that frame's first
-        # association; we keep that effective window.
-        drop |= was_lost & (f - self.last > self.buffer + 1)
 
-        # New tracks from confident leftovers; only those of the first frame count as confirmed at once.
-        born = high_left[scores[high_left] >= cfg.new_track_threshold]
-        if len(born):
-            mean, cov = self.kf.initiate(xyxy_to_xyah(boxes[born]))
-            k = len(born)
-            self.ids = np.concatenate([self.ids, np.arange(self.next_id, self.next_id + k, dtype=np.int64)])
-            self.next_id += k
-            self.mean = np.concatenate([self.mean, mean])
-            self.cov = np.concatenate([self.cov, cov])
-            self.state = np.concatenate([self.state, np.full(k, TRACKED, np.int8)])
-            self.confirmed = np.concatenate([self.confirmed, np.full(k, f == 1)])
-            self.start = np.concatenate([self.start, np.full(k, f, np.int64)])
-            self.last = np.concatenate([self.last, np.full(k, f, np.int64)])
-            det_of = np.concatenate([det_of, born])
-            drop = np.concatenate([drop, np.zeros(k, bool)])
-
-        drop |= self._duplicates(drop)
-        self._keep(~drop)
-        det_of = det_of[~drop]
-
-        show = np.flatnonzero((self.state == TRACKED) & self.confirmed)
-        rows = det_of[show]
-        return Detections(dets.xyxy[rows].reshape(-1, 4), dets.confidence[rows], self.ids[show])
+    def _start_tracks(self, boxes: np.ndarray, scores: np.ndarray, high_left: np.ndarray, det_of: np.ndarray,
+                      drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """New tracks from confident leftovers; only those of the first frame count as confirmed at once.
+        ``det_of`` and ``drop`` come back extended by the new rows."""
+        born = high_left[scores[high_left] >= self.config.new_track_threshold]
+        if not len(born):
+            return det_of, drop
+        f = self.frame
+        mean, cov = self.kf.initiate(xyxy_to_xyah(boxes[born]))
+        k = len(born)
+        self.ids = np.concatenate([self.ids, np.arange(self.next_id, self.next_id + k, dtype=np.int64)])
+        self.next_id += k
+        self.mean = np.concatenate([self.mean, mean])
+        self.cov = np.concatenate([self.cov, cov])
+        self.state = np.concatenate([self.state, np.full(k, TRACKED, np.int8)])
+        self.confirmed = np.concatenate([self.confirmed, np.full(k, f == 1)])
+        self.start = np.concatenate([self.start, np.full(k, f, np.int64)])
+        self.last = np.concatenate([self.last, np.full(k, f, np.int64)])
+        return np.concatenate([det_of, born]), np.concatenate([drop, np.zeros(k, bool)])
 
     def _duplicates(self, drop: np.ndarray) -> np.ndarray:
         """Rows to drop because a tracked and a lost track cover the same box: the younger one goes

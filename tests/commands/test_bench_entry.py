@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from allinone.commands.bench import _tile_video
+from allinone.commands.bench_pipeline import tile_video
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,7 @@ def test_tile_video_puts_k_copies_side_by_side(tmp_path):
     for i in range(3):
         vw.write(np.full((24, 32, 3), 40 * i, np.uint8))
     vw.release()
-    out = _tile_video(src, tmp_path / "x3.mp4", 3)
+    out = tile_video(src, tmp_path / "x3.mp4", 3)
     cap = cv2.VideoCapture(str(out))
     n, shape = 0, None
     while True:

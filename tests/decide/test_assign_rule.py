@@ -1,5 +1,5 @@
-"""The assignment rule as the README states it, against an independent brute force (every assignment enumerated),
-never against the solver's own integer program."""
+"""The assignment rule as the documentation states it (docs/concepts/decision.md), against an independent brute
+force (every assignment enumerated), never against the solver's own integer program."""
 from __future__ import annotations
 
 import itertools
@@ -19,7 +19,7 @@ def overlap(a, b) -> bool:
 
 
 def brute_force(dist: np.ndarray, t: float, spans) -> tuple[float, int]:
-    """The README's rule by enumeration: of the assignments (per track None or an identity within t) where no two
+    """The documented rule by enumeration: of the assignments (per track None or an identity within t) where no two
     overlapping tracks share an identity, the largest total margin sum(t - d); among equal totals, the most
     matches. Returns (total margin, matches) of the best."""
     n = len(spans)
@@ -58,7 +58,7 @@ def test_a_sure_match_is_given_up_when_the_total_margin_is_larger():
     assert brute_force(dist, 0.5, spans) == (pytest.approx(0.55), 2)
     for exact in (False, True):
         assert assign_identities(*margin_pairs(dist, 0.5), spans, exact=exact) == [1, 0]
-    # and the README's own worked example the other way round: A at 0.01 / 0.49, B only at 0.48: A keeps X
+    # and the documentation's own worked example the other way round: A at 0.01 / 0.49, B only at 0.48: A keeps X
     dist = np.array([[0.01, 0.49], [0.48, 0.98]])
     assert brute_force(dist, 0.5, spans) == (pytest.approx(0.49), 1)
     assert assign_identities(*margin_pairs(dist, 0.5), spans) == [0, None]
@@ -101,12 +101,10 @@ def test_ties_go_to_more_matches_on_random_cases(exact):
         assert (m, c) == (pytest.approx(want[0], abs=1e-12), want[1]), (dist.tolist(), spans, got)
 
 
-def test_the_readme_states_the_rule_these_tests_show():
+def test_the_docs_state_the_rule_these_tests_show():
     from tests.conftest import REPO
 
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("### How a probe person is decided"):]
-    section = " ".join(section[:section.index("\n### ")].split())
+    section = " ".join((REPO / "docs" / "concepts" / "decision.md").read_text().split())
     assert "never given up" not in section
     assert "0.25 + 0.30 = 0.55, so A→Y and B→X" in section  # the first test above
     assert "give it to both ends" in section  # the chain at exactly t
