@@ -7,14 +7,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from allinone.commands.args import Parser, add_model_args, nonnegative_float
-from allinone.config import LiveConfig
+from allinone.config import LiveConfig, RunConfig
 from allinone.errors import interrupted_exit, interrupted_line, reports_user_errors
 from allinone.results.words import count
 
 log = logging.getLogger(__name__)
 
 
-def _parser() -> Parser:
+def watch_parser() -> Parser:
     p = Parser(prog="python main.py watch",
                description="Watch many cameras with one set of models and one gallery file; every track that ends "
                            "is a sighting in OUTPUT/sightings.db (config keys: the documentation's watch page).")
@@ -27,20 +27,26 @@ def _parser() -> Parser:
     return p
 
 
-@reports_user_errors
-def watch_command(argv: list[str]) -> int:
+def watch_spec(args, wcfg) -> RunConfig:
+    """The service's run spec: the cameras as live probes under their names, the gallery file, the config's
+    threshold settings and sinks, the command line's models; sessions in OUTPUT/sessions."""
     from allinone.commands.args import spec_from_args
-    from allinone.watch.config import load_watch_config
-    from allinone.watch.service import SESSIONS, watch
-    args = _parser().parse_args(argv)
-    logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)
-    wcfg = load_watch_config(args.config)  # one line naming the key, before any model loads
+    from allinone.watch.service import SESSIONS
     spec = spec_from_args(args, gallery=None, probes=tuple(c.source for c in wcfg.cameras),
                           output=Path(wcfg.output) / SESSIONS, gallery_db=Path(wcfg.gallery))
-    spec = replace(spec, match=replace(wcfg.match, min_frames=spec.match.min_frames), outputs=wcfg.outputs,
+    return replace(spec, match=replace(wcfg.match, min_frames=spec.match.min_frames), outputs=wcfg.outputs,
                    camera_names=tuple(c.name for c in wcfg.cameras))
+
+
+@reports_user_errors
+def watch_command(argv: list[str]) -> int:
+    from allinone.watch.config import load_watch_config
+    from allinone.watch.service import watch
+    args = watch_parser().parse_args(argv)
+    logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)
+    wcfg = load_watch_config(args.config)  # one line naming the key, before any model loads
     try:
-        result, added = watch(wcfg, spec)
+        result, added = watch(wcfg, watch_spec(args, wcfg))
     except KeyboardInterrupt as exc:  # a second Ctrl-C while finishing
         print(interrupted_line(exc, "the sightings stored so far are kept"), file=sys.stderr)
         return interrupted_exit(exc)

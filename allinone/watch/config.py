@@ -304,6 +304,8 @@ def _file(value: Any, base: Path) -> str:
 def _threshold(value: Any, base: Path) -> float | None:
     if isinstance(value, str) and value.strip().lower() == "auto":
         return None
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d*)?[eE][+-]?\d+\s*", value):
+        value = float(value)  # YAML 1.1 (PyYAML) reads 1.0e9 as text: only 1.0e+9 is a number there
     if not _is_number(value) or value < 0:
         raise ValueError(f"must be auto or a distance ≥ 0, got {_show(value)}")
     return float(value)

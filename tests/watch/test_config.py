@@ -209,3 +209,15 @@ def test_constructed_by_code_the_same_checks_hold():
     cam = CameraConfig("hall", "webcam:0")
     with pytest.raises(ValueError, match=r"cameras\[1\]\.name: 'hall' is taken"):
         WatchConfig(Path("g.db"), Path("out"), (cam, cam))
+
+
+def test_a_threshold_in_exponent_form_is_a_number(tmp_path):
+    """PyYAML reads 1.0e9 (no sign in the exponent) as text; a user writing it means the number."""
+    from allinone.watch.config import load_watch_config
+    from allinone.gallery.store import GalleryStore
+    db = tmp_path / "people.db"
+    GalleryStore(db, create=True).close()
+    cfg = tmp_path / "w.yaml"
+    cfg.write_text(f"gallery: {db}\noutput: out\nthreshold: 1.0e9\ncameras:\n"
+                   "  - {name: hall, source: 'rtsp://127.0.0.1:8554/hall'}\n")
+    assert load_watch_config(cfg).match.threshold == 1e9

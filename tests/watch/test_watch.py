@@ -1,0 +1,126 @@
+"""The watch service end to end on the loopback: three cameras (two ffmpeg HTTP MPEG-TS streams and GStreamer's
+RTSP server where it is installed), one enrolled person, a real Mosquitto broker and a local webhook server."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.commands.test_live import SYSTEM_PYTHON, _free_port, _gst_ok, _models, _need
+from tests.conftest import REPO
+from tests.helpers import looped_ts_server
+from tests.sinks.servers import Broker, Subscriber, Web
+from tests.test_cli import _assert_user_error, run_main
+
+
+def _overlap(a, b) -> bool:
+    return a.first_wall <= b.last_wall and b.first_wall <= a.last_wall
+
+
+def _rtsp_or_ts(tmp_path: Path, video: Path):
+    """A third camera: GStreamer's RTSP server where it is installed, else one more HTTP stream."""
+    import contextlib
+    if not _gst_ok():
+        return looped_ts_server(video)
+    media = tmp_path / "yard.ts"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-stream_loop", "3", "-i", str(video), "-an", "-c:v", "copy",
+                    "-bsf:v", "h264_mp4toannexb", "-f", "mpegts", str(media)], check=True)
+
+    @contextlib.contextmanager
+    def serve():
+        port = _free_port()
+        p = subprocess.Popen([SYSTEM_PYTHON, str(REPO / "tests/servers/rtsp_server.py"), str(port), "yard",
+                              str(media)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert p.stdout.readline().strip() == "ready"
+            yield f"rtsp://127.0.0.1:{port}/yard"
+        finally:
+            p.kill()
+            p.wait()
+    return serve()
+
+
+def _check_unknown_ids(rows) -> None:
+    """The rule, with a threshold that links any two people: an unknown sighting takes the id of an earlier unknown
+    one unless every earlier sighting of that id was seen together with it (overlapping wall time: no two cameras
+    here overlap); with none left it takes a new id. The same id is never in two places at once."""
+    unknown = sorted((r for r in rows if r.status == "unknown"), key=lambda r: r.id)
+    assert all(r.unknown_id for r in unknown)
+    seen: dict[str, list] = {}
+    for r in unknown:
+        free = {uid for uid, group in seen.items() if not any(_overlap(r, g) for g in group)}
+        if free:
+            assert r.unknown_id in free, (r, free)
+        else:
+            assert r.unknown_id not in seen, r
+        seen.setdefault(r.unknown_id, []).append(r)
+
+
+def test_watch_three_cameras_stores_sightings_linked_across_cameras(tmp_path, shared, random_gaitbase):
+    from allinone.commands.watch import watch_parser, watch_spec
+    from allinone.watch.config import load_watch_config
+    from allinone.watch.service import watch
+    from allinone.watch.sightings import Sightings
+    _need("ffmpeg")
+    db = tmp_path / "people.sqlite"
+    res = run_main("enroll", str(shared / "fixtures/videos/demo1.mp4"), "--name", "Ann", "--gallery-db", str(db),
+                   "--quiet", *_models(shared, random_gaitbase))
+    assert res.returncode == 0, res.stderr
+    broker = Broker(tmp_path).start()
+    sub = Subscriber(broker.port, ["cams/events"])
+    web = Web("ok")
+    video = shared / "fixtures/videos/demo4.mp4"
+    try:
+        with looped_ts_server(video) as hall, looped_ts_server(video) as corridor, _rtsp_or_ts(tmp_path, video) as yard:
+            cfg = tmp_path / "watch.yaml"
+            cfg.write_text(f"gallery: {db}\noutput: {tmp_path / 'out'}\nthreshold: 1.0e9\n"
+                           f"mqtt: {broker.url}/cams\nwebhooks: [{web.url}]\ncameras:\n"
+                           f"  - {{name: hall, source: '{hall}'}}\n  - {{name: corridor, source: '{corridor}'}}\n"
+                           f"  - {{name: yard, source: '{yard}'}}\n")
+            wcfg = load_watch_config(cfg)
+            args = watch_parser().parse_args([str(cfg), "--duration", "24", "--reconnect", "2", "--quiet",
+                                              *_models(shared, random_gaitbase)])
+            spec = watch_spec(args, wcfg)
+            # decisions soon, even with three cameras sharing a slow machine
+            result, added = watch(wcfg, replace(spec, live=replace(spec.live, window_min=10, step=10)))
+        assert sub.wait_for(lambda: len(sub.on("cams/events")) >= sum(
+            1 for x in result.manifest["matches"] if x["status"] != "too_short"), 15)
+    finally:
+        sub.close()
+        broker.stop()
+        web.close()
+    with Sightings(wcfg.sightings_path, root=wcfg.output) as store:
+        rows = [store.get(s.id) for s in store.page(limit=1000)]
+    assert added == len(rows) > 0
+    assert {r.camera for r in rows} == {"hall", "corridor", "yard"}  # sightings on every camera
+    # one identity is never decided for two cameras at one moment (no two of these cameras overlap)
+    matched = [r for r in rows if r.status == "match"]
+    assert matched and all(r.identity == "Ann" for r in matched)
+    for a in matched:
+        for b in matched:
+            if a.id < b.id and a.camera != b.camera:
+                assert not _overlap(a, b), (a, b)
+    _check_unknown_ids(rows)
+    for r in rows:  # its pictures and embedding are stored with it
+        assert r.embedding is not None and r.crop and (wcfg.output / r.crop).is_file()
+    # the final events that MQTT and the webhook carried are the database's rows, camera by camera
+    for received in (sub.on("cams/events"), web.received):
+        final = {(e["stream"], e["track"]): e for e in received if e["final"]}
+        assert set(final) == {(r.camera, r.track) for r in rows}
+        for r in rows:
+            e = final[(r.camera, r.track)]
+            assert (e["status"], e["identity"], e["reason"]) == (r.status, r.identity if r.status == "match"
+                                                                 else None, r.reason)
+            assert e["distance"] == pytest.approx(r.distance, abs=5e-7)  # events carry 6 decimals
+
+
+def test_watch_refuses_a_bad_config_before_any_model_loads(tmp_path):
+    cfg = tmp_path / "w.yaml"
+    cfg.write_text("galery: people.db\noutput: out\ncameras: []\n")
+    _assert_user_error(run_main("watch", str(cfg)), "galery", "gallery")
+    cfg.write_text("gallery: missing.db\noutput: out\ncameras:\n  - {name: hall, source: 'rtsp://127.0.0.1:1/x'}\n")
+    _assert_user_error(run_main("watch", str(cfg)), "missing.db")
