@@ -4,7 +4,8 @@
 
 - ``reference/cli.md``: every command's flags, read from the argparse parsers themselves (``allinone.cli.parsers``),
   so the page cannot drift from what the program accepts;
-- ``reference/config.md``: every setting of a run (``allinone/config.py``), its default and the comment beside it.
+- ``reference/config.md``: every setting of a run (``allinone/config.py``), its default and the comment beside it;
+  and every key of the watch service's config file (``allinone/watch/config.py``).
 
 ``python scripts/docs_reference.py OUT_DIR`` writes both files there, to read them without mkdocs.
 """
@@ -288,7 +289,23 @@ def config_markdown() -> str:
               and c.__module__ == config.__name__ and n not in seen]
     for cls in others:
         section(cls, f"{cls.__name__}.", f"{cls.__name__} (not part of a run's settings)")
+    lines += watch_keys_markdown()
     return "\n".join(lines).rstrip() + "\n"
+
+
+def watch_keys_markdown() -> list[str]:
+    """The watch service's config file: every key the loader accepts, from the same dicts it checks against
+    (allinone/watch/config.py KEYS, CAMERA_KEYS)."""
+    from allinone.watch.config import CAMERA_KEYS, CAMERA_REQUIRED, KEYS, REQUIRED
+    lines = ["## The watch service's config file {#watch}", "",
+             "`python main.py watch CONFIG.yaml` reads a YAML file with these keys (generated from "
+             "`allinone/watch/config.py`, the same table the loader accepts: an unknown key is refused with the "
+             "closest valid name). The [live cameras guide](../guide/live.md#the-watch-service) shows a config.",
+             ""]
+    lines += [f"- `{k}`{' (required)' if k in REQUIRED else ''}: {_md(v)}" for k, v in KEYS.items()]
+    lines += ["", "Each entry of `cameras`:", ""]
+    lines += [f"- `{k}`{' (required)' if k in CAMERA_REQUIRED else ''}: {_md(v)}" for k, v in CAMERA_KEYS.items()]
+    return lines + [""]
 
 
 # ---------------------------------------------------------------------------------------------------------------

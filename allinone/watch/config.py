@@ -206,8 +206,9 @@ class WatchConfig:
 # loader accepts.
 KEYS: dict[str, str] = {
     "gallery": "an enrolled gallery file (python main.py enroll): the people the service can name. Required.",
-    "output": "folder of the sightings database, segments and clips. Required. It grows by the clips kept "
-              "(retention_days bounds it).",
+    "output": "folder of the sightings database (sightings.db), their pictures (media/) and each session's "
+              "segments and events (sessions/). Required. The pictures grow with the sightings kept "
+              "(retention_days bounds them); the sessions' segment videos are not deleted by retention.",
     "cameras": "the cameras: a list of {name, source, rotate, frame_step, ignore} (see the camera keys). "
                "Required. Each adds its decoding and its share of the models' time.",
     "threshold": "a distance, or auto (default): the distance for target_fpir from the impostor evidence. A fixed "
@@ -231,14 +232,15 @@ KEYS: dict[str, str] = {
 }
 CAMERA_KEYS: dict[str, str] = {
     "name": f"the camera's name in sightings, events, topics and file names: {CAMERA_NAME_RULE}; unique.",
-    "source": "rtsp://, rtsps://, http(s):// stream, a video file (played in a loop, for tests and demos), or a "
-              "webcam: its number (0) or device (/dev/video0).",
+    "source": "rtsp://, rtsps://, http(s):// stream, or a webcam: its number (0) or device (/dev/video0). A video "
+              "file is read here but refused by the service (not built yet: serve it as a stream).",
     "rotate": "turn frames clockwise by 0 (default), 90, 180 or 270 degrees: for a camera mounted on its side "
-              "(the models expect people upright).",
+              "(the models expect people upright). Not applied yet: the service refuses any but 0.",
     "frame_step": "analyse every n-th frame (default 1, every frame). 2 halves the models' work for this camera; "
-                  "gait then sees half the steps of a walk.",
+                  "gait then sees half the steps of a walk. Not applied yet: the service refuses any but 1.",
     "ignore": "regions to ignore, each a polygon [[x, y], [x, y], [x, y], ...] in pixels of the turned frame: a "
-              "person whose feet (box bottom centre) are inside is not tracked. For screens, posters, mirrors.",
+              "person whose feet (box bottom centre) are inside is not tracked. For screens, posters, mirrors. "
+              "Not applied yet: the service refuses a camera that sets it.",
 }
 REQUIRED = ("gallery", "output", "cameras")
 CAMERA_REQUIRED = ("name", "source")
