@@ -214,6 +214,9 @@ class LiveConfig:
     duration_s: float = 0.0
     # Keep reconnecting a dropped stream for this long (backoff 0.5 s doubling to 8 s) before ending the run.
     reconnect_s: float = 30.0
+    # A camera that does not answer at the start: False (a run's --probe) stops before any model loads, with one
+    # line; True (the watch service) reports it and keeps trying (backoff doubling to 30 s) while the others run.
+    retry_unanswered: bool = False
     # Events, MOT rows and the result video start a new file every this many seconds of wall time (an hour: a day
     # is 24 files of each; shorter segments lose less of the video to a crash but make more files).
     segment_s: float = 3600.0

@@ -34,8 +34,10 @@ def watch_spec(args, wcfg) -> RunConfig:
     from allinone.watch.service import SESSIONS
     spec = spec_from_args(args, gallery=None, probes=tuple(c.source for c in wcfg.cameras),
                           output=Path(wcfg.output) / SESSIONS, gallery_db=Path(wcfg.gallery))
+    # a camera that does not answer at the start is retried while the others run
     return replace(spec, match=replace(wcfg.match, min_frames=spec.match.min_frames), outputs=wcfg.outputs,
-                   camera_names=tuple(c.name for c in wcfg.cameras))
+                   camera_names=tuple(c.name for c in wcfg.cameras),
+                   live=replace(spec.live, retry_unanswered=True))
 
 
 @reports_user_errors

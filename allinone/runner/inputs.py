@@ -24,7 +24,7 @@ class Input:
     path: object  # a Path, or a stream's address
     role: str  # "gallery" or "probe"
     name: str
-    source: VideoSource | StreamSource
+    source: VideoSource | StreamSource | None  # None: a camera that did not answer yet (LiveConfig.retry_unanswered)
 
     @property
     def live(self) -> bool:
@@ -113,6 +113,17 @@ def _check_streams(config: RunConfig, inputs: list[tuple]) -> None:
                             config.gait.model)
 
 
+def _open_stream(spec: str, config: RunConfig) -> StreamSource | None:
+    """The stream opened; one that does not answer is a user error, or None where the run retries it later."""
+    try:
+        return StreamSource(spec, config.live.reconnect_s)
+    except UserError as exc:
+        if not config.live.retry_unanswered:
+            raise
+        log.warning("%s; retrying while the other cameras run", exc)
+        return None
+
+
 def check_inputs(config: RunConfig) -> RunInputs:
     """Every cheap check of a run, in the order a user's mistake is most likely found; every input opened (a stream
     connected) before any model is loaded."""
@@ -128,7 +139,7 @@ def check_inputs(config: RunConfig) -> RunInputs:
         names = names[:len(names) - len(config.probes)] + list(config.camera_names)
     gallery_name = names[0] if config.gallery is not None else Path(config.gallery_db).stem
     check_name_lengths(config.output, _output_names(given, names, gallery_name, config))
-    sources = [StreamSource(str(p), config.live.reconnect_s) if is_stream(p) else VideoSource(p) for p, _ in given]
+    sources = [_open_stream(str(p), config) if is_stream(p) else VideoSource(p) for p, _ in given]
     _warn_repeated_inputs([Path(p) for p, _ in given if not is_stream(p)])
     if config.match.threshold is not None and config.match.metric != "auto":
         check_threshold(config.match.threshold, config.match.metric)

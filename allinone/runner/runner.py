@@ -173,11 +173,29 @@ class Runner:
         return Decided(identities, usable, threshold,
                        decide_tracks(self.stages.matcher, probes, tracks, identities, threshold))
 
+    def _cameras(self, identities: list[Identity], threshold: Threshold, lookup, partial: dict):
+        """A LiveCamera per stream that answered; a PendingCamera per one that did not (it joins once it does)."""
+        from allinone.stages.stream_pass import LiveCamera, PendingCamera
+        several = len(self.plan.streams) > 1
+
+        def make(one: Input, src) -> LiveCamera:
+            info = VideoInfo(path=src.spec, name=one.name, role="probe", frames=0, fps=src.fps, width=src.width,
+                             height=src.height)
+            # one camera keeps the plain events-NNN.jsonl names; several name their own
+            return LiveCamera(src, info, self.config, self.stages, self.writer, identities, threshold,
+                              self.plan.gallery_name, partial, lookup, self.sinks,
+                              f"events-{one.name}" if several else "events", self.hooks)
+        cameras = [make(one, one.source) for one in self.plan.streams if one.source is not None]
+        pending = [PendingCamera(str(one.path), self.config.live.reconnect_s,
+                                 lambda src, one=one: make(one, src))
+                   for one in self.plan.streams if one.source is None]
+        return cameras, pending
+
     def _watch(self, results: list[VideoResult], stored: list[Identity] | None,
                fixed: Threshold | None) -> Outcome:
         """The streams after the gallery: identities and threshold fixed first (from the gallery alone), then
         decided as they play, every camera in one loop."""
-        from allinone.stages.stream_pass import LiveCamera, watch_cameras  # the live path loads only for streams
+        from allinone.stages.stream_pass import watch_cameras  # the live path loads only for streams
         config, stages = self.config, self.stages
         identities, usable, threshold = self.gallery(results, stored, fixed)
         lookup = None
@@ -187,18 +205,10 @@ class Runner:
         if self.hooks is not None and self.hooks.on_threshold is not None:
             self.hooks.on_threshold(threshold, config.match.metric)
         partial: dict = {"live": {}}
-        cameras = []
-        for one in self.plan.streams:
-            src = one.source
-            info = VideoInfo(path=src.spec, name=one.name, role="probe", frames=0, fps=src.fps, width=src.width,
-                             height=src.height)
-            # one camera keeps the plain events-NNN.jsonl names; several name their own
-            stem = "events" if len(self.plan.streams) == 1 else f"events-{one.name}"
-            cameras.append(LiveCamera(src, info, config, stages, self.writer, identities, threshold,
-                                      self.plan.gallery_name, partial, lookup, self.sinks, stem, self.hooks))
+        cameras, pending = self._cameras(identities, threshold, lookup, partial)
         self.writer.keep_if_interrupted(partial)  # from here on a failure finalizes the folder as incomplete
         lc = config.live
-        done = watch_cameras(cameras, time.monotonic() + lc.duration_s if lc.duration_s else None)
+        done = watch_cameras(cameras, time.monotonic() + lc.duration_s if lc.duration_s else None, pending)
         outcome = Outcome()
         decisions = []
         for cam in done:
@@ -206,6 +216,8 @@ class Runner:
             decisions += cam.decisions
             outcome.live[cam.result.info.name] = {"outputs": cam.outputs, "stats": cam.stats}
             outcome.events.update(cam.events)
+        for one in self.plan.streams:  # a camera that never answered: said in run.json
+            outcome.live.setdefault(one.name, {"stats": {"source": str(one.path), "frames": 0, "answered": False}})
         if threshold.basis == "none":
             decisions = without_threshold(decisions)
         if lookup is not None:

@@ -55,11 +55,13 @@ class CameraHooks:
     """What a caller adds to a run's cameras: ``cross``, the matches they share (None: each camera on its own);
     ``on_final(camera, TrackResult, Decision, DecisionEvent | None, (first_wall, last_wall))`` for each track that
     ends, with its final decision (the event is None for a track too short to announce); ``on_threshold(Threshold, metric)``
-    once the run's threshold is fixed, before the first frame."""
+    once the run's threshold is fixed, before the first frame; ``on_frame(camera, index, frame)`` with each frame as
+    drawn for the result video (the frame is reused afterwards: copy what is kept)."""
 
     cross: CrossCameras | None = None
     on_final: Callable | None = None
     on_threshold: Callable | None = None
+    on_frame: Callable | None = None
 
 
 __all__ = ["CameraHooks", "CrossCameras"]

@@ -217,9 +217,11 @@ class LiveCamera:
         if self.poses:
             draw_poses(frame, self.cutter.latest, {t: decision_box(b, t, current[t], colors).color
                                                    if t in current else UNKNOWN_COLOR for t, b in people})
-        self.segments.write_frame(self.index, draw(frame, [decision_box(b, t, current[t], colors) if t in current
-                                                           else Box(b, UNKNOWN_COLOR, f"P{t} deciding")
-                                                           for t, b in people]))
+        drawn = draw(frame, [decision_box(b, t, current[t], colors) if t in current
+                             else Box(b, UNKNOWN_COLOR, f"P{t} deciding") for t, b in people])
+        self.segments.write_frame(self.index, drawn)
+        if self.hooks.on_frame is not None:
+            self.hooks.on_frame(self.info.name, self.index, drawn)
 
     def step(self, frame: np.ndarray, arrived: float) -> None:
         """The next frame, ``arrived`` when (time.monotonic())."""
@@ -284,19 +286,52 @@ class LiveCamera:
         return CameraResult(result, decisions, stats, outputs, self.final_events)
 
 
-def watch_cameras(cameras: list[LiveCamera], deadline: float | None = None) -> list[CameraResult]:
+class PendingCamera:
+    """A camera that did not answer at the start: a thread keeps trying to open it (backoff doubling from 2 s to
+    30 s, each failure logged) until it answers or the loop ends; ``make(source)`` then builds its LiveCamera."""
+
+    def __init__(self, spec: str, reconnect_s: float, make) -> None:
+        self.spec, self.make = spec, make
+        self.source = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._retry, args=(reconnect_s,), name=f"retry-{spec}", daemon=True)
+        self._thread.start()
+
+    def _retry(self, reconnect_s: float) -> None:
+        from allinone.errors import UserError
+        from allinone.io.video import StreamSource
+        wait = 2.0
+        while not self._stop.wait(wait):
+            try:
+                self.source = StreamSource(self.spec, reconnect_s)
+                log.warning("%s: answered; watching it from now on", self.spec)
+                return
+            except UserError as exc:
+                log.warning("%s; trying again in %.0f s", exc, min(wait * 2, 30.0))
+            wait = min(wait * 2, 30.0)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def watch_cameras(cameras: list[LiveCamera], deadline: float | None = None,
+                  pending: list[PendingCamera] = ()) -> list[CameraResult]:
     """Several cameras in one loop until every stream has ended, ``deadline`` (time.monotonic()) or Ctrl-C: each
     camera's frames are read by its own thread and taken in turn, one per camera per round, so a busy camera never
-    starves the others (each drops its own oldest frames when the loop falls behind: StreamSource). Then every
-    camera is closed; a failure leaves each camera's files as written (``abandon``)."""
+    starves the others (each drops its own oldest frames when the loop falls behind: StreamSource). A ``pending``
+    camera joins the loop once it answers. Then every camera is closed; a failure leaves each camera's files as
+    written (``abandon``)."""
     wake = threading.Event()
     feeds = [cam.src.feed(wake) for cam in cameras]
+    waiting = list(pending)
     try:
         try:
-            _round_robin(cameras, feeds, wake, deadline)
+            _round_robin(cameras, feeds, wake, deadline, waiting)
         except KeyboardInterrupt:
             log.warning("interrupted: finishing the run folder with what was seen so far")
         finally:
+            for p in waiting:
+                p.stop()
             for feed in feeds:
                 feed.close()
         return [cam.close() for cam in cameras]
@@ -306,8 +341,13 @@ def watch_cameras(cameras: list[LiveCamera], deadline: float | None = None) -> l
         raise
 
 
-def _round_robin(cameras: list[LiveCamera], feeds: list, wake: threading.Event, deadline: float | None) -> None:
-    while any(not f.ended for f in feeds) and (deadline is None or time.monotonic() < deadline):
+def _round_robin(cameras: list[LiveCamera], feeds: list, wake: threading.Event, deadline: float | None,
+                 waiting: list[PendingCamera]) -> None:
+    while (waiting or any(not f.ended for f in feeds)) and (deadline is None or time.monotonic() < deadline):
+        for p in [p for p in waiting if p.source is not None]:  # a camera that answered joins the loop
+            waiting.remove(p)
+            cameras.append(p.make(p.source))
+            feeds.append(cameras[-1].src.feed(wake))
         wake.clear()
         took = False
         for cam, feed in zip(cameras, feeds):
@@ -319,4 +359,4 @@ def _round_robin(cameras: list[LiveCamera], feeds: list, wake: threading.Event, 
             wake.wait(0.1)
 
 
-__all__ = ["CameraResult", "LatencyHistogram", "LiveCamera", "RANKING_KEPT", "watch_cameras"]
+__all__ = ["CameraResult", "LatencyHistogram", "LiveCamera", "PendingCamera", "RANKING_KEPT", "watch_cameras"]

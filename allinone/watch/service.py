@@ -25,6 +25,7 @@ from allinone.io.video import is_stream
 from allinone.records import Decision, DecisionEvent, TrackResult
 from allinone.runner.runner import RunResult, Runner
 from allinone.stages.cameras import CameraHooks, CrossCameras
+from allinone.watch.clips import ClipRing
 from allinone.watch.config import WatchConfig
 from allinone.watch.sightings import Sighting, Sightings
 
@@ -58,6 +59,7 @@ class SightingRecorder:
         self.metric = "euc"
         self.added = 0
         self.retained_at = time.monotonic()
+        self.clips = ClipRing()  # each camera's last frames as drawn: a sighting's clip is cut from them
 
     def ready(self, threshold, metric: str) -> None:
         """The session's threshold (an unknown sighting is linked to an earlier one within it) and metric."""
@@ -72,8 +74,12 @@ class SightingRecorder:
                 log.info("retention: %d sighting(s) older than %g days deleted with their pictures", gone,
                          self.wcfg.retention_days)
 
-    def _pictures(self, camera: str, tr: TrackResult) -> tuple[str | None, str | None]:
+    def _media(self, camera: str, tr: TrackResult, walls: tuple[float, float]) -> tuple[str | None, ...]:
+        """The sighting's crop, GEI and clip, written under OUTPUT/media; their paths (None where there is none)."""
         stem = f"{MEDIA}/{camera}/{time.strftime('%Y%m%d')}/{uuid.uuid4().hex[:12]}"
+        clip = f"{stem}_clip.mp4"
+        if not self.clips.write(camera, tr.first_frame, tr.last_frame, walls[1] - walls[0], self.root / clip):
+            clip = None
         out = []
         for img, suffix in ((tr.crop, "_crop.jpg"), (tr.gei, "_gei.png")):
             if img is None:
@@ -81,7 +87,7 @@ class SightingRecorder:
                 continue
             _write_picture(self.root / f"{stem}{suffix}", img)
             out.append(f"{stem}{suffix}")
-        return out[0], out[1]
+        return out[0], out[1], clip
 
     def __call__(self, camera: str, tr: TrackResult, d: Decision, event: DecisionEvent | None,
                  walls: tuple[float, float]) -> None:
@@ -92,12 +98,12 @@ class SightingRecorder:
         if d.status == "unknown" and feature is not None and self.threshold is not None:
             uid = self.sightings.unknown_id_for(feature, walls[0], walls[1], camera, self.threshold, self.metric,
                                                 self.wcfg.may_see_together)
-        crop, gei = self._pictures(camera, tr)
+        crop, gei, clip = self._media(camera, tr, walls)
         s = Sighting(camera=camera, track=tr.track_id, first_wall=walls[0], last_wall=walls[1],
                      first_frame=tr.first_frame + 1, last_frame=tr.last_frame + 1, status=d.status,
                      identity=d.identity, unknown_id=uid, distance=d.distance, threshold=self.threshold, lr=event.lr,
                      verbal=event.lr_verbal, reason=d.reason, n_silhouettes=event.silhouettes or 0, crop=crop,
-                     gei=gei, runners_up=tuple((n, float(x)) for n, x in d.ranking[:5]), embedding=feature)
+                     gei=gei, clip=clip, runners_up=tuple((n, float(x)) for n, x in d.ranking[:5]), embedding=feature)
         sid = self.sightings.add(s)
         self.added += 1
         self._retain()
@@ -131,7 +137,7 @@ def watch(wcfg: WatchConfig, spec: RunConfig) -> tuple[RunResult, int]:
             log.info("retention: %d sighting(s) older than %g days deleted", gone, wcfg.retention_days)
         recorder = SightingRecorder(sightings, root, wcfg)
         overlaps = frozenset(frozenset(p) for p in wcfg.overlaps)
-        runner.hooks = CameraHooks(CrossCameras(overlaps), recorder, recorder.ready)
+        runner.hooks = CameraHooks(CrossCameras(overlaps), recorder, recorder.ready, recorder.clips.add)
         result = runner()
     return result, recorder.added
 

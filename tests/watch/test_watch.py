@@ -1,5 +1,6 @@
 """The watch service end to end on the loopback: three cameras (two ffmpeg HTTP MPEG-TS streams and GStreamer's
-RTSP server where it is installed), one enrolled person, a real Mosquitto broker and a local webhook server."""
+RTSP server where it is installed) and a fourth whose address never answers, one enrolled person, a real Mosquitto
+broker and a local webhook server."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from allinone.io.video import read_frame_count
 from tests.commands.test_live import SYSTEM_PYTHON, _free_port, _gst_ok, _models, _need
 from tests.conftest import REPO
 from tests.helpers import looped_ts_server
@@ -25,9 +27,9 @@ def _rtsp_or_ts(tmp_path: Path, video: Path):
     """A third camera: GStreamer's RTSP server where it is installed, else one more HTTP stream."""
     import contextlib
     if not _gst_ok():
-        return looped_ts_server(video)
+        return looped_ts_server(video, loops=8)
     media = tmp_path / "yard.ts"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-stream_loop", "3", "-i", str(video), "-an", "-c:v", "copy",
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-stream_loop", "8", "-i", str(video), "-an", "-c:v", "copy",
                     "-bsf:v", "h264_mp4toannexb", "-f", "mpegts", str(media)], check=True)
 
     @contextlib.contextmanager
@@ -75,14 +77,17 @@ def test_watch_three_cameras_stores_sightings_linked_across_cameras(tmp_path, sh
     web = Web("ok")
     video = shared / "fixtures/videos/demo4.mp4"
     try:
-        with looped_ts_server(video) as hall, looped_ts_server(video) as corridor, _rtsp_or_ts(tmp_path, video) as yard:
+        # streams longer than the service runs: models load while they wait, and a slow machine reads them slowly
+        with looped_ts_server(video, loops=8) as hall, looped_ts_server(video, loops=8) as corridor, \
+                _rtsp_or_ts(tmp_path, video) as yard:
             cfg = tmp_path / "watch.yaml"
             cfg.write_text(f"gallery: {db}\noutput: {tmp_path / 'out'}\nthreshold: 1.0e9\n"
                            f"mqtt: {broker.url}/cams\nwebhooks: [{web.url}]\ncameras:\n"
                            f"  - {{name: hall, source: '{hall}'}}\n  - {{name: corridor, source: '{corridor}'}}\n"
-                           f"  - {{name: yard, source: '{yard}'}}\n")
+                           f"  - {{name: yard, source: '{yard}'}}\n"
+                           f"  - {{name: gate, source: 'http://127.0.0.1:{_free_port()}/gate.ts'}}\n")
             wcfg = load_watch_config(cfg)
-            args = watch_parser().parse_args([str(cfg), "--duration", "24", "--reconnect", "2", "--quiet",
+            args = watch_parser().parse_args([str(cfg), "--duration", "40", "--reconnect", "2", "--quiet",
                                               *_models(shared, random_gaitbase)])
             spec = watch_spec(args, wcfg)
             # decisions soon, even with three cameras sharing a slow machine
@@ -96,6 +101,8 @@ def test_watch_three_cameras_stores_sightings_linked_across_cameras(tmp_path, sh
     with Sightings(wcfg.sightings_path, root=wcfg.output) as store:
         rows = [store.get(s.id) for s in store.page(limit=1000)]
     assert added == len(rows) > 0
+    # a camera that never answered was retried without blocking the others, and run.json says so
+    assert result.manifest["live"]["gate"] == {"source": wcfg.camera("gate").source, "frames": 0, "answered": False}
     assert {r.camera for r in rows} == {"hall", "corridor", "yard"}  # sightings on every camera
     # one identity is never decided for two cameras at one moment (no two of these cameras overlap)
     matched = [r for r in rows if r.status == "match"]
@@ -105,8 +112,9 @@ def test_watch_three_cameras_stores_sightings_linked_across_cameras(tmp_path, sh
             if a.id < b.id and a.camera != b.camera:
                 assert not _overlap(a, b), (a, b)
     _check_unknown_ids(rows)
-    for r in rows:  # its pictures and embedding are stored with it
+    for r in rows:  # its pictures, clip (a playable H.264 MP4) and embedding are stored with it
         assert r.embedding is not None and r.crop and (wcfg.output / r.crop).is_file()
+        assert r.clip and read_frame_count(wcfg.output / r.clip) > 0
     # the final events that MQTT and the webhook carried are the database's rows, camera by camera
     for received in (sub.on("cams/events"), web.received):
         final = {(e["stream"], e["track"]): e for e in received if e["final"]}

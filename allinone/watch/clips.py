@@ -1,0 +1,52 @@
+"""Each sighting's clip: the camera's last frames as drawn (boxes and decisions), kept small and compressed in a
+ring per camera, and written as an H.264 MP4 when a track ends, so the review page plays a sighting at once
+(the session's segment videos hold every frame, but are closed only hourly)."""
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from allinone.io.video import VideoSink
+
+CLIP_WIDTH = 480  # pixels: enough to see who walks where; a 720p frame costs ~15 KB as a JPEG at this size
+CLIP_FRAMES = 600  # frames kept per camera (~10 MB): 24 s at 25 analysed frames a second, more when frames drop
+JPEG_QUALITY = 80
+
+
+class ClipRing:
+    """The last CLIP_FRAMES frames of each camera, downscaled and JPEG-compressed, by frame index."""
+
+    def __init__(self, frames: int = CLIP_FRAMES, width: int = CLIP_WIDTH) -> None:
+        self.frames, self.width = frames, width
+        self.rings: dict[str, deque] = {}
+
+    def add(self, camera: str, index: int, frame: np.ndarray) -> None:
+        import cv2
+        h, w = frame.shape[:2]
+        if w > self.width:
+            frame = cv2.resize(frame, (self.width, round(h * self.width / w / 2) * 2), interpolation=cv2.INTER_AREA)
+        ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if ok:
+            self.rings.setdefault(camera, deque(maxlen=self.frames)).append((index, jpeg))
+
+    def write(self, camera: str, first: int, last: int, seconds: float, path: Path) -> int:
+        """The kept frames of ``camera`` with index in [first, last] as an MP4 at ``path`` playing in about
+        ``seconds`` (the track's wall time: frames dropped while the machine was behind shorten nothing); how many
+        frames it holds (0: nothing kept, no file)."""
+        import cv2
+        kept = [jpeg for i, jpeg in self.rings.get(camera, ()) if first <= i <= last]
+        if not kept:
+            return 0
+        frames = [cv2.imdecode(j, cv2.IMREAD_COLOR) for j in kept]
+        fps = min(30.0, max(1.0, len(frames) / seconds)) if seconds > 0 else 10.0
+        h, w = frames[0].shape[:2]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with VideoSink(path, fps, (w, h), encoder="libx264") as sink:
+            for f in frames:
+                sink.write(f)
+        return len(frames)
+
+
+__all__ = ["ClipRing"]
