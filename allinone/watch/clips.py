@@ -10,9 +10,9 @@ import numpy as np
 
 from allinone.io.video import VideoSink
 
-CLIP_WIDTH = 480  # pixels: enough to see who walks where; a 720p frame costs ~15 KB as a JPEG at this size
-CLIP_FRAMES = 600  # frames kept per camera (~10 MB): 24 s at 25 analysed frames a second, more when frames drop
-JPEG_QUALITY = 80
+CLIP_WIDTH = 320  # pixels: enough to see who walks where, at a few ms and ~20 KB a frame
+CLIP_FRAMES = 300  # frames kept per camera: 12 s at 25 analysed frames a second, more when frames drop
+JPEG_QUALITY = 70
 
 
 class ClipRing:
