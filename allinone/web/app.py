@@ -124,7 +124,11 @@ class Api:
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
 
     def cameras(self, request: Request) -> Response:
-        live = [_camera(c) for c in (self.state() if self.state else [])]
+        try:
+            live = [_camera(c) for c in (self.state() if self.state else [])]
+        except Exception:  # the service's state is a courtesy here: the stored cameras still answer
+            log.warning("the cameras' state could not be read", exc_info=True)
+            live = []
         stored = {c.camera: c for c in self.sightings.cameras()}
         names = [c["name"] for c in live] + sorted(set(stored) - {c["name"] for c in live})
         by = {c["name"]: c for c in live}
@@ -170,8 +174,7 @@ class Api:
     def person(self, request: Request) -> Response:
         key = request.path_params["name"]
         listed = self.sightings.person(key) if key.strip() else []
-        known = people_mod.people(self.sightings, self.gallery)["named"]
-        in_gallery = any(p["name"] == key and p["in_gallery"] for p in known)
+        in_gallery = not UNKNOWN_ID.fullmatch(key) and people_mod.in_gallery(self.gallery, key)
         if not listed and not in_gallery:
             raise NotFound(f"nobody called {key!r} in the gallery or the sightings")
         kind = "unknown" if UNKNOWN_ID.fullmatch(key) else "named"

@@ -63,6 +63,13 @@ def people(sightings: Sightings, gallery: Path) -> dict:
     return {"named": named, "unknown": unknown}
 
 
+def in_gallery(gallery: Path, name: str) -> bool:
+    if not gallery.is_file():
+        return False
+    with GalleryStore(gallery, readonly=True) as store:
+        return name in store.names()
+
+
 def new_name(name) -> str:
     """A name a person may be given here: the API's length, the gallery's rule, and no filter word."""
     name = check_name(name)
@@ -192,4 +199,4 @@ def _writable(gallery: Path) -> GalleryStore:
     return GalleryStore(gallery)
 
 
-__all__ = ["Conflict", "EnrolPolicy", "enrol", "new_name", "people", "remove", "rename", "said"]
+__all__ = ["Conflict", "EnrolPolicy", "enrol", "in_gallery", "new_name", "people", "remove", "rename", "said"]

@@ -37,36 +37,42 @@ class ServerHandle:
             self.thread.join(timeout)
 
 
-def _bound_port(server: uvicorn.Server, asked: int) -> int:
-    for s in server.servers:
-        for sock in s.sockets:
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                return int(sock.getsockname()[1])
-    return asked
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """Bound here, before the thread starts: a port in use is the caller's error at once, not a thread's."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart within TIME_WAIT still binds
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"cannot serve the review page on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def serve_in_thread(app, host: str = "127.0.0.1", port: int = 8090) -> ServerHandle:
-    """Serve ``app`` (make_app's) on HOST:PORT in a daemon thread; returns once it listens. A non-loopback host
-    without a token is refused here too (WatchConfig refuses it first): the API names people. A port that cannot
-    be bound is a UserError naming it."""
+    """Serve ``app`` (make_app's) on HOST:PORT (0: any free port) in a daemon thread; returns once it listens. A
+    non-loopback host without a token is refused here too (WatchConfig refuses it first): the API names people. A
+    port that cannot be bound is a UserError naming it."""
     token = getattr(getattr(app, "state", None), "token", "")
     if not token and not is_loopback(host):
         raise UserError(f"refusing to serve the review page on {host} without a token: anyone who reaches it "
                         "could read the sightings and change the gallery")
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
-                            server_header=False)
+    sock = _listening_socket(host, port)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", server_header=False)
     server = uvicorn.Server(config)  # it installs no signal handlers off the main thread
-    thread = threading.Thread(target=server.run, name=f"web {host}:{port}", daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"web {host}:{port}",
+                              daemon=True)
     thread.start()
     deadline = time.monotonic() + START_TIMEOUT_S
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             server.should_exit = True
-            raise UserError(f"cannot serve the review page on {host}:{port} (in use, or not this machine's "
-                            "address?)")
+            sock.close()
+            raise UserError(f"the review page's server did not start on {host}:{port} (see the log above)")
         time.sleep(0.02)
     shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{_bound_port(server, port)}"
+    url = f"http://{shown}:{sock.getsockname()[1]}"
     log.info("review page on %s", url)
     return ServerHandle(url, server, thread)
 

@@ -13,6 +13,7 @@ from allinone.gallery.store import Enrolment, GalleryStore, ModelInfo
 from allinone.records import Embedding, TrackResult
 from allinone.watch.sightings import Sighting, Sightings
 
+
 T0 = 1_700_000_000.0
 SHAPE = (16, 4)
 MODEL = ModelInfo("ab" * 32, "GaitBase.pt", "GaitBase", "euc")
@@ -51,6 +52,11 @@ def match(camera: str, track: int, t: float, name: str, seed: int, root: Path) -
     return Sighting(camera, track, t, t + 4, 10, 60, "match", identity=name, distance=0.2, threshold=0.5, lr=1200.0,
                     verbal="strong support", n_silhouettes=40, crop=crop, gei=gei,
                     runners_up=((name, 0.2), ("Bob", 1.1)), embedding=feature(seed))
+
+
+def pytest_configure(config) -> None:
+    # Starlette's TestClient on httpx warns that it will move to httpx2: not this project's concern
+    config.addinivalue_line("filterwarnings", "ignore:Using `httpx` with `starlette.testclient`")
 
 
 @dataclass(frozen=True)

@@ -251,3 +251,15 @@ def test_without_a_token_writes_are_same_origin_on_the_loopback(client):
     assert "loopback" in _error(client.get("/api/sightings", headers={"Host": "evil.example:8090"}), 403)
     same = {"Origin": "http://127.0.0.1:8090", "Sec-Fetch-Site": "same-origin"}
     assert client.post("/api/enrol", json={"unknown_id": "U1", "name": "C"}, headers=same).status_code == 200
+
+
+def test_a_failing_state_callback_leaves_the_stored_cameras(world):
+    from starlette.testclient import TestClient
+
+    from allinone.web.app import make_app
+
+    def broken() -> list[dict]:
+        raise RuntimeError("the service is stopping")
+    with TestClient(make_app(world.db, world.out, world.gallery, "", broken), base_url="http://127.0.0.1:8090") as c:
+        r = c.get("/api/cameras")
+    assert r.status_code == 200 and {x["name"] for x in r.json()["cameras"]} == {"hall", "door"}
