@@ -9,6 +9,7 @@ Sec-Fetch-Site): another site's page cannot make a person's browser enrol or rem
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -30,9 +31,13 @@ WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
 def is_loopback_host(host: str) -> bool:
-    """A Host header's name is this machine's loopback (127.x, ::1, localhost)."""
-    name = urlsplit(f"//{host}").hostname or ""
-    return name == "localhost" or name == "::1" or name.startswith("127.")
+    """A Host header's name is this machine's loopback (127.x, ::1, localhost): an address, not a name that
+    merely starts like one (127.0.0.1.evil.example resolves wherever its owner likes)."""
+    try:
+        name = urlsplit(f"//{host}").hostname or ""
+        return name == "localhost" or ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -248,7 +248,10 @@ def test_without_a_token_writes_are_same_origin_on_the_loopback(client):
     assert "own page" in _error(client.post("/api/people/Alice/remove", headers={"Sec-Fetch-Site": "cross-site"}),
                                 403)
     # a page of another name that resolves here (DNS rebinding) is refused reads too
-    assert "loopback" in _error(client.get("/api/sightings", headers={"Host": "evil.example:8090"}), 403)
+    for host in ("evil.example:8090", "127.0.0.1.evil.example", "[bad", ""):
+        assert "loopback" in _error(client.get("/api/sightings", headers={"Host": host}), 403), host
+    for host in ("localhost:8090", "127.0.0.2:8090", "[::1]:8090"):
+        assert client.get("/api/sightings", headers={"Host": host}).status_code == 200, host
     same = {"Origin": "http://127.0.0.1:8090", "Sec-Fetch-Site": "same-origin"}
     assert client.post("/api/enrol", json={"unknown_id": "U1", "name": "C"}, headers=same).status_code == 200
 
