@@ -93,6 +93,20 @@ def test_the_page_shows_the_timeline_opens_a_sighting_and_enrols_it(page, world,
     b.wait_for("document.body.dataset.ready === 'timeline:'")
     named = b.evaluate(f"document.querySelector('tr[data-id=\"{world.ids['u1_hall']}\"]').innerText")
     assert "Carol" in named and "U1" in named
+
+    # a match shows its likelihood ratio and verbal scale, and no enrol form
+    b.evaluate(f"location.hash = '#/sighting/{world.ids['alice']}'")
+    b.wait_for(f"document.body.dataset.ready === 'sighting:{world.ids['alice']}'")
+    detail = b.evaluate("document.getElementById('s-fields').innerText")
+    assert "1.20e+3 (strong support)" in detail and "0.200 (within the threshold 0.500)" in detail, detail
+    assert b.evaluate("document.getElementById('enrol').hidden") is True
+
+    # the people: the gallery's, the names only the sightings carry (as text), the unknown ids left
+    b.evaluate("location.hash = '#/people'")
+    b.wait_for("document.body.dataset.ready === 'people:'")
+    named = b.evaluate("[...document.querySelectorAll('#people-named a')].map(a => a.textContent)")
+    assert named == ["Alice", "Carol", HOSTILE]
+    assert b.evaluate("[...document.querySelectorAll('#people-unknown a')].map(a => a.textContent)") == ["U2"]
     _ran_nothing(b)
 
 
