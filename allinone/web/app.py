@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
+import threading
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -115,6 +116,8 @@ class Api:
                  on_gallery_change: Callable[[], None] | None) -> None:
         self.sightings, self.gallery, self.state, self.policy = sightings, gallery, state, policy
         self.on_gallery_change = on_gallery_change
+        # one write at a time: two clicks on "enrol" must not both pass the "still unknown" check and enrol twice
+        self.writing = threading.Lock()
 
     def _changed(self) -> None:
         if self.on_gallery_change is not None:  # the running service reloads the gallery (its next decision)
@@ -186,27 +189,32 @@ class Api:
         sid = body.get("sighting_id")
         if sid is not None and (type(sid) is not int or sid < 1):
             raise BadRequest(f"sighting_id must be a whole number from 1, got {sid!r}")
-        done = await _in_thread(people_mod.enrol, self.sightings, self.gallery, self.policy, body.get("name"),
-                                sid, body.get("unknown_id"))
+        done = await _in_thread(self.writing, people_mod.enrol, self.sightings, self.gallery, self.policy,
+                                body.get("name"), sid, body.get("unknown_id"))
         self._changed()
         return JSONResponse(done)
 
     async def rename(self, request: Request) -> Response:
         body = await _body(request)
-        done = await _in_thread(people_mod.rename, self.gallery, request.path_params["name"], body.get("new"))
+        done = await _in_thread(self.writing, people_mod.rename, self.gallery, request.path_params["name"],
+                                body.get("new"))
         self._changed()
         return JSONResponse(done)
 
     async def remove(self, request: Request) -> Response:
-        done = await _in_thread(people_mod.remove, self.gallery, request.path_params["name"])
+        done = await _in_thread(self.writing, people_mod.remove, self.gallery, request.path_params["name"])
         self._changed()
         return JSONResponse(done)
 
 
-async def _in_thread(fn: Callable, *args):
-    """A blocking call (SQLite, pictures) off the event loop."""
+async def _in_thread(lock: threading.Lock, fn: Callable, *args):
+    """A blocking write (SQLite, pictures) off the event loop, one at a time."""
     from starlette.concurrency import run_in_threadpool
-    return await run_in_threadpool(fn, *args)
+
+    def locked():
+        with lock:
+            return fn(*args)
+    return await run_in_threadpool(locked)
 
 
 def _routes(api: Api) -> list:

@@ -266,3 +266,11 @@ def test_a_failing_state_callback_leaves_the_stored_cameras(world):
     with TestClient(make_app(world.db, world.out, world.gallery, "", broken), base_url="http://127.0.0.1:8090") as c:
         r = c.get("/api/cameras")
     assert r.status_code == 200 and {x["name"] for x in r.json()["cameras"]} == {"hall", "door"}
+
+
+def test_two_enrols_of_one_sighting_at_once_enrol_it_once(client, world):
+    from concurrent.futures import ThreadPoolExecutor
+    body = {"sighting_id": world.ids["u1_door"], "name": "Carol"}
+    with ThreadPoolExecutor(4) as pool:
+        codes = sorted(r.status_code for r in pool.map(lambda _: client.post("/api/enrol", json=body), range(4)))
+    assert codes == [200, 409, 409, 409] and _gallery(world) == {"Alice": 1, "Carol": 1}

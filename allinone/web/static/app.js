@@ -92,7 +92,8 @@ async function loadCameras() {
   for (const c of data.cameras) {
     const li = el("li");
     li.append(el("strong", c.name), " ", el("span", c.state, "state " + c.state),
-      el("div", `${c.frames_analysed} frames analysed, ${c.frames_dropped} dropped, ${count(c.sightings, "sighting")}`));
+      el("div", `${c.frames_analysed} frames analysed, ${c.frames_dropped} dropped, ` +
+        count(c.sightings, "sighting")));
     list.append(li);
     const opt = el("option", c.name);
     opt.value = c.name;
@@ -207,7 +208,8 @@ function personItem(href, name, detail) {
 async function showPeople() {
   const data = await api("/api/people");
   $("people-named").replaceChildren(...data.named.map((p) => personItem(personHref(p.name), p.name,
-    count(p.sightings, "sighting") + (p.in_gallery ? `, ${count(p.tracks, "gallery track")}` : ", not in the gallery"))));
+    count(p.sightings, "sighting") +
+    (p.in_gallery ? `, ${count(p.tracks, "gallery track")}` : ", not in the gallery"))));
   $("people-unknown").replaceChildren(...data.unknown.map((p) => personItem(personHref(p.id), p.id,
     `${count(p.sightings, "sighting")}, last ${when(p.last_seen)}`)));
 }
