@@ -18,7 +18,7 @@ RANKS = {
     "allinone.results": 4, "allinone.sinks": 4,
     "allinone.stages": 5, "allinone.evaluate": 5, "allinone.datasets": 5,
     "allinone.runner": 6,
-    "allinone.watch": 7,
+    "allinone.watch": 7, "allinone.web": 7,  # one rank: the service serves the page, the page reads the sightings
     "allinone.commands": 8,
     "allinone.cli": 9,
 }

@@ -106,6 +106,8 @@ def test_the_package_metadata(installed):
 
 def test_static_files_are_installed_as_package_data(installed):
     assert (installed["purelib"] / STATIC).read_text() == "body { margin: 0 }\n"
+    for name in ("index.html", "app.js", "app.css"):  # the review page's own files (allinone/web/static/)
+        assert (installed["purelib"] / "allinone" / "web" / "static" / name).is_file(), name
 
 
 def test_the_readme_sample_runs_with_the_installed_command(installed):

@@ -357,6 +357,15 @@ class Sightings:
             "GROUP BY camera ORDER BY camera")
         return [CameraSummary(r[0], r[1], int(r[2]), int(r[3]), int(r[4]), r[5], r[6], r[7]) for r in rows]
 
+    def people(self) -> list[tuple[str, str, int, float]]:
+        """(kind, key, sightings, newest last_wall) of each person the sightings know: "named" by name (matched or
+        named later), then "unknown" by unknown id (not named yet), each newest first (the review page's list)."""
+        rows = self._select(
+            "SELECT 'named', identity, count(*), max(last_wall) FROM sightings WHERE identity IS NOT NULL "
+            "GROUP BY identity UNION ALL SELECT 'unknown', unknown_id, count(*), max(last_wall) FROM sightings "
+            "WHERE unknown_id IS NOT NULL AND identity IS NULL GROUP BY unknown_id ORDER BY 1, 4 DESC")
+        return [(r[0], r[1], int(r[2]), float(r[3])) for r in rows]
+
     def media(self, relative: str) -> Path:
         """The file a sighting's media path names, resolved inside ``root`` (links included); ValueError for a
         path that leads out of it."""
