@@ -332,6 +332,7 @@ class StreamSource:
         self.dropped = 0
         self.reconnects = 0
         self.count = 0
+        self.state = "live"  # "reconnecting" while it is down, "ended" once it has ended (a status page reads it)
         self._stop = threading.Event()
         cap = self._open()
         if cap is None:
@@ -406,6 +407,7 @@ class StreamSource:
         except Exception as exc:  # surfaced in the consumer
             q.put(exc)
         finally:
+            self.state = "ended"
             if cap is not None:
                 cap.release()
             q.put(_END)
@@ -414,6 +416,7 @@ class StreamSource:
         import time
         deadline = time.monotonic() + self.reconnect_s
         wait = 0.5
+        self.state = "reconnecting"
         while not self._stop.is_set() and time.monotonic() < deadline:
             log.warning("%s: the stream stopped; reconnecting in %.1f s", self.spec, wait)
             if self._stop.wait(min(wait, max(0.0, deadline - time.monotonic()))):
@@ -421,6 +424,7 @@ class StreamSource:
             cap = self._open()
             if cap is not None:
                 self.reconnects += 1
+                self.state = "live"
                 log.warning("%s: reconnected (%d so far)", self.spec, self.reconnects)
                 return cap
             wait = min(wait * 2, 8.0)

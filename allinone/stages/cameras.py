@@ -2,6 +2,7 @@
 cameras that cannot see one person at the same moment."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -33,14 +34,16 @@ class CrossCameras:
                       if self._apart(cam, camera) and s <= last and first <= e}
 
     def update(self, camera: str, current: dict[int, tuple[str | None, float, float]]) -> None:
-        """A camera's open tracks now: track → (its current match or None, first and last wall time)."""
+        """A camera's open tracks now: track → (its current match or None, first and last wall time). An open
+        track's match holds from its first wall time on, with no end: it is still in view, and a span cut at the
+        moment it was shared would let another camera take its identity a moment later."""
         for key in [k for k in self.held if k[0] == camera and k[1] not in current]:
             del self.held[key]
-        for tid, (ident, s, e) in current.items():
+        for tid, (ident, s, _) in current.items():
             if ident is None:
                 self.held.pop((camera, tid), None)
             else:
-                self.held[(camera, tid)] = (ident, s, e)
+                self.held[(camera, tid)] = (ident, s, math.inf)
 
     def close(self, camera: str, track: int, identity: str | None, first: float, last: float) -> None:
         """A track's final decision: a match stays blocking for its wall span."""
@@ -56,12 +59,16 @@ class CameraHooks:
     ``on_final(camera, TrackResult, Decision, DecisionEvent | None, (first_wall, last_wall))`` for each track that
     ends, with its final decision (the event is None for a track too short to announce); ``on_threshold(Threshold, metric)``
     once the run's threshold is fixed, before the first frame; ``on_frame(camera, index, frame)`` with each frame as
-    drawn for the result video (the frame is reused afterwards: copy what is kept)."""
+    drawn for the result video (the frame is reused afterwards: copy what is kept); ``gallery()`` → (version,
+    identities), asked at each frame: a new version replaces the identities the cameras decide with (a gallery
+    changed while the service runs). ``cameras``: every LiveCamera made, as it is made (for a status page)."""
 
     cross: CrossCameras | None = None
     on_final: Callable | None = None
     on_threshold: Callable | None = None
     on_frame: Callable | None = None
+    gallery: Callable | None = None
+    cameras: list = field(default_factory=list)
 
 
 __all__ = ["CameraHooks", "CrossCameras"]

@@ -94,6 +94,8 @@ class LiveCamera:
                  events_stem: str = "events", hooks: CameraHooks | None = None) -> None:
         lc = self.lc = config.live
         self.hooks = hooks or CameraHooks()
+        self.hooks.cameras.append(self)
+        self.gallery_version = 0
         self.walls: dict[int, list[float]] = {}  # each open track's first and last wall time (unix seconds)
         self.src, self.info, self.stages, self.sinks = src, info, stages, sinks
         self.result = VideoResult(info=info)
@@ -223,8 +225,17 @@ class LiveCamera:
         if self.hooks.on_frame is not None:
             self.hooks.on_frame(self.info.name, self.index, drawn)
 
+    def _gallery_changed(self) -> None:
+        version, identities = self.hooks.gallery()
+        if version != self.gallery_version:  # from the next decision on, the new gallery
+            self.gallery_version = version
+            self.book.identities = identities
+            self.book.colors.update({i.name: i.key for i in identities})
+
     def step(self, frame: np.ndarray, arrived: float) -> None:
         """The next frame, ``arrived`` when (time.monotonic())."""
+        if self.hooks.gallery is not None:
+            self._gallery_changed()
         self.index += 1
         self.arrived = arrived
         self.segments.roll(self.index)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -123,12 +124,58 @@ def check_cameras(wcfg: WatchConfig) -> None:
                             "out", cam.name)
 
 
-def watch(wcfg: WatchConfig, spec: RunConfig) -> tuple[RunResult, int]:
+class LiveGallery:
+    """The gallery as the running service decides with it: reloaded from the gallery file when the review page
+    changes it (enrol, rename, remove), picked up by every camera at its next frame (CameraHooks.gallery)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.version, self.identities = 0, None
+        self._lock = threading.Lock()
+
+    def changed(self) -> None:  # the web server's thread
+        from allinone.gallery.store import GalleryStore
+        with GalleryStore(self.path, readonly=True) as store:
+            identities = store.identities()
+        with self._lock:
+            self.version, self.identities = self.version + 1, identities
+        log.info("%s changed: %d identities from the next decision on", self.path, len(identities))
+
+    def __call__(self) -> tuple[int, list | None]:  # each camera, each frame
+        with self._lock:
+            return self.version, self.identities
+
+
+def _camera_states(wcfg: WatchConfig, hooks: CameraHooks):
+    """The review page's camera list: each camera's state and frames (one not answering yet: "waiting")."""
+    def states() -> list[dict]:
+        made = {cam.info.name: cam.src for cam in list(hooks.cameras)}
+        return [{"name": c.name, "state": made[c.name].state if c.name in made else "waiting",
+                 "frames_analysed": made[c.name].count if c.name in made else 0,
+                 "frames_dropped": made[c.name].dropped if c.name in made else 0} for c in wcfg.cameras]
+    return states
+
+
+def _serve_page(wcfg: WatchConfig, hooks: CameraHooks, gallery: LiveGallery, min_frames: int):
+    """The review page and API on ``listen`` (web/), in a thread; its handle (``stop()``)."""
+    from allinone.watch.config import listen_address
+    from allinone.web.app import make_app
+    from allinone.web.people import EnrolPolicy
+    from allinone.web.server import serve_in_thread
+    # the gallery's own model: the service refused to start with a gallery of another model (check_store)
+    app = make_app(wcfg.sightings_path, wcfg.output, wcfg.gallery, wcfg.token, _camera_states(wcfg, hooks),
+                   policy=EnrolPolicy(None, min_frames), on_gallery_change=gallery.changed)
+    handle = serve_in_thread(app, *listen_address(wcfg.listen))
+    log.info("review page: %s", handle.url)
+    return handle
+
+
+def watch(wcfg: WatchConfig, spec: RunConfig, serve: bool = True) -> tuple[RunResult, int]:
     """Run the service until every camera has ended, ``spec.live.duration_s`` or Ctrl-C / SIGTERM: one session
-    folder in OUTPUT/sessions, the sightings in OUTPUT's database. Returns the session's result and the number of
-    sightings it stored."""
+    folder in OUTPUT/sessions, the sightings in OUTPUT's database, the review page on ``listen`` (``serve``).
+    Returns the session's result and the number of sightings it stored."""
     check_cameras(wcfg)
-    runner = Runner(spec, hooks=None)  # every camera opened and checked before the database or a model is touched
+    runner = Runner(spec)  # every camera opened and checked before the database or a model is touched
     root = Path(wcfg.output)
     root.mkdir(parents=True, exist_ok=True)
     with Sightings(wcfg.sightings_path, root=root) as sightings:
@@ -136,10 +183,17 @@ def watch(wcfg: WatchConfig, spec: RunConfig) -> tuple[RunResult, int]:
         if gone:
             log.info("retention: %d sighting(s) older than %g days deleted", gone, wcfg.retention_days)
         recorder = SightingRecorder(sightings, root, wcfg)
+        gallery = LiveGallery(Path(wcfg.gallery))
         overlaps = frozenset(frozenset(p) for p in wcfg.overlaps)
-        runner.hooks = CameraHooks(CrossCameras(overlaps), recorder, recorder.ready, recorder.clips.add)
-        result = runner()
+        runner.hooks = hooks = CameraHooks(CrossCameras(overlaps), recorder, recorder.ready, recorder.clips.add,
+                                           gallery)
+        page = _serve_page(wcfg, hooks, gallery, spec.match.min_frames) if serve else None
+        try:
+            result = runner()
+        finally:
+            if page is not None:
+                page.stop()
     return result, recorder.added
 
 
-__all__ = ["SightingRecorder", "check_cameras", "watch"]
+__all__ = ["LiveGallery", "SightingRecorder", "check_cameras", "watch"]

@@ -1,7 +1,7 @@
 """The review page and JSON API of the watch service, as one Starlette app (``make_app``).
 
     GET  /                              the page (static/: index.html, app.js, app.css)
-    GET  /api/cameras                   each camera's state (live, reconnecting, ended; frames analysed, dropped)
+    GET  /api/cameras                   each camera's state (live, reconnecting, waiting, ended; frames)
     GET  /api/sightings                 newest first; camera, person, since, until, status, limit, before_id
     GET  /api/sightings/{id}            one sighting
     GET  /api/media/{path}              a sighting's picture or clip, inside the output folder only
@@ -51,7 +51,7 @@ BODY_MAX = 64 * 1024  # a write's JSON is a name and an id
 # what /api/media serves: pictures and clips, never the output folder's databases or events
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".mp4": "video/mp4",
                ".webm": "video/webm"}
-CAMERA_STATES = ("live", "reconnecting", "ended")
+CAMERA_STATES = ("live", "reconnecting", "waiting", "ended")  # waiting: not answered since the start
 
 StateProvider = Callable[[], list[dict]]
 

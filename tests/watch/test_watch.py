@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
+import threading
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -62,6 +63,37 @@ def _check_unknown_ids(rows) -> None:
         seen.setdefault(r.unknown_id, []).append(r)
 
 
+class _Reviewer(threading.Thread):
+    """What a user does on the review page while the service runs, through its API: once a camera has an unknown
+    sighting, name it Bob; the camera list is read meanwhile."""
+
+    def __init__(self, base: str, sightings_path: Path) -> None:
+        super().__init__(daemon=True)
+        self.base, self.path = base, sightings_path
+        self.enrolled_after: int | None = None  # the last sighting id when Bob joined the gallery
+        self.cameras: list = []
+        self.done = threading.Event()
+
+    def _call(self, route: str, body: dict | None = None):
+        req = urllib.request.Request(self.base + route, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            try:
+                self.cameras = self._call("/api/cameras")["cameras"]
+                page = self._call("/api/sightings?status=unknown")
+            except OSError:
+                continue  # the server is not up yet
+            rows = page["sightings"]
+            if rows:
+                self._call("/api/enrol", {"sighting_id": rows[-1]["id"], "name": "Bob"})
+                self.enrolled_after = max(r["id"] for r in self._call("/api/sightings")["sightings"])
+                return
+
+
 def test_watch_three_cameras_stores_sightings_linked_across_cameras(tmp_path, shared, random_gaitbase):
     from allinone.commands.watch import watch_parser, watch_spec
     from allinone.watch.config import load_watch_config
@@ -81,7 +113,8 @@ def test_watch_three_cameras_stores_sightings_linked_across_cameras(tmp_path, sh
         with looped_ts_server(video, loops=8) as hall, looped_ts_server(video, loops=8) as corridor, \
                 _rtsp_or_ts(tmp_path, video) as yard:
             cfg = tmp_path / "watch.yaml"
-            cfg.write_text(f"gallery: {db}\noutput: {tmp_path / 'out'}\nthreshold: 1.0e9\n"
+            port = _free_port()
+            cfg.write_text(f"gallery: {db}\noutput: {tmp_path / 'out'}\nthreshold: 1.0e9\nlisten: 127.0.0.1:{port}\n"
                            f"mqtt: {broker.url}/cams\nwebhooks: [{web.url}]\ncameras:\n"
                            f"  - {{name: hall, source: '{hall}'}}\n  - {{name: corridor, source: '{corridor}'}}\n"
                            f"  - {{name: yard, source: '{yard}'}}\n"
@@ -90,8 +123,11 @@ def test_watch_three_cameras_stores_sightings_linked_across_cameras(tmp_path, sh
             args = watch_parser().parse_args([str(cfg), "--duration", "40", "--reconnect", "2", "--quiet",
                                               *_models(shared, random_gaitbase)])
             spec = watch_spec(args, wcfg)
+            reviewer = _Reviewer(f"http://127.0.0.1:{port}", wcfg.sightings_path)
+            reviewer.start()
             # decisions soon, even with three cameras sharing a slow machine
             result, added = watch(wcfg, replace(spec, live=replace(spec.live, window_min=10, step=10)))
+            reviewer.done.set()
         assert sub.wait_for(lambda: len(sub.on("cams/events")) >= sum(
             1 for x in result.manifest["matches"] if x["status"] != "too_short"), 15)
     finally:
@@ -105,13 +141,19 @@ def test_watch_three_cameras_stores_sightings_linked_across_cameras(tmp_path, sh
     assert result.manifest["live"]["gate"] == {"source": wcfg.camera("gate").source, "frames": 0, "answered": False}
     assert {r.camera for r in rows} == {"hall", "corridor", "yard"}  # sightings on every camera
     # one identity is never decided for two cameras at one moment (no two of these cameras overlap)
+    # the review page listed every camera while it ran; an unknown sighting named Bob there joined the gallery,
+    # and the service decided with it from then on: a later sighting is Bob
+    assert {c["name"] for c in reviewer.cameras} == {"hall", "corridor", "yard", "gate"}
+    assert next(c for c in reviewer.cameras if c["name"] == "gate")["state"] == "waiting"
+    assert reviewer.enrolled_after is not None
+    assert any(r.status == "match" and r.identity == "Bob" for r in rows if r.id > reviewer.enrolled_after)
     matched = [r for r in rows if r.status == "match"]
-    assert matched and all(r.identity == "Ann" for r in matched)
+    assert matched and {r.identity for r in matched} == {"Ann", "Bob"}
     for a in matched:
         for b in matched:
-            if a.id < b.id and a.camera != b.camera:
+            if a.id < b.id and a.camera != b.camera and a.identity == b.identity:
                 assert not _overlap(a, b), (a, b)
-    _check_unknown_ids(rows)
+    _check_unknown_ids([r for r in rows if r.identity is None])  # (Bob's unknown sightings were renamed)
     for r in rows:  # its pictures, clip (a playable H.264 MP4) and embedding are stored with it
         assert r.embedding is not None and r.crop and (wcfg.output / r.crop).is_file()
         assert r.clip and read_frame_count(wcfg.output / r.clip) > 0
