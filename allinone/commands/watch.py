@@ -21,6 +21,11 @@ def watch_parser() -> Parser:
     p.add_argument("config", type=Path, metavar="CONFIG.yaml", help="the service's config file")
     p.add_argument("--duration", type=nonnegative_float, default=0.0, metavar="S",
                    help="stop after S seconds (default: when every camera has ended, or Ctrl-C / SIGTERM)")
+    p.add_argument("--listen", default=None, metavar="HOST:PORT",
+                   help="where the review page and API are served (default: the config's listen, else "
+                        "127.0.0.1:8090); any address but the loopback needs a token")
+    p.add_argument("--token", default=None, metavar="SECRET",
+                   help="the secret every request to the page and API must carry (default: the config's token)")
     p.add_argument("--reconnect", type=nonnegative_float, default=LiveConfig().reconnect_s, metavar="S",
                    help=f"keep reconnecting a dropped camera for S seconds (default {LiveConfig().reconnect_s:g})")
     add_model_args(p)
@@ -46,7 +51,8 @@ def watch_command(argv: list[str]) -> int:
     from allinone.watch.service import watch
     args = watch_parser().parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)
-    wcfg = load_watch_config(args.config)  # one line naming the key, before any model loads
+    overrides = {k: v for k, v in (("listen", args.listen), ("token", args.token)) if v is not None}
+    wcfg = load_watch_config(args.config, overrides)  # one line naming the key, before any model loads
     try:
         result, added = watch(wcfg, watch_spec(args, wcfg))
     except KeyboardInterrupt as exc:  # a second Ctrl-C while finishing

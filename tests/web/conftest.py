@@ -40,6 +40,18 @@ def pictures(root: Path, stem: str, seed: int) -> tuple[str, str]:
     return rel_crop, rel_gei
 
 
+def clip(root: Path, stem: str) -> str:
+    """A real two-second H.264 clip, written as the service writes one (watch/clips.py's sink)."""
+    from allinone.io.video import VideoSink
+    rel = f"media/{stem}_clip.mp4"
+    with VideoSink(root / rel, 10.0, (96, 64), encoder="libx264") as sink:
+        for i in range(20):
+            frame = np.full((64, 96, 3), 40, np.uint8)
+            cv2.rectangle(frame, (4 * i, 10), (4 * i + 12, 54), (60, 180, 240), -1)
+            sink.write(frame)
+    return rel
+
+
 def unknown(camera: str, track: int, t: float, uid: str, seed: int, root: Path, **kw) -> Sighting:
     crop, gei = pictures(root, f"{camera}_{track}", seed)
     return Sighting(camera, track, t, t + 4, 10, 60, "unknown", unknown_id=uid, distance=0.9, threshold=0.5,
@@ -85,7 +97,7 @@ def world(tmp_path: Path) -> World:
         ids = dict(zip(("alice", "u1_door", "u1_hall", "u2", "hostile"), s.add_many([
             match("hall", 1, T0, "Alice", 1, out),
             unknown("door", 2, T0 + 60, "U1", 2, out),
-            unknown("hall", 3, T0 + 120, "U1", 3, out),
+            unknown("hall", 3, T0 + 120, "U1", 3, out, clip=clip(out, "hall_3")),
             unknown("door", 4, T0 + 180, "U2", 4, out),
             match("door", 5, T0 + 240, HOSTILE, 5, out)])))
     return World(out, db, gallery, ids)

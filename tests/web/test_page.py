@@ -73,6 +73,12 @@ def test_the_page_shows_the_timeline_opens_a_sighting_and_enrols_it(page, world,
     detail = b.evaluate("document.getElementById('view-sighting').innerText")
     assert "no clip" in detail and "0.900 (over the threshold 0.500)" in detail and "Alice 0.900" in detail
     assert b.evaluate("document.getElementById('s-gei').naturalWidth") == 64
+    # a sighting with a clip plays it in the browser (an H.264 MP4 as the service writes them)
+    b.evaluate(f"location.hash = '#/sighting/{world.ids['u1_hall']}'")
+    b.wait_for(f"document.body.dataset.ready === 'sighting:{world.ids['u1_hall']}'")
+    b.evaluate("(() => { const v = document.getElementById('s-clip'); v.muted = true; v.play(); })()")
+    b.wait_for("document.getElementById('s-clip').currentTime > 0.3")
+    assert "no clip" not in b.evaluate("document.getElementById('view-sighting').innerText")
     assert b.evaluate("document.getElementById('enrol').hidden") is False
 
     # enrol every sighting of U1 as Carol through the form
