@@ -211,6 +211,7 @@ class Decision:
 
     distance: to ``identity`` when matched, else to the nearest identity (None when nothing was compared).
     ranking: the nearest usable gallery identities (MatchConfig.ranking_kept) as (name, distance), nearest first.
+    matched: the identity's track (video, track id) at that distance, for a match: the one a report shows.
     """
 
     probe_video: str
@@ -220,6 +221,7 @@ class Decision:
     distance: float | None
     reason: str | None
     ranking: list[tuple[str, float]]
+    matched: tuple[str, int] | None = None
 
     @classmethod
     def too_short(cls, video: str, track: int) -> "Decision":
@@ -231,6 +233,7 @@ class Decision:
         _check((self.identity is None) == (self.status != "match"), "identity is set exactly when status is match")
         _check((self.reason is None) == (self.status == "match"), "a reason is given exactly when not matched")
         _check(self.reason is None or self.reason in REASONS, f"bad reason {self.reason!r}")
+        _check(self.matched is None or self.status == "match", "a matched track is given only for a match")
 
 
 @dataclass

@@ -54,6 +54,13 @@ def margin_pairs(dist: np.ndarray, threshold: float, allowed: np.ndarray | None 
     return rows, cols, float(threshold) - dist[rows, cols].astype(np.float64)
 
 
+def _nearest_member(probe: Embedding, identity: Identity, metric: str) -> tuple[str, int]:
+    """The identity's track at the probe's distance to it (the minimum identity_distances took)."""
+    d = distance_matrix(probe.feature[None], np.stack([m.feature for m in identity.members]), metric)[0]
+    m = identity.members[int(np.argmin(d))]
+    return m.video, m.track_id
+
+
 class Matcher:
     """Decides, for every probe track, which gallery identity it is, or why it is unknown (the module's rule)."""
 
@@ -125,7 +132,8 @@ class Matcher:
             ranking = [(names[j], float(dist[r, j])) for j in nearest[r]]
             k = chosen[r]
             if k is not None:
-                decisions[i] = Decision(p.video, p.track_id, "match", names[k], float(dist[r, k]), None, ranking)
+                decisions[i] = Decision(p.video, p.track_id, "match", names[k], float(dist[r, k]), None, ranking,
+                                        _nearest_member(p, gallery[k], cfg.metric))
             else:
                 reason = "taken" if candidate[r].any() else "no_candidate"
                 decisions[i] = Decision(p.video, p.track_id, "unknown", None, float(dist[r, nearest[r, 0]]), reason,

@@ -49,10 +49,12 @@ def video_entry(info: VideoInfo, tracks: dict[int, TrackResult], outputs: dict[s
 
 
 def identity_entry(identity: Identity, usable: set[tuple[str, int]], pictures: dict | None = None) -> dict:
-    """An identity of run.json, with the pictures (run-relative paths) of its first track where there are some."""
+    """An identity of run.json, each track with its pictures (run-relative paths) where there are some, and the
+    identity with those of its first track that has some."""
     entry = {"name": identity.name, "key": identity.key,
              "tracks": [{"video": m.video, "track": m.track_id, "n_silhouettes": m.n_frames,
-                         "usable": (m.video, m.track_id) in usable} for m in identity.members]}
+                         "usable": (m.video, m.track_id) in usable,
+                         **((pictures or {}).get((m.video, m.track_id)) or {})} for m in identity.members]}
     for m in identity.members:
         pics = (pictures or {}).get((m.video, m.track_id))
         if pics:
@@ -64,8 +66,11 @@ def identity_entry(identity: Identity, usable: set[tuple[str, int]], pictures: d
 def decision_entry(d: Decision, event: DecisionEvent) -> dict:
     """A row of run.json "matches": the decision's event as every output has it (DecisionEvent.to_json), with the
     probe named in run.json's own keys (probe_video, probe_track) and the ranking, which only run.json carries."""
-    return {"probe_video": d.probe_video, "probe_track": d.probe_track, **event.to_json(),
-            "ranking": [{"identity": n, "distance": round(float(x), 6)} for n, x in d.ranking]}
+    row = {"probe_video": d.probe_video, "probe_track": d.probe_track, **event.to_json(),
+           "ranking": [{"identity": n, "distance": round(float(x), 6)} for n, x in d.ranking]}
+    if d.matched is not None:  # the identity's track it was nearest to (the report shows its pictures)
+        row["matched_track"] = {"video": d.matched[0], "track": d.matched[1]}
+    return row
 
 
 def _event_of(d: Decision, sent: DecisionEvent | None, spans: dict) -> DecisionEvent:

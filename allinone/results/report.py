@@ -212,8 +212,11 @@ def _card(run: Path, m: dict, track: dict, video: dict, idents: dict, threshold:
         + _img(run, track.get("gei"), "GEI", gei=True, missing=_dropped(track))
     if status == "match":
         i = idents.get(m["identity"], {})
-        pics += '<div class="arrow">⇄</div>' + _img(run, i.get("crop"), m["identity"]) + \
-            _img(run, i.get("gei"), "GEI", gei=True)
+        near = m.get("matched_track") or {}
+        member = next((t for t in i.get("tracks", []) if near and (t.get("video"), t.get("track")) == (
+            near.get("video"), near.get("track")) and ("crop" in t or "gei" in t)), i)  # else the identity's first
+        pics += '<div class="arrow">⇄</div>' + _img(run, member.get("crop"), m["identity"]) + \
+            _img(run, member.get("gei"), "GEI", gei=True)
     runners = ", ".join(f"{html.escape(x['identity'])} {x['distance']:.4g}" for x in m["ranking"][:4]
                         if x["identity"] != m.get("identity"))[:300]
     frames = max(1, video.get("frames") or 1)

@@ -324,3 +324,12 @@ def test_components_follow_overlaps_through_shared_identities():
 def test_bad_metric_is_user_error():
     with pytest.raises(UserError):
         Matcher(MatchConfig(metric="manhattan"))
+
+
+def test_a_match_names_the_identitys_track_it_is_nearest_to():
+    """An identity of two tracks far apart: a probe near the second is matched through the second (the report
+    shows that track's pictures), one near the first through the first; an unknown names none."""
+    ann = Identity("Ann", (emb("g", 1, 0.0), emb("g", 2, 5.0)))
+    probes = [emb("p", 1, 5.1), emb("p", 2, 0.2, span=(200, 300)), emb("p", 3, 50.0, span=(400, 500))]
+    out = Matcher(MatchConfig(metric="euc"))(probes, [ann], 1.0)
+    assert [(d.status, d.matched) for d in out] == [("match", ("g", 2)), ("match", ("g", 1)), ("unknown", None)]

@@ -110,3 +110,18 @@ def test_long_names_stay_inside_their_cards_in_chromium(tmp_path):
     found = re.search(r'data-overflow="([^"]*)"', res.stdout)
     assert found, res.stderr[-500:]
     assert found.group(1) == "none"
+
+
+def test_a_match_card_shows_the_gallery_track_it_matched_not_the_identitys_first(tmp_path):
+    """An identity of two gallery tracks, matched through its second: the card shows the second's crop and GEI."""
+    from allinone.results.report import _data_uri
+    run, manifest = _run(tmp_path)
+    second = {"video": "gallery", "track": 2, "crop": "pictures/cam/003_crop.jpg", "gei": "pictures/cam/001_gei.png"}
+    manifest["identities"][0]["tracks"] = [{"video": "gallery", "track": 1, "crop": "pictures/gallery/001_crop.png",
+                                            "gei": "pictures/gallery/001_gei.png"}, second]
+    manifest["matches"][0]["matched_track"] = {"video": "gallery", "track": 2}
+    card = _cards(render_report(run, manifest))[1]
+    assert _data_uri(run / second["crop"]) in card and _data_uri(run / second["gei"]) in card
+    assert _data_uri(run / "pictures/gallery/001_crop.png") not in card
+    del manifest["matches"][0]["matched_track"]  # a run.json without it (an older run): the identity's first
+    assert _data_uri(run / "pictures/gallery/001_crop.png") in _cards(render_report(run, manifest))[1]
