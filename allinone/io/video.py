@@ -343,6 +343,7 @@ class StreamSource:
             cap.release()
             raise UserError("stream opened but sent no frame", self.spec)
         self.height, self.width = frame.shape[:2]
+        self._hw, self.rotation = (self.height, self.width), 0  # as sent; frames are turned after that
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if np.isfinite(fps) and 1.0 <= fps <= 240.0 else 25.0
         self.frame_count_hint = 0
@@ -373,6 +374,14 @@ class StreamSource:
             return None
         return cap
 
+    def set_rotation(self, degrees: int) -> None:
+        """Turn every frame ``degrees`` clockwise (a camera mounted on its side); width and height follow."""
+        if degrees not in ROTATIONS:
+            raise ValueError(f"rotation must be one of {sorted(ROTATIONS)}, got {degrees}")
+        self.rotation = degrees
+        h, w = self._hw
+        self.height, self.width = (w, h) if degrees in (90, 270) else (h, w)
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -390,8 +399,10 @@ class StreamSource:
                             break
                         frame = None
                         continue
-                if frame.shape[:2] != (self.height, self.width):
-                    frame = cv2.resize(frame, (self.width, self.height))
+                if frame.shape[:2] != self._hw:  # a reconnected stream in another size: the first one's
+                    frame = cv2.resize(frame, (self._hw[1], self._hw[0]))
+                if self.rotation:
+                    frame = rotate(frame, self.rotation)
                 item = (frame, time.monotonic())
                 frame = None
                 while True:

@@ -179,6 +179,8 @@ class Runner:
         several = len(self.plan.streams) > 1
 
         def make(one: Input, src) -> LiveCamera:
+            if self.hooks is not None and self.hooks.prepare is not None:
+                self.hooks.prepare(one.name, src)
             info = VideoInfo(path=src.spec, name=one.name, role="probe", frames=0, fps=src.fps, width=src.width,
                              height=src.height)
             # one camera keeps the plain events-NNN.jsonl names; several name their own

@@ -61,7 +61,9 @@ class CameraHooks:
     once the run's threshold is fixed, before the first frame; ``on_frame(camera, index, frame)`` with each frame as
     drawn for the result video (the frame is reused afterwards: copy what is kept); ``gallery()`` → (version,
     identities), asked at each frame: a new version replaces the identities the cameras decide with (a gallery
-    changed while the service runs). ``cameras``: every LiveCamera made, as it is made (for a status page)."""
+    changed while the service runs). ``cameras``: every LiveCamera made, as it is made (for a status page).
+    ``prepare(camera, source)``: before a camera is built on its opened source (the watch service turns its frames
+    there). ``ignore``: camera → ``f(xyxy) → bool mask`` of detections to leave out before tracking."""
 
     cross: CrossCameras | None = None
     on_final: Callable | None = None
@@ -69,6 +71,8 @@ class CameraHooks:
     on_frame: Callable | None = None
     gallery: Callable | None = None
     cameras: list = field(default_factory=list)
+    prepare: Callable | None = None
+    ignore: dict = field(default_factory=dict)
 
 
 __all__ = ["CameraHooks", "CrossCameras"]

@@ -129,16 +129,20 @@ class FrameStep:
     shared by the file and the live loops."""
 
     def __init__(self, stages: Stages, tracker, mot, timings: dict[str, float],
-                 together: CoVisibility | None = None) -> None:
+                 together: CoVisibility | None = None, ignore=None) -> None:
+        """``ignore(xyxy) → bool mask``: detections to leave out before tracking (a camera's regions to ignore)."""
         self.stages, self.tracker, self.mot, self.tm = stages, tracker, mot, timings
         self.spans: dict[int, list[int]] = {}
-        self.together = together
+        self.together, self.ignore = together, ignore
 
     def __call__(self, frame: np.ndarray, index: int, dets: Detections | None = None):
         """Track one frame; ``dets`` when the frame was already detected in a batch."""
         t1 = time.perf_counter()
         if dets is None:
             dets = self.stages.detector(frame)
+        if self.ignore is not None and len(dets.xyxy):
+            keep = ~self.ignore(dets.xyxy)
+            dets = Detections(dets.xyxy[keep], dets.confidence[keep])
         t2 = time.perf_counter()
         tracked = self.tracker(dets)
         self.tm["detect"] += t2 - t1

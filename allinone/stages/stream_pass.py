@@ -114,7 +114,8 @@ class LiveCamera:
                                  events_stem=events_stem)
         self.partial = partial
         partial.setdefault("live", {})[info.name] = {"source": src.spec, "segments": self.segments.entries}
-        self.frame_step = FrameStep(stages, tracker, MotProxy(self.segments), self.tm)
+        self.frame_step = FrameStep(stages, tracker, MotProxy(self.segments), self.tm,
+                                    ignore=self.hooks.ignore.get(info.name))
         self.closer = TrackCloser(config, stages, writer, self.result)
         self.spans = self.frame_step.spans
         cross = self.hooks.cross

@@ -235,12 +235,12 @@ CAMERA_KEYS: dict[str, str] = {
     "source": "rtsp://, rtsps://, http(s):// stream, or a webcam: its number (0) or device (/dev/video0). A video "
               "file is read here but refused by the service (not built yet: serve it as a stream).",
     "rotate": "turn frames clockwise by 0 (default), 90, 180 or 270 degrees: for a camera mounted on its side "
-              "(the models expect people upright). Not applied yet: the service refuses any but 0.",
+              "(the models expect people upright). Costs one turn of each frame.",
     "frame_step": "analyse every n-th frame (default 1, every frame). 2 halves the models' work for this camera; "
                   "gait then sees half the steps of a walk. Not applied yet: the service refuses any but 1.",
     "ignore": "regions to ignore, each a polygon [[x, y], [x, y], [x, y], ...] in pixels of the turned frame: a "
-              "person whose feet (box bottom centre) are inside is not tracked. For screens, posters, mirrors. "
-              "Not applied yet: the service refuses a camera that sets it.",
+              "person whose feet (box bottom centre) are inside is not tracked. For screens, posters, mirrors; "
+              "someone who walks through a region is lost there and may come back as a new track.",
 }
 REQUIRED = ("gallery", "output", "cameras")
 CAMERA_REQUIRED = ("name", "source")

@@ -119,9 +119,24 @@ def check_cameras(wcfg: WatchConfig) -> None:
             raise UserError(f"cameras[{i}].source: a video file as a camera is not built yet; serve it as a stream "
                             f"(e.g. ffmpeg -re -stream_loop -1 -i FILE -c copy -f mpegts -listen 1 "
                             f"http://127.0.0.1:8080/{cam.name}.ts)", cam.source)
-        if cam.rotate or cam.frame_step != 1 or cam.ignore:
-            raise UserError(f"cameras[{i}]: rotate, frame_step and ignore are read but not applied yet; leave them "
-                            "out", cam.name)
+        if cam.frame_step != 1:
+            raise UserError(f"cameras[{i}].frame_step: read but not applied yet; leave it out", cam.name)
+
+
+def _turn(wcfg: WatchConfig):
+    """Each camera's frames turned by its ``rotate`` before anything sees them."""
+    def prepare(name: str, source) -> None:
+        source.set_rotation(wcfg.camera(name).rotate)
+    return prepare
+
+
+def _ignores(wcfg: WatchConfig) -> dict:
+    """Each camera with regions to ignore → which boxes to leave out: those whose feet (bottom centre) are inside."""
+    def ignoring(cam):
+        def mask(xyxy: np.ndarray) -> np.ndarray:
+            return np.array([cam.ignores(float((x1 + x2) / 2), float(y2)) for x1, _, x2, y2 in xyxy], bool)
+        return mask
+    return {c.name: ignoring(c) for c in wcfg.cameras if c.ignore}
 
 
 class LiveGallery:
@@ -186,7 +201,7 @@ def watch(wcfg: WatchConfig, spec: RunConfig, serve: bool = True) -> tuple[RunRe
         gallery = LiveGallery(Path(wcfg.gallery))
         overlaps = frozenset(frozenset(p) for p in wcfg.overlaps)
         runner.hooks = hooks = CameraHooks(CrossCameras(overlaps), recorder, recorder.ready, recorder.clips.add,
-                                           gallery)
+                                           gallery, prepare=_turn(wcfg), ignore=_ignores(wcfg))
         page = _serve_page(wcfg, hooks, gallery, spec.match.min_frames) if serve else None
         try:
             result = runner()
