@@ -54,7 +54,19 @@ def rotate(frame: np.ndarray, degrees: int) -> np.ndarray:
     return frame if code is None else cv2.rotate(frame, code)
 
 
-class VideoSource:
+class _Turned:
+    """A source whose frames are turned clockwise by ``rotation`` degrees after decoding: ``_hw`` is the size as
+    decoded, ``height``/``width`` the size as turned."""
+
+    def set_rotation(self, degrees: int) -> None:
+        if degrees not in ROTATIONS:
+            raise ValueError(f"rotation must be one of {sorted(ROTATIONS)}, got {degrees}")
+        self.rotation = degrees
+        h, w = self._hw
+        self.height, self.width = (w, h) if degrees in (90, 270) else (h, w)
+
+
+class VideoSource(_Turned):
     """An input video, opened once to check it; ``frames()`` then streams it, turned by ``rotation`` degrees
     clockwise (after the container's own rotation tag, which OpenCV applies; ``rotation_meta`` records that tag).
 
@@ -92,13 +104,6 @@ class VideoSource:
         self.count = 0
         self.decode_warning: str | None = None
         self.set_rotation(rotation)
-
-    def set_rotation(self, degrees: int) -> None:
-        if degrees not in ROTATIONS:
-            raise ValueError(f"rotation must be one of {sorted(ROTATIONS)}, got {degrees}")
-        self.rotation = degrees
-        h, w = self._hw
-        self.height, self.width = (w, h) if degrees in (90, 270) else (h, w)
 
     def sample(self, n: int) -> list[np.ndarray]:
         """Up to ``n`` frames spread over the video (unturned), for choosing a rotation."""
@@ -309,7 +314,7 @@ def is_stream(spec: str | Path) -> bool:
     return s.startswith(("rtsp://", "rtsps://", "http://", "https://", "webcam:"))
 
 
-class StreamSource:
+class StreamSource(_Turned):
     """A live stream (RTSP, HTTP such as MPEG-TS or MJPEG, or a local webcam ``webcam:N``), read through OpenCV's
     FFmpeg backend in a thread.
 
@@ -373,14 +378,6 @@ class StreamSource:
             cap.release()
             return None
         return cap
-
-    def set_rotation(self, degrees: int) -> None:
-        """Turn every frame ``degrees`` clockwise (a camera mounted on its side); width and height follow."""
-        if degrees not in ROTATIONS:
-            raise ValueError(f"rotation must be one of {sorted(ROTATIONS)}, got {degrees}")
-        self.rotation = degrees
-        h, w = self._hw
-        self.height, self.width = (w, h) if degrees in (90, 270) else (h, w)
 
     def stop(self) -> None:
         self._stop.set()

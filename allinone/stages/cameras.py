@@ -33,13 +33,13 @@ class CrossCameras:
         return out | {ident for cam, ident, s, e in self.closed
                       if self._apart(cam, camera) and s <= last and first <= e}
 
-    def update(self, camera: str, current: dict[int, tuple[str | None, float, float]]) -> None:
-        """A camera's open tracks now: track → (its current match or None, first and last wall time). An open
-        track's match holds from its first wall time on, with no end: it is still in view, and a span cut at the
-        moment it was shared would let another camera take its identity a moment later."""
+    def update(self, camera: str, current: dict[int, tuple[str | None, float]]) -> None:
+        """A camera's open tracks now: track → (its current match or None, its first wall time). An open track's
+        match holds from its first wall time on, with no end: it is still in view, and a span cut at the moment it
+        was shared would let another camera take its identity a moment later."""
         for key in [k for k in self.held if k[0] == camera and k[1] not in current]:
             del self.held[key]
-        for tid, (ident, s, _) in current.items():
+        for tid, (ident, s) in current.items():
             if ident is None:
                 self.held.pop((camera, tid), None)
             else:

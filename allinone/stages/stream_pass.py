@@ -195,7 +195,7 @@ class LiveCamera:
             return
         current = self.book.current
         self.hooks.cross.update(self.info.name, {
-            tid: (current[tid].identity if tid in current and current[tid].status == "match" else None, *w)
+            tid: (current[tid].identity if tid in current and current[tid].status == "match" else None, w[0])
             for tid, w in self.walls.items()})
 
     def _embed_due(self, tracked) -> list[Embedding]:

@@ -67,13 +67,13 @@ class SightingRecorder:
         self.threshold = float(threshold.value) if np.isfinite(threshold.value) else None
         self.metric = metric
 
-    def _retain(self) -> None:
-        if time.monotonic() - self.retained_at >= self.RETAIN_EVERY_S:
-            self.retained_at = time.monotonic()
-            gone = self.sightings.retain(self.wcfg.retention_days)
-            if gone:
-                log.info("retention: %d sighting(s) older than %g days deleted with their pictures", gone,
-                         self.wcfg.retention_days)
+    def retain(self) -> None:
+        """Sightings older than retention_days deleted with their pictures and clips."""
+        self.retained_at = time.monotonic()
+        gone = self.sightings.retain(self.wcfg.retention_days)
+        if gone:
+            log.info("retention: %d sighting(s) older than %g days deleted with their pictures", gone,
+                     self.wcfg.retention_days)
 
     def _media(self, camera: str, tr: TrackResult, walls: tuple[float, float]) -> tuple[str | None, ...]:
         """The sighting's crop, GEI and clip, written under OUTPUT/media; their paths (None where there is none)."""
@@ -107,7 +107,8 @@ class SightingRecorder:
                      gei=gei, clip=clip, runners_up=tuple((n, float(x)) for n, x in d.ranking[:5]), embedding=feature)
         sid = self.sightings.add(s)
         self.added += 1
-        self._retain()
+        if time.monotonic() - self.retained_at >= self.RETAIN_EVERY_S:
+            self.retain()
         log.info("sighting %d: %s track %d, %s%s", sid, camera, tr.track_id, d.identity or "unknown",
                  f" ({uid})" if uid else "")
 
@@ -194,10 +195,8 @@ def watch(wcfg: WatchConfig, spec: RunConfig, serve: bool = True) -> tuple[RunRe
     root = Path(wcfg.output)
     root.mkdir(parents=True, exist_ok=True)
     with Sightings(wcfg.sightings_path, root=root) as sightings:
-        gone = sightings.retain(wcfg.retention_days)
-        if gone:
-            log.info("retention: %d sighting(s) older than %g days deleted", gone, wcfg.retention_days)
         recorder = SightingRecorder(sightings, root, wcfg)
+        recorder.retain()  # at the start, then hourly as sightings are added
         gallery = LiveGallery(Path(wcfg.gallery))
         overlaps = frozenset(frozenset(p) for p in wcfg.overlaps)
         runner.hooks = hooks = CameraHooks(CrossCameras(overlaps), recorder, recorder.ready, recorder.clips.add,
