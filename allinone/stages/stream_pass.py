@@ -248,9 +248,10 @@ class LiveCamera:
         self.cutter.flush()  # every frame: a decision must not wait for a batch to fill
         new = self._embed_due(tracked)
         # the rule over every open track at its current span
-        for d in self.book.update({t: (s[0], s[1]) for t, s in self.spans.items()}, new):
+        changed = self.book.update({t: (s[0], s[1]) for t, s in self.spans.items()}, new)
+        for d in changed:
             self._emit(d, arrived, self.book.latest[d.probe_track].n_frames)
-        if new:
+        if changed:  # (also a decision redone for a conflict, with no new embedding: the others must see it)
             self._share()
         self._draw(frame, tracked)
         ended = self.cutter.ended(self.index, self.gap)
