@@ -7,7 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from allinone.commands.args import Parser, add_model_args, fpir_arg, nonnegative_float, threshold_arg
+from allinone.commands.args import (Parser, add_model_args, add_window_arg, fpir_arg, nonnegative_float,
+                                     threshold_arg)
 from allinone.config import LiveConfig, MatchConfig
 from allinone.decide.identities import parse_identity
 from allinone.errors import UserError, print_error
@@ -29,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     known.add_argument("--gallery-db", type=Path, metavar="FILE",
                        help="an enrolled gallery (python main.py enroll) in place of a gallery video")
     p.add_argument("--probe", required=True, action="append", metavar="VIDEO|URL",
-                   help="a probe video (repeat for several), or one live stream: rtsp://..., http(s)://... or "
-                        "webcam:N, decided while it plays")
+                   help="a probe video (repeat for several), or live streams: rtsp://..., http(s)://..., "
+                        "webcam:N or loop:VIDEO (a file played as a camera), decided while they play")
     p.add_argument("--output", type=Path, default=Path("output"), metavar="DIR",
                    help="folder that receives the run folder (default: output)")
     p.add_argument("--name", default=None, metavar="RUN", help="run folder name (default: a timestamp)")
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reconnect", type=nonnegative_float, default=LiveConfig().reconnect_s, metavar="S",
                    help=f"live stream: keep reconnecting a dropped stream for S seconds "
                         f"(default {LiveConfig().reconnect_s:g})")
+    add_window_arg(p)
     p.add_argument("--segment", type=nonnegative_float, default=LiveConfig().segment_s, metavar="S",
                    help=f"live stream: start new events, MOT and video files every S seconds "
                         f"(default {LiveConfig().segment_s:g}: hourly)")

@@ -478,6 +478,11 @@ CASES = [
     Case("live/disk-full", lambda c: ["--gallery-db", str(c.kit.gallery), "--probe", _stream_server(c),
                                       *c.kit.models(), "--output", str(c.full_disk() / "out"), "--quiet",
                                       "--reconnect", "2"], 1, "disk is full", lines=0),
+    Case("watch/disk-full", lambda c: _watch_cmd(c, c.full_disk() / "out", "--duration", "60"), 1, "disk is full",
+         lines=0),
+    # room for the database and the first seconds of the segments, then the disk fills while it runs
+    Case("watch/disk-fills-while-it-runs", lambda c: _watch_cmd(c, c.full_disk(leave=600_000) / "out", "--duration",
+                                                                "120"), 1, "disk is full", lines=0),
     Case("live/duration-while-reconnecting", lambda c: _live(c, _stream_once(c), "--name", "d", "--duration", "5",
                                                              "--reconnect", "20"), 0, "reconnecting", lines=0,
          check=_check_duration),
@@ -1057,3 +1062,88 @@ def test_live_killed(sig: int, ctx: Ctx):
     sent = 30.0 * (killed_at - datetime.fromisoformat(last["started"]).timestamp() + 1.0)
     got = decodable_frames(run / last["result_video"])
     assert drawn - bound <= got <= sent and (got > 0 or drawn <= bound), (drawn, got, bound, sent, last)
+
+
+# ------------------------------------------------------------------------------------------------ the watch service
+
+def _watch_cmd(ctx: Ctx, output: Path, *extra: str) -> list[str]:
+    """python main.py watch on two cameras: demo4 played over HTTP on the loopback, and demo4 as a looped file."""
+    from tests.sinks.servers import free_port
+    demo4 = ctx.kit.shared / "fixtures/videos/demo4.mp4"
+    cfg = ctx.file("watch.yaml", f"gallery: {ctx.kit.enrolled}\noutput: {output}\nthreshold: 1.0e+9\n"
+                                 f"listen: 127.0.0.1:{free_port()}\ncameras:\n"
+                                 f"  - {{name: door, source: '{_stream_once(ctx, demo4, loops=8)}'}}\n"
+                                 f"  - {{name: desk, source: '{demo4}'}}\n")
+    return ["watch", str(cfg), *ctx.kit.models(), "--window-min", "10", "--reconnect", "2", "--quiet", *extra]
+
+
+def _sightings(db: Path) -> list[tuple]:
+    """(id, camera, track, crop, clip) of every stored sighting, read as the review page reads them."""
+    import sqlite3
+    if not db.exists():
+        return []
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return con.execute("SELECT id, camera, track, crop, clip FROM sightings ORDER BY id").fetchall()
+    except sqlite3.OperationalError:  # created but its table not yet
+        return []
+    finally:
+        con.close()
+
+
+def _intact(db: Path) -> None:
+    import sqlite3
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGKILL, id="watch/SIGKILL-after-a-sighting-then-a-restart"),
+                                 pytest.param(signal.SIGTERM, id="watch/SIGTERM")])
+def test_watch_killed(sig: int, ctx: Ctx):
+    """The service, killed once it has stored a sighting. SIGTERM: every camera's segment closed, the session's
+    run.json complete, exit 0. SIGKILL: the database whole (one transaction per sighting, WAL), every row that was
+    there still there with its pictures and clip; a restart into the same output recovers the killed session and
+    continues the sighting numbers."""
+    out = ctx.out / "watch"
+    db = out / "sightings.db"
+    proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), *_watch_cmd(ctx, out)], cwd=REPO,
+                            env=ctx.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(proc, lambda: len(_sightings(db)) >= 1, "a sighting")
+        if sig == signal.SIGKILL:
+            time.sleep(float(np.random.default_rng().uniform(0.0, 2.0)))
+        before = _sightings(db)
+        os.kill(proc.pid, sig)
+        out_text, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in err, err[-3000:]
+    _intact(db)
+    after = _sightings(db)
+    assert after[:len(before)] == before  # nothing stored was lost
+    for _, _, _, crop, clip in after:
+        assert (out / crop).is_file() and (clip is None or (out / clip).is_file())
+    sessions = out / "sessions"
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 0, err
+        assert "interrupted" in err and f"{len(after)} sighting" in out_text
+        (session,) = [d for d in sessions.iterdir()]
+        m = json.loads((session / "run.json").read_text())
+        assert "status" not in m and set(m["live"]) == {"door", "desk"}
+        assert all(s["complete"] for cam in m["live"].values() for s in cam["segments"])
+        assert _leftovers(ctx) == []
+        return
+    assert proc.returncode == -signal.SIGKILL
+    res = main_py(*_watch_cmd(ctx, out, "--duration", "4"), env=ctx.env())
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert any("recovered 1 killed live run" in x for x in _error_lines(res.stderr)), res.stderr
+    assert _leftovers(ctx) == []
+    runs = [json.loads((d / "run.json").read_text()) for d in sorted(sessions.iterdir())]
+    assert len(runs) == 2 and runs[0]["status"] == "incomplete" and "status" not in runs[1]
+    _intact(db)
+    again = _sightings(db)
+    assert again[:len(after)] == after and [r[0] for r in again] == list(range(1, len(again) + 1))

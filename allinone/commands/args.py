@@ -40,6 +40,14 @@ def int_in_range(low: int, high: int | None = None):
 positive_int = int_in_range(1)
 
 
+def add_window_arg(p: argparse.ArgumentParser) -> None:
+    """--window-min, for the commands that decide live streams (the main command and watch)."""
+    lc = LiveConfig()
+    p.add_argument("--window-min", type=int_in_range(1, lc.window), default=lc.window_min, metavar="N",
+                   help=f"live stream: a track's first decision once it has N silhouettes (default {lc.window_min}; "
+                        f"fewer decide sooner, on less of the walk; at most the window, {lc.window})")
+
+
 def unit_float(text: str) -> float:
     try:
         v = float(text)
@@ -172,6 +180,7 @@ def spec_from_args(a: argparse.Namespace, *, gallery, probes: tuple = (), output
         identities=tuple(getattr(a, "identity", ())),
         live=LiveConfig(duration_s=opt("duration", LiveConfig, "duration_s"),
                         reconnect_s=opt("reconnect", LiveConfig, "reconnect_s"),
+                        window_min=opt("window_min", LiveConfig, "window_min"),
                         segment_s=_segment(opt("segment", LiveConfig, "segment_s"))),
         outputs=_outputs(a),
     )

@@ -57,6 +57,10 @@ def bench_parser() -> Parser:
     p.add_argument("--live-soak", type=float, default=0.0, metavar="MINUTES",
                    help="instead: a live run on a looped loopback stream for MINUTES, its RSS over time")
     p.add_argument("--soak-segment", type=float, default=60.0, metavar="S", help="with --live-soak: segment length")
+    p.add_argument("--watch", type=int, default=0, metavar="N",
+                   help="instead: the watch service on N looped loopback cameras: per camera frames analysed per "
+                        "second, dropped and decision latency; RSS over time; sightings lost (with --minutes)")
+    p.add_argument("--minutes", type=float, default=2.0, metavar="M", help="with --watch: how long (default 2)")
     p.add_argument("--hard", action="store_true", help="with --search: add occluded, scaled and near-duplicate "
                                                        "queries")
     p.add_argument("--metric", choices=["euc", "cos"], default="euc", help="with --search: the distance")
@@ -73,7 +77,7 @@ def bench_command(argv: list[str] | None = None) -> int:
         from allinone.commands.bench_encode import encode_bench, markdown as encode_markdown
         report = encode_bench(args.shared / "fixtures/videos/demo4.mp4")
         print(encode_markdown(report))
-    elif args.decisions or args.live_soak:
+    elif args.decisions or args.live_soak or args.watch:
         report = _decisions_or_soak(args)
         print(json.dumps(report, indent=2, allow_nan=False))
     elif args.search:
@@ -127,9 +131,13 @@ def _decisions_or_soak(args) -> dict:
     if args.decisions:
         from allinone.decide.scale import benchmark
         return {"machine": machine, **benchmark(args.decisions, args.identities, dense=args.dense)}
+    from allinone.commands.bench_watch import watch_bench
     from allinone.commands.soak import live_soak
     with tempfile.TemporaryDirectory(prefix="allinone-soak-ckpt-") as tmp:
         gait = args.gait_model or str(random_gaitbase(Path(tmp)))
+        if args.watch:
+            return {"machine": machine, **watch_bench(args.watch, args.minutes, args.shared, gait,
+                                                      REPO / "main.py")}
         return {"machine": machine, **live_soak(args.live_soak, args.shared, gait, REPO / "main.py",
                                                 args.soak_segment)}
 

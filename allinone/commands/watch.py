@@ -6,7 +6,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from allinone.commands.args import Parser, add_model_args, nonnegative_float
+from allinone.commands.args import Parser, add_model_args, add_window_arg, nonnegative_float
 from allinone.config import LiveConfig, RunConfig
 from allinone.errors import interrupted_exit, interrupted_line, reports_user_errors
 from allinone.results.words import count
@@ -28,6 +28,7 @@ def watch_parser() -> Parser:
                    help="the secret every request to the page and API must carry (default: the config's token)")
     p.add_argument("--reconnect", type=nonnegative_float, default=LiveConfig().reconnect_s, metavar="S",
                    help=f"keep reconnecting a dropped camera for S seconds (default {LiveConfig().reconnect_s:g})")
+    add_window_arg(p)
     add_model_args(p)
     return p
 
@@ -37,7 +38,7 @@ def watch_spec(args, wcfg) -> RunConfig:
     threshold settings and sinks, the command line's models; sessions in OUTPUT/sessions."""
     from allinone.commands.args import spec_from_args
     from allinone.watch.service import SESSIONS
-    spec = spec_from_args(args, gallery=None, probes=tuple(c.source for c in wcfg.cameras),
+    spec = spec_from_args(args, gallery=None, probes=tuple(c.spec for c in wcfg.cameras),
                           output=Path(wcfg.output) / SESSIONS, gallery_db=Path(wcfg.gallery))
     # a camera that does not answer at the start is retried while the others run
     return replace(spec, match=replace(wcfg.match, min_frames=spec.match.min_frames), outputs=wcfg.outputs,

@@ -308,10 +308,18 @@ def read_frame_count(path: str | Path) -> int:
     return n
 
 
+LOOP = "loop:"  # loop:PATH, a video file watched as a live camera (LoopedFile)
+
+
 def is_stream(spec: str | Path) -> bool:
-    """rtsp://, http(s):// addresses and webcam:N are live streams; anything else is a file path."""
+    """rtsp://, http(s):// addresses, webcam:N and loop:PATH are live streams; anything else is a file path."""
     s = str(spec)
-    return s.startswith(("rtsp://", "rtsps://", "http://", "https://", "webcam:"))
+    return s.startswith(("rtsp://", "rtsps://", "http://", "https://", "webcam:", LOOP))
+
+
+def open_stream(spec: str, reconnect_s: float = 30.0) -> "StreamSource":
+    """The live source a spec names: a looped file for loop:PATH, else a stream or webcam."""
+    return LoopedFile(spec, reconnect_s) if spec.startswith(LOOP) else StreamSource(spec, reconnect_s)
 
 
 class StreamSource(_Turned):
@@ -337,6 +345,7 @@ class StreamSource(_Turned):
         self.dropped = 0
         self.reconnects = 0
         self.count = 0
+        self.step, self.skipped = 1, 0  # every step-th frame is analysed; the others are skipped as read
         self.state = "live"  # "reconnecting" while it is down, "ended" once it has ended (a status page reads it)
         self._stop = threading.Event()
         cap = self._open()
@@ -350,9 +359,20 @@ class StreamSource(_Turned):
         self.height, self.width = frame.shape[:2]
         self._hw, self.rotation = (self.height, self.width), 0  # as sent; frames are turned after that
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        self.fps = fps if np.isfinite(fps) and 1.0 <= fps <= 240.0 else 25.0
+        self.sent_fps = fps if np.isfinite(fps) and 1.0 <= fps <= 240.0 else 25.0
+        self.fps = self.sent_fps  # as analysed: the stream's over the step
         self.frame_count_hint = 0
         self._cap, self._first = cap, frame
+
+    def set_step(self, step: int) -> None:
+        """Analyse every ``step``-th frame: the others are skipped as they are read (counted in ``skipped``, not
+        ``dropped``), and downstream sees a stream of fps / step. Before ``feed``."""
+        if type(step) is not int or step < 1:
+            raise ValueError(f"step must be an integer ≥ 1, got {step!r}")
+        self.step, self.fps = step, self.sent_fps / step
+
+    def _pace(self) -> None:
+        """Called after each frame read; a live stream is paced by its sender."""
 
     def _open(self):
         """A capture, or None. OpenCV's own warnings about a failed open are silenced: our error says it once."""
@@ -385,6 +405,7 @@ class StreamSource(_Turned):
     def _reader(self, q: queue.Queue) -> None:
         import time
         cap, frame = self._cap, self._first
+        read = 1
         try:
             while not self._stop.is_set():
                 if frame is None:
@@ -394,6 +415,12 @@ class StreamSource(_Turned):
                         cap = self._reconnect()
                         if cap is None:
                             break
+                        frame = None
+                        continue
+                    self._pace()
+                    read += 1
+                    if (read - 1) % self.step:
+                        self.skipped += 1
                         frame = None
                         continue
                 if frame.shape[:2] != self._hw:  # a reconnected stream in another size: the first one's
@@ -459,6 +486,47 @@ class StreamSource(_Turned):
                 yield item
         finally:
             feed.close()
+
+
+class LoopedFile(StreamSource):
+    """A video file watched as a live camera (``loop:PATH``): its frames read at the file's own frame rate and
+    from its start again at its end, without end — a camera for trying the service, for demos and soak tests.
+    ``loops`` counts the restarts. A reader that falls over a second behind (the machine was busy) goes on from
+    now rather than hurrying to catch up, as a live camera would."""
+
+    def __init__(self, spec: str, reconnect_s: float = 30.0, open_timeout_s: float = 10.0,
+                 queue_size: int = 4) -> None:
+        self.file = Path(spec[len(LOOP):]).expanduser()
+        if not self.file.is_file():
+            raise UserError("no such video file to loop", str(self.file))
+        self.loops, self._due = 0, None
+        super().__init__(spec, reconnect_s, open_timeout_s, queue_size)
+
+    def _open_capture(self):
+        cap = cv2.VideoCapture(str(self.file))
+        if not cap.isOpened():
+            cap.release()
+            return None
+        return cap
+
+    def _pace(self) -> None:
+        import time
+        now = time.monotonic()
+        if self._due is None or now - self._due > 1.0:
+            self._due = now
+        else:
+            self._stop.wait(max(0.0, self._due - now))
+        self._due += 1.0 / self.sent_fps
+
+    def _reconnect(self):
+        """The file's end: from its start again (None where it cannot be opened any more)."""
+        cap = self._open()
+        if cap is None:
+            log.warning("%s: cannot be opened again, ending", self.file)
+            self.state = "ended"
+        else:
+            self.loops += 1
+        return cap
 
 
 class StreamFeed:

@@ -10,7 +10,7 @@ from allinone.decide.calibration import load_calibration, read_calibration
 from allinone.decide.threshold import check_threshold
 from allinone.errors import UserError
 from allinone.io.run_folder import check_name_lengths, sha256_path
-from allinone.io.video import StreamSource, VideoSource, is_stream, stream_name
+from allinone.io.video import StreamSource, VideoSource, is_stream, open_stream, stream_name
 from allinone.sinks.outputs import check_outputs
 from allinone.stages.build import check_models_given
 
@@ -116,7 +116,7 @@ def _check_streams(config: RunConfig, inputs: list[tuple]) -> None:
 def _open_stream(spec: str, config: RunConfig) -> StreamSource | None:
     """The stream opened; one that does not answer is a user error, or None where the run retries it later."""
     try:
-        return StreamSource(spec, config.live.reconnect_s)
+        return open_stream(spec, config.live.reconnect_s)
     except UserError as exc:
         if not config.live.retry_unanswered:
             raise

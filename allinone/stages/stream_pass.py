@@ -284,7 +284,7 @@ class LiveCamera:
         decisions = [self.finals.get(t) or Decision.too_short(info.name, t) for t in result.tracks]
         lc = self.lc
         stats = {"source": src.spec, "frames": src.count, "frames_dropped": src.dropped,
-                 "reconnects": src.reconnects, "wall_s": round(wall, 2),
+                 "frames_skipped": src.skipped, "reconnects": src.reconnects, "wall_s": round(wall, 2),
                  "fps": round(src.count / wall, 2) if wall > 0 else None, "events": self.n_events,
                  "latency_s": self.latencies.summary(), "segment_s": lc.segment_s, "segments": entries,
                  "window": {"min": lc.window_min, "step": lc.step, "size": lc.window}}
@@ -312,11 +312,11 @@ class PendingCamera:
 
     def _retry(self, reconnect_s: float) -> None:
         from allinone.errors import UserError
-        from allinone.io.video import StreamSource
+        from allinone.io.video import open_stream
         wait = 2.0
         while not self._stop.wait(wait):
             try:
-                self.source = StreamSource(self.spec, reconnect_s)
+                self.source = open_stream(self.spec, reconnect_s)
                 log.warning("%s: answered; watching it from now on", self.spec)
                 return
             except UserError as exc:

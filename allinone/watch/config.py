@@ -114,6 +114,12 @@ class CameraConfig:
             return "webcam"
         return "stream" if "://" in self.source else "file"
 
+    @property
+    def spec(self) -> str:
+        """What the runner opens: the source, a video file as loop:PATH (played as a live camera, looped)."""
+        from allinone.io.video import LOOP
+        return LOOP + self.source if self.kind == "file" else self.source
+
     def ignores(self, x: float, y: float) -> bool:
         """Whether the point (x, y) of the (rotated) frame lies in a region to ignore."""
         return any(_inside(poly, x, y) for poly in self.ignore)
@@ -232,12 +238,14 @@ KEYS: dict[str, str] = {
 }
 CAMERA_KEYS: dict[str, str] = {
     "name": f"the camera's name in sightings, events, topics and file names: {CAMERA_NAME_RULE}; unique.",
-    "source": "rtsp://, rtsps://, http(s):// stream, or a webcam: its number (0) or device (/dev/video0). A video "
-              "file is read here but refused by the service (not built yet: serve it as a stream).",
+    "source": "rtsp://, rtsps://, http(s):// stream, a webcam: its number (0) or device (/dev/video0), or a video "
+              "file, played at its own frame rate and looped without end (for trying the service: its wall times "
+              "are the service's, not the recording's).",
     "rotate": "turn frames clockwise by 0 (default), 90, 180 or 270 degrees: for a camera mounted on its side "
               "(the models expect people upright). Costs one turn of each frame.",
     "frame_step": "analyse every n-th frame (default 1, every frame). 2 halves the models' work for this camera; "
-                  "gait then sees half the steps of a walk. Not applied yet: the service refuses any but 1.",
+                  "gait then sees half the steps of a walk (at 25 frames/s, 2 still gives ~12 per second; beyond 3 a walk's "
+                  "cycle is too coarse for gait models trained on every frame). Skipped frames are not dropped ones.",
     "ignore": "regions to ignore, each a polygon [[x, y], [x, y], [x, y], ...] in pixels of the turned frame: a "
               "person whose feet (box bottom centre) are inside is not tracked. For screens, posters, mirrors; "
               "someone who walks through a region is lost there and may come back as a new track.",

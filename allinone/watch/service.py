@@ -21,8 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from allinone.config import RunConfig
-from allinone.errors import UserError
-from allinone.io.video import is_stream
 from allinone.records import Decision, DecisionEvent, TrackResult
 from allinone.runner.runner import RunResult, Runner
 from allinone.stages.cameras import CameraHooks, CrossCameras
@@ -113,21 +111,12 @@ class SightingRecorder:
                  f" ({uid})" if uid else "")
 
 
-def check_cameras(wcfg: WatchConfig) -> None:
-    """What the service cannot watch yet, refused before any model loads."""
-    for i, cam in enumerate(wcfg.cameras):
-        if not is_stream(cam.source):
-            raise UserError(f"cameras[{i}].source: a video file as a camera is not built yet; serve it as a stream "
-                            f"(e.g. ffmpeg -re -stream_loop -1 -i FILE -c copy -f mpegts -listen 1 "
-                            f"http://127.0.0.1:8080/{cam.name}.ts)", cam.source)
-        if cam.frame_step != 1:
-            raise UserError(f"cameras[{i}].frame_step: read but not applied yet; leave it out", cam.name)
-
-
-def _turn(wcfg: WatchConfig):
-    """Each camera's frames turned by its ``rotate`` before anything sees them."""
+def _prepare(wcfg: WatchConfig):
+    """Each camera's frames turned by its ``rotate``, and every ``frame_step``-th kept, before anything sees them."""
     def prepare(name: str, source) -> None:
-        source.set_rotation(wcfg.camera(name).rotate)
+        cam = wcfg.camera(name)
+        source.set_rotation(cam.rotate)
+        source.set_step(cam.frame_step)
     return prepare
 
 
@@ -190,7 +179,6 @@ def watch(wcfg: WatchConfig, spec: RunConfig, serve: bool = True) -> tuple[RunRe
     """Run the service until every camera has ended, ``spec.live.duration_s`` or Ctrl-C / SIGTERM: one session
     folder in OUTPUT/sessions, the sightings in OUTPUT's database, the review page on ``listen`` (``serve``).
     Returns the session's result and the number of sightings it stored."""
-    check_cameras(wcfg)
     runner = Runner(spec)  # every camera opened and checked before the database or a model is touched
     root = Path(wcfg.output)
     root.mkdir(parents=True, exist_ok=True)
@@ -200,7 +188,7 @@ def watch(wcfg: WatchConfig, spec: RunConfig, serve: bool = True) -> tuple[RunRe
         gallery = LiveGallery(Path(wcfg.gallery))
         overlaps = frozenset(frozenset(p) for p in wcfg.overlaps)
         runner.hooks = hooks = CameraHooks(CrossCameras(overlaps), recorder, recorder.ready, recorder.clips.add,
-                                           gallery, prepare=_turn(wcfg), ignore=_ignores(wcfg))
+                                           gallery, prepare=_prepare(wcfg), ignore=_ignores(wcfg))
         page = _serve_page(wcfg, hooks, gallery, spec.match.min_frames) if serve else None
         try:
             result = runner()
@@ -210,4 +198,4 @@ def watch(wcfg: WatchConfig, spec: RunConfig, serve: bool = True) -> tuple[RunRe
     return result, recorder.added
 
 
-__all__ = ["LiveGallery", "SightingRecorder", "check_cameras", "watch"]
+__all__ = ["LiveGallery", "SightingRecorder", "watch"]

@@ -75,6 +75,8 @@ def test_every_key_set(folder):
     assert (hall.source, hall.kind, desk.source, demo.kind, door.kind) == \
         ("webcam:0", "webcam", "webcam:1", "file", "stream")
     assert demo.source == str(folder / "walk.mp4")  # relative to the config file's folder
+    # what the runner opens: a file is played as a live camera, looped; the others as they are
+    assert (demo.spec, hall.spec, door.spec) == (f"loop:{folder / 'walk.mp4'}", "webcam:0", door.source)
     assert hall.ignores(50, 25) and not hall.ignores(150, 25) and hall.ignores(250, 250)
     assert (c.match.threshold, c.match.target_fpir, c.match.calibration) == (0.8, 0.001, str(folder / "cal.json"))
     assert c.outputs.mqtt == "mqtt://127.0.0.1:1883/site" and len(c.outputs.webhooks) == 2

@@ -1,5 +1,6 @@
 """The watch service's per-camera settings on real frames and a real stream: regions to ignore (the real YOLOX on
-a frame of the walking video) and a camera turned on its side (an ffmpeg stream on the loopback)."""
+a frame of the walking video), a camera turned on its side (an ffmpeg stream on the loopback), and a video file
+watched as a looped camera analysing every other frame."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -74,3 +75,46 @@ def test_a_stream_turned_on_its_side_gives_upright_frames(shared):
     assert frame.shape[:2] == (w, h)
     with pytest.raises(ValueError):
         src.set_rotation(45)
+
+
+def test_a_video_file_is_a_camera_played_at_its_rate_looped_every_other_frame_kept(shared, tmp_path):
+    """loop:PATH: the file's frames in order at its own frame rate, from its start again at its end; with step 2
+    every other frame read is kept (the file's 0, 2, 4, ...) and the rate downstream is halved."""
+    import time
+
+    from allinone.io.video import open_stream
+    clip = tmp_path / "ten.mp4"
+    cap = cv2.VideoCapture(str(shared / "fixtures/videos/demo4.mp4"))
+    first = [cap.read()[1] for _ in range(10)]
+    cap.release()
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 20.0, first[0].shape[1::-1])
+    for f in first:
+        out.write(f)
+    out.release()
+    cap = cv2.VideoCapture(str(clip))  # the file as decoded: what the camera must give
+    decoded = [cap.read()[1] for _ in range(10)]
+    cap.release()
+
+    src = open_stream(f"loop:{clip}", 2.0)
+    src.set_step(2)
+    assert (src.sent_fps, src.fps) == (20.0, 10.0)
+    got, arrivals = [], []
+    start = time.monotonic()
+    for frame, at in src.frames(deadline=start + 1.6):  # 32 frames read at 20/s: 3 loops and more
+        got.append(frame)
+        arrivals.append(at)
+    assert src.loops >= 2 and src.count == len(got) and src.skipped >= len(got) - 1
+    for k, frame in enumerate(got):  # the read counter runs on across loops: 10 frames, so 0, 2, 4, 6, 8, 0, ...
+        assert np.array_equal(frame, decoded[(2 * k) % 10]), k
+    # paced at the file's rate (20 read/s, 10 kept/s), not as fast as it decodes (hundreds per second)
+    assert 8 <= len(got) <= 17, len(got)
+    assert np.median(np.diff(arrivals)) == pytest.approx(0.1, abs=0.03)
+    with pytest.raises(ValueError):
+        src.set_step(0)
+
+
+def test_a_missing_file_camera_is_a_user_error(tmp_path):
+    from allinone.errors import UserError
+    from allinone.io.video import open_stream
+    with pytest.raises(UserError, match="no such video file"):
+        open_stream(f"loop:{tmp_path / 'gone.mp4'}")

@@ -1,11 +1,12 @@
 """The watch service end to end on the loopback: three cameras (two ffmpeg HTTP MPEG-TS streams and GStreamer's
 RTSP server where it is installed) and a fourth whose address never answers, one enrolled person, a real Mosquitto
-broker and a local webhook server."""
+broker, a local webhook server, and a user on the review page in a real headless Chromium."""
 from __future__ import annotations
 
 import json
 import subprocess
 import threading
+import time
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
@@ -64,34 +65,62 @@ def _check_unknown_ids(rows) -> None:
 
 
 class _Reviewer(threading.Thread):
-    """What a user does on the review page while the service runs, through its API: once a camera has an unknown
-    sighting, name it Bob; the camera list is read meanwhile."""
+    """What a user does on the review page while the service runs, in a real headless Chromium (tests/web/cdp.py):
+    show the unknown sightings until there is one, open it, play its clip, and name that person Bob with the
+    page's form (all sightings of its unknown id). The camera list is read meanwhile."""
 
-    def __init__(self, base: str, sightings_path: Path) -> None:
+    def __init__(self, base: str, profile: Path) -> None:
         super().__init__(daemon=True)
-        self.base, self.path = base, sightings_path
-        self.enrolled_after: int | None = None  # the last sighting id when Bob joined the gallery
-        self.cameras: list = []
+        self.base, self.profile = base, profile
+        self.enrolled: dict | None = None  # the sighting named Bob, and the last sighting id when Bob joined
+        self.cameras = ""
+        self.clip_played = False
+        self.error: BaseException | None = None
         self.done = threading.Event()
 
-    def _call(self, route: str, body: dict | None = None):
-        req = urllib.request.Request(self.base + route, data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
+    def _api(self, route: str):
+        with urllib.request.urlopen(self.base + route, timeout=10) as r:
             return json.loads(r.read())
 
     def run(self) -> None:
-        while not self.done.wait(0.5):
+        from tests.web.cdp import Browser
+        while not self.done.wait(0.5):  # the page is up once the models have loaded
             try:
-                self.cameras = self._call("/api/cameras")["cameras"]
-                page = self._call("/api/sightings?status=unknown")
+                self._api("/api/cameras")
+                break
             except OSError:
-                continue  # the server is not up yet
-            rows = page["sightings"]
-            if rows:
-                self._call("/api/enrol", {"sighting_id": rows[-1]["id"], "name": "Bob"})
-                self.enrolled_after = max(r["id"] for r in self._call("/api/sightings")["sightings"])
-                return
+                continue
+        b = Browser(self.profile)
+        try:
+            self._review(b)
+        except BaseException as exc:  # seen by the test
+            self.error = exc
+        finally:
+            b.close()
+
+    def _review(self, b) -> None:
+        b.goto(self.base + "/")
+        b.wait_for("document.body.dataset.ready === 'timeline:'")
+        b.evaluate("document.getElementById('f-status').value = 'unknown'")
+        first = None
+        while first is None and not self.done.is_set():
+            b.evaluate("document.body.dataset.ready = ''; document.getElementById('filters').requestSubmit()")
+            b.wait_for("document.body.dataset.ready === 'timeline:'")
+            first = b.evaluate("(document.querySelector('#timeline-rows tr') || {dataset: {}}).dataset.id")
+            if first is None:
+                time.sleep(1.0)
+        if first is None:
+            return
+        self.cameras = b.evaluate("document.getElementById('camera-list').innerText")
+        b.evaluate(f"document.querySelector('tr[data-id=\"{first}\"] a[href^=\"#/sighting\"]').click()")
+        b.wait_for(f"document.body.dataset.ready === 'sighting:{first}'")
+        b.evaluate("(() => { const v = document.getElementById('s-clip'); v.muted = true; v.play(); })()")
+        self.clip_played = bool(b.wait_for("document.getElementById('s-clip').currentTime > 0.3"))
+        b.evaluate("document.getElementById('e-name').value = 'Bob'; document.getElementById('e-all').checked = "
+                   "true; document.getElementById('enrol').requestSubmit()")
+        b.wait_for("document.body.dataset.ready === 'person:Bob'")
+        self.enrolled = {"sighting": self._api(f"/api/sightings/{first}"),
+                         "after": max(r["id"] for r in self._api("/api/sightings")["sightings"])}
 
 
 def test_watch_three_cameras_stores_sightings_linked_across_cameras(tmp_path, shared, random_gaitbase):
@@ -123,11 +152,12 @@ def test_watch_three_cameras_stores_sightings_linked_across_cameras(tmp_path, sh
             args = watch_parser().parse_args([str(cfg), "--duration", "40", "--reconnect", "2", "--quiet",
                                               *_models(shared, random_gaitbase)])
             spec = watch_spec(args, wcfg)
-            reviewer = _Reviewer(f"http://127.0.0.1:{port}", wcfg.sightings_path)
+            reviewer = _Reviewer(f"http://127.0.0.1:{port}", tmp_path / "profile")
             reviewer.start()
             # decisions soon, even with three cameras sharing a slow machine
             result, added = watch(wcfg, replace(spec, live=replace(spec.live, window_min=10, step=10)))
             reviewer.done.set()
+            reviewer.join(30)
         assert sub.wait_for(lambda: len(sub.on("cams/events")) >= sum(
             1 for x in result.manifest["matches"] if x["status"] != "too_short"), 15)
     finally:
@@ -141,12 +171,16 @@ def test_watch_three_cameras_stores_sightings_linked_across_cameras(tmp_path, sh
     assert result.manifest["live"]["gate"] == {"source": wcfg.camera("gate").source, "frames": 0, "answered": False}
     assert {r.camera for r in rows} == {"hall", "corridor", "yard"}  # sightings on every camera
     # one identity is never decided for two cameras at one moment (no two of these cameras overlap)
-    # the review page listed every camera while it ran; an unknown sighting named Bob there joined the gallery,
-    # and the service decided with it from then on: a later sighting is Bob
-    assert {c["name"] for c in reviewer.cameras} == {"hall", "corridor", "yard", "gate"}
-    assert next(c for c in reviewer.cameras if c["name"] == "gate")["state"] == "waiting"
-    assert reviewer.enrolled_after is not None
-    assert any(r.status == "match" and r.identity == "Bob" for r in rows if r.id > reviewer.enrolled_after)
+    # on the review page while it ran: every camera listed; an unknown sighting opened, its clip played, and named
+    # Bob with the form; the service decided with Bob from then on: a later sighting on another camera is Bob
+    assert reviewer.error is None, reviewer.error
+    assert all(name in reviewer.cameras for name in ("hall", "corridor", "yard", "gate"))
+    assert "waiting" in reviewer.cameras  # gate never answered
+    assert reviewer.clip_played and reviewer.enrolled is not None
+    named, after = reviewer.enrolled["sighting"], reviewer.enrolled["after"]
+    assert named["identity"] == "Bob" and named["unknown_id"]
+    later = [r for r in rows if r.id > after and r.status == "match" and r.identity == "Bob"]
+    assert any(r.camera != named["camera"] for r in later), [(r.id, r.camera) for r in later]
     matched = [r for r in rows if r.status == "match"]
     assert matched and {r.identity for r in matched} == {"Ann", "Bob"}
     for a in matched:
