@@ -23,14 +23,15 @@ import threading
 import time
 from pathlib import Path
 
-from allinone.commands.soak import _free_port, _rss_mb
+from allinone.commands.soak import free_port, rss_mb
 
-VIDEOS = ("demo4.mp4", "demo2.mp4", "demo5.mp4", "demo1.mp4")
+# each video with the rotation its camera is given (demo5 is stored on its side: the config key rotate turns it)
+VIDEOS = (("demo4.mp4", 0), ("demo2.mp4", 0), ("demo5.mp4", 90), ("demo1.mp4", 0))
 WARM_UP_MIN_S = 60.0
 
 
 def _serve(video: Path, name: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/{name}.ts"
     proc = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video), "-an",
                              "-c", "copy", "-f", "mpegts", "-listen", "1", url], stderr=subprocess.DEVNULL)
@@ -47,7 +48,7 @@ class _Mqtt:
         self.proc = self.client = None
         if exe is None:
             return
-        self.port = _free_port()
+        self.port = free_port()
         conf = folder / "mosquitto.conf"
         conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
         self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -92,10 +93,12 @@ class _Mqtt:
 
 
 def _config(tmp: Path, urls: list[str], gallery: Path, mqtt_url: str | None) -> Path:
+    rotations = [VIDEOS[i % len(VIDEOS)][1] for i in range(len(urls))]
     cfg = tmp / "watch.yaml"
     lines = [f"gallery: {gallery}", f"output: {tmp / 'out'}", "threshold: 1.0e+9",
-             f"listen: 127.0.0.1:{_free_port()}", "cameras:"]
-    lines += [f"  - {{name: cam{i + 1}, source: '{u}'}}" for i, u in enumerate(urls)]
+             f"listen: 127.0.0.1:{free_port()}", "cameras:"]
+    lines += [f"  - {{name: cam{i + 1}, source: '{u}', rotate: {r}}}"
+              for i, (u, r) in enumerate(zip(urls, rotations))]
     if mqtt_url:
         lines.append(f"mqtt: {mqtt_url}")
     cfg.write_text("\n".join(lines) + "\n")
@@ -107,7 +110,7 @@ def _sample(proc: subprocess.Popen, sessions: Path, sample_s: float) -> tuple[li
     first events file appeared: models loaded, streams opened)."""
     t0, started, samples = time.monotonic(), None, []
     while proc.poll() is None:
-        rss = _rss_mb(proc.pid)
+        rss = rss_mb(proc.pid)
         if started is None and any(sessions.glob("*/events-*.jsonl")):
             started = time.monotonic() - t0
         if rss is not None:
@@ -239,7 +242,7 @@ def watch_bench(n: int, minutes: float, shared: Path, gait: str, main_py: Path, 
         gallery = tmp / "people.sqlite"
         subprocess.run([sys.executable, str(main_py), "enroll", str(videos / "demo1.mp4"), "--name", "Ann",
                         "--gallery-db", str(gallery), "--quiet", *models], check=True, stdout=subprocess.DEVNULL)
-        servers = [_serve(videos / VIDEOS[i % len(VIDEOS)], f"cam{i + 1}") for i in range(n)]
+        servers = [_serve(videos / VIDEOS[i % len(VIDEOS)][0], f"cam{i + 1}") for i in range(n)]
         mqtt = _Mqtt(tmp)
         try:
             time.sleep(0.5)

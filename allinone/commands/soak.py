@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 
-def _rss_mb(pid: int) -> float | None:
+def rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -29,7 +29,7 @@ def _rss_mb(pid: int) -> float | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -39,7 +39,7 @@ def live_soak(minutes: float, shared: Path, gait: str, main_py: Path, segment_s:
               sample_s: float = 5.0, video: str = "demo4.mp4") -> dict:
     if shutil.which("ffmpeg") is None:
         raise RuntimeError("ffmpeg is needed to serve the stream (apt-get install ffmpeg)")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/cam.ts"
     server = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i",
                                str(shared / "fixtures/videos" / video), "-c", "copy", "-f", "mpegts", "-listen", "1",
@@ -58,7 +58,7 @@ def live_soak(minutes: float, shared: Path, gait: str, main_py: Path, segment_s:
             first_segment = Path(tmp) / f".soak.partial-{proc.pid}" / "events-000.jsonl"
             stream_t = None  # when the stream started (models loaded): its first segment appears
             while proc.poll() is None:
-                rss = _rss_mb(proc.pid)
+                rss = rss_mb(proc.pid)
                 if stream_t is None and first_segment.exists():
                     stream_t = time.monotonic() - t0
                 if rss is not None:
