@@ -915,8 +915,11 @@ def test_killed(cmd: str, point: str, sig: int, ctx: Ctx):
         argv = ["extract", *map(str, videos), "--out", str(ctx.out / "ds"), "--workers", workers,
                 *k.models(gait=False), *(paddle if cmd == "extract-paddle" else []), "--quiet"]
         watch = ctx.out / "ds"
+    # Ctrl-C as a terminal sends it: a suite started in the background (``cmd &``) has SIGINT ignored, and a child
+    # would inherit that and never see the signal this row sends
     proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), *argv], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         cond = {"partial": _partial_exists, "tracked": _tracked, "first-done": _first_video_done}[point](watch)
         _wait_for(proc, cond, point)
