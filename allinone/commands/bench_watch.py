@@ -30,6 +30,11 @@ VIDEOS = (("demo4.mp4", 0), ("demo2.mp4", 0), ("demo5.mp4", 90), ("demo1.mp4", 0
 WARM_UP_MIN_S = 60.0
 
 
+def _video(i: int) -> tuple[str, int]:
+    """Camera i's video and rotation: the list again from its start past its end."""
+    return VIDEOS[i % len(VIDEOS)]
+
+
 def _serve(video: Path, name: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}/{name}.ts"
@@ -93,12 +98,10 @@ class _Mqtt:
 
 
 def _config(tmp: Path, urls: list[str], gallery: Path, mqtt_url: str | None) -> Path:
-    rotations = [VIDEOS[i % len(VIDEOS)][1] for i in range(len(urls))]
     cfg = tmp / "watch.yaml"
     lines = [f"gallery: {gallery}", f"output: {tmp / 'out'}", "threshold: 1.0e+9",
              f"listen: 127.0.0.1:{free_port()}", "cameras:"]
-    lines += [f"  - {{name: cam{i + 1}, source: '{u}', rotate: {r}}}"
-              for i, (u, r) in enumerate(zip(urls, rotations))]
+    lines += [f"  - {{name: cam{i + 1}, source: '{u}', rotate: {_video(i)[1]}}}" for i, u in enumerate(urls)]
     if mqtt_url:
         lines.append(f"mqtt: {mqtt_url}")
     cfg.write_text("\n".join(lines) + "\n")
@@ -242,7 +245,7 @@ def watch_bench(n: int, minutes: float, shared: Path, gait: str, main_py: Path, 
         gallery = tmp / "people.sqlite"
         subprocess.run([sys.executable, str(main_py), "enroll", str(videos / "demo1.mp4"), "--name", "Ann",
                         "--gallery-db", str(gallery), "--quiet", *models], check=True, stdout=subprocess.DEVNULL)
-        servers = [_serve(videos / VIDEOS[i % len(VIDEOS)][0], f"cam{i + 1}") for i in range(n)]
+        servers = [_serve(videos / _video(i)[0], f"cam{i + 1}") for i in range(n)]
         mqtt = _Mqtt(tmp)
         try:
             time.sleep(0.5)
