@@ -39,14 +39,17 @@ class ClipRing:
         kept = [jpeg for i, jpeg in self.rings.get(camera, ()) if first <= i <= last]
         if not kept:
             return 0
-        frames = [cv2.imdecode(j, cv2.IMREAD_COLOR) for j in kept]
-        fps = min(30.0, max(1.0, len(frames) / seconds)) if seconds > 0 else 10.0
-        h, w = frames[0].shape[:2]
+        fps = min(30.0, max(1.0, len(kept) / seconds)) if seconds > 0 else 10.0
+        first_frame = cv2.imdecode(kept[0], cv2.IMREAD_COLOR)
+        h, w = first_frame.shape[:2]
         path.parent.mkdir(parents=True, exist_ok=True)
+        # decoded one at a time: a whole track's frames at once would be tens of MB that come and go with each
+        # sighting, and the service's memory would swing with them
         with VideoSink(path, fps, (w, h), encoder="libx264") as sink:
-            for f in frames:
-                sink.write(f)
-        return len(frames)
+            sink.write(first_frame)
+            for j in kept[1:]:
+                sink.write(cv2.imdecode(j, cv2.IMREAD_COLOR))
+        return len(kept)
 
 
 __all__ = ["ClipRing"]
