@@ -1,4 +1,5 @@
-"""python main.py watch CONFIG.yaml [model flags] [--duration S]: the camera service (watch/service.py)."""
+"""python main.py watch CONFIG.yaml [model flags] [--duration S] [--engine ray [--address HOST:PORT]]: the camera
+service (watch/service.py)."""
 from __future__ import annotations
 
 import logging
@@ -28,6 +29,12 @@ def watch_parser() -> Parser:
                    help="the secret every request to the page and API must carry (default: the config's token)")
     p.add_argument("--reconnect", type=nonnegative_float, default=LiveConfig().reconnect_s, metavar="S",
                    help=f"keep reconnecting a dropped camera for S seconds (default {LiveConfig().reconnect_s:g})")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="where each camera is decoded and its models run: in this process (local, the default), or "
+                        "in a Ray actor per camera on a cluster's nodes (ray); decisions, sightings, sinks and the "
+                        "page stay here")
+    p.add_argument("--address", default=None, metavar="HOST:PORT",
+                   help="the Ray cluster for --engine ray (default: start Ray on the loopback here)")
     add_window_arg(p)
     add_model_args(p)
     return p
@@ -66,14 +73,15 @@ def hold_freed_memory() -> bool:
 @reports_user_errors
 def watch_command(argv: list[str]) -> int:
     from allinone.watch.config import load_watch_config
-    from allinone.watch.service import watch
+    from allinone.watch.service import Engine, watch
     args = watch_parser().parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)
+    engine = Engine(args.engine, args.address)  # one line (ray missing, --address alone) before any model loads
     overrides = {k: v for k, v in (("listen", args.listen), ("token", args.token)) if v is not None}
     wcfg = load_watch_config(args.config, overrides)  # one line naming the key, before any model loads
     hold_freed_memory()  # before the models and the camera threads allocate
     try:
-        result, added = watch(wcfg, watch_spec(args, wcfg))
+        result, added = watch(wcfg, watch_spec(args, wcfg), engine=engine)
     except KeyboardInterrupt as exc:  # a second Ctrl-C while finishing
         print(interrupted_line(exc, "the sightings stored so far are kept"), file=sys.stderr)
         return interrupted_exit(exc)

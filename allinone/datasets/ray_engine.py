@@ -81,8 +81,8 @@ def run_ray(todo: list[tuple[str, str]], worker_args: tuple, workers: int | None
             device: str):
     """The same per-video task on Ray actors, results streamed as they finish. ``worker_args``: the arguments of
     ExtractWorker after the device (config, min_frames, cut44)."""
-    ray, affinity = _import_ray(address)
-    started = _init_ray(ray, address, workers)
+    ray, affinity = import_ray(address)
+    started = init_ray(ray, address, workers)
     pool = _ActorPool(ray, _worker_class(ray), affinity, worker_args)
     try:
         plan = plan_actors(ray.nodes(), device, workers)
@@ -102,7 +102,7 @@ def run_ray(todo: list[tuple[str, str]], worker_args: tuple, workers: int | None
             ray.shutdown()
 
 
-def _import_ray(address: str | None):
+def import_ray(address: str | None):
     """The ray module and its node-affinity strategy, imported in single-machine mode for a loopback address."""
     if _is_loopback(address):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -114,7 +114,7 @@ def _import_ray(address: str | None):
     return ray, NodeAffinitySchedulingStrategy
 
 
-def _init_ray(ray, address: str | None, workers: int | None) -> bool:
+def init_ray(ray, address: str | None, workers: int | None) -> bool:
     """Connect to the cluster at ``address`` (or start a local one) unless Ray is already initialised; True when
     this call did, so the caller shuts it down."""
     if ray.is_initialized():

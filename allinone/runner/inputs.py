@@ -124,9 +124,10 @@ def _open_stream(spec: str, config: RunConfig) -> StreamSource | None:
         return None
 
 
-def check_inputs(config: RunConfig) -> RunInputs:
+def check_inputs(config: RunConfig, open_streams: bool = True) -> RunInputs:
     """Every cheap check of a run, in the order a user's mistake is most likely found; every input opened (a stream
-    connected) before any model is loaded."""
+    connected) before any model is loaded. ``open_streams`` False: the streams are left for the machines that read
+    them (``watch --engine ray``: a node's actor; a camera may allow one client only)."""
     if (config.gallery is None) == (config.gallery_db is None):
         raise UserError("give a gallery video or a gallery file (--gallery or --gallery-db), one of them")
     given = ([(config.gallery, "gallery")] if config.gallery is not None else []) + \
@@ -139,7 +140,8 @@ def check_inputs(config: RunConfig) -> RunInputs:
         names = names[:len(names) - len(config.probes)] + list(config.camera_names)
     gallery_name = names[0] if config.gallery is not None else Path(config.gallery_db).stem
     check_name_lengths(config.output, _output_names(given, names, gallery_name, config))
-    sources = [_open_stream(str(p), config) if is_stream(p) else VideoSource(p) for p, _ in given]
+    sources = [(_open_stream(str(p), config) if open_streams else None) if is_stream(p) else VideoSource(p)
+               for p, _ in given]
     _warn_repeated_inputs([Path(p) for p, _ in given if not is_stream(p)])
     if config.match.threshold is not None and config.match.metric != "auto":
         check_threshold(config.match.threshold, config.match.metric)

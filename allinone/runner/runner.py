@@ -54,14 +54,17 @@ class Runner:
     ``models_ready(stages)``: a caller's check of the loaded models (compare: the LR model's embedding), run before
     any video is processed."""
 
-    def __init__(self, config: RunConfig, models_ready=None, hooks: CameraHooks | None = None) -> None:
+    def __init__(self, config: RunConfig, models_ready=None, hooks: CameraHooks | None = None,
+                 remote=None) -> None:
         """``hooks``: what a caller adds to the live cameras (the watch service: matches shared across cameras,
-        each ended track's sighting)."""
-        self.plan = check_inputs(config)
+        each ended track's sighting). ``remote``: stages/ray_cameras.RayCameras, the live cameras' producers on a
+        Ray cluster (the streams are then opened there, not here)."""
+        self.plan = check_inputs(config, open_streams=remote is None)
         self.config, self.models_ready, self.hooks = config, models_ready, hooks
         self.store = self.stages = self.writer = self.sinks = None
         self.calibrated: Calibration | None = None
         self.gait_sha: str | None = None
+        self.remote = remote
 
     def __call__(self) -> RunResult:
         if self.config.gallery_db is not None and not self.config.track_only:
@@ -176,6 +179,8 @@ class Runner:
     def _cameras(self, identities: list[Identity], threshold: Threshold, lookup, partial: dict):
         """A LiveCamera per stream that answered; a PendingCamera per one that did not (it joins once it does)."""
         from allinone.stages.stream_pass import LiveCamera, PendingCamera
+        if self.remote is not None:
+            return self._remote_cameras(identities, threshold, lookup, partial)
         several = len(self.plan.streams) > 1
 
         def make(one: Input, src) -> LiveCamera:
@@ -193,6 +198,39 @@ class Runner:
                    for one in self.plan.streams if one.source is None]
         return cameras, pending
 
+    def _remote_cameras(self, identities: list[Identity], threshold: Threshold, lookup, partial: dict):
+        """``_cameras`` on a Ray cluster: an actor per camera, every one launched before any is waited for (their
+        models load at once), each opening its own stream (turned there: ``prepare`` travels with it); a camera
+        whose stream does not answer there is retried, as here."""
+        from allinone.errors import UserError
+        from allinone.stages.ray_cameras import RemoteCamera
+        from allinone.stages.stream_pass import PendingCamera
+        hooks, remote, lc = self.hooks or CameraHooks(), self.remote, self.config.live
+        streams = self.plan.streams
+        remote.open(len(streams), self.config.device)
+        for one in streams:
+            remote.launch(one.name, str(one.path), self.config, lc.reconnect_s, hooks.prepare,
+                          hooks.ignore.get(one.name))
+
+        def make(one: Input, opened) -> RemoteCamera:
+            src, stride = opened
+            info = VideoInfo(path=src.spec, name=one.name, role="probe", frames=0, fps=src.fps, width=src.width,
+                             height=src.height)
+            return RemoteCamera(src, info, self.config, self.stages, self.writer, identities, threshold,
+                                self.plan.gallery_name, partial, lookup, self.sinks,
+                                f"events-{one.name}" if len(streams) > 1 else "events", self.hooks, stride=stride)
+        cameras, pending = [], []
+        for one in streams:
+            opener = (lambda one=one: remote.opened(one.name, str(one.path)))
+            try:
+                cameras.append(make(one, opener()))
+            except UserError as exc:
+                if not lc.retry_unanswered:
+                    raise
+                log.warning("%s; retrying while the other cameras run", exc)
+                pending.append(PendingCamera(str(one.path), lc.reconnect_s, lambda o, one=one: make(one, o), opener))
+        return cameras, pending
+
     def _watch(self, results: list[VideoResult], stored: list[Identity] | None,
                fixed: Threshold | None) -> Outcome:
         """The streams after the gallery: identities and threshold fixed first (from the gallery alone), then
@@ -207,10 +245,14 @@ class Runner:
         if self.hooks is not None and self.hooks.on_threshold is not None:
             self.hooks.on_threshold(threshold, config.match.metric)
         partial: dict = {"live": {}}
-        cameras, pending = self._cameras(identities, threshold, lookup, partial)
-        self.writer.keep_if_interrupted(partial)  # from here on a failure finalizes the folder as incomplete
-        lc = config.live
-        done = watch_cameras(cameras, time.monotonic() + lc.duration_s if lc.duration_s else None, pending)
+        try:
+            cameras, pending = self._cameras(identities, threshold, lookup, partial)
+            self.writer.keep_if_interrupted(partial)  # from here on a failure finalizes the folder as incomplete
+            lc = config.live
+            done = watch_cameras(cameras, time.monotonic() + lc.duration_s if lc.duration_s else None, pending)
+        finally:
+            if self.remote is not None:  # the actors stopped (and a Ray started here shut down)
+                self.remote.stop()
         outcome = Outcome()
         decisions = []
         for cam in done:

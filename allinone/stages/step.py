@@ -49,6 +49,28 @@ def skeleton_sequence(sil: Silhouettes, kp: Keypoints | None) -> np.ndarray | No
     return skeleton_input(skeleton_maps(kp.xy[at], kp.confidence[at]), sil.aligned[has])
 
 
+def track_feature(embedder, sil: Silhouettes | None, kp: Keypoints | None,
+                  timings: dict[str, float]) -> np.ndarray | None:
+    """The one gait forward over a whole ended track that TrackCloser makes when it is given no feature: a keypoint
+    model (GaitGraph) reads ``kp``; the others ``sil`` (SkeletonGait++ with the skeleton maps of ``kp``). None where
+    the model has nothing to read. Apart from TrackCloser so that a live camera's producer (on another machine,
+    with ``--engine ray``) computes it where the models are."""
+    if embedder is None:
+        return None
+    if getattr(embedder, "input", "silhouettes") == "keypoints":
+        seq = kp.stacked() if kp is not None and len(kp) else None
+    elif sil is None or not len(sil):
+        seq = None
+    else:
+        seq = skeleton_sequence(sil, kp) if skeleton_channels(embedder) else sil.aligned
+    if seq is None:
+        return None
+    t0 = time.perf_counter()
+    feat = np.asarray(embedder([seq])[0], dtype=np.float32)
+    timings["embed"] += time.perf_counter() - t0
+    return feat
+
+
 class TrackCloser:
     """Turns an ended track's silhouettes into its TrackResult: the OpenGait pickle, one gait forward, the .npy, the
     GEI and crop; the silhouettes are then gone from memory."""
@@ -83,9 +105,7 @@ class TrackCloser:
         if self.embedder is None or not len(kp):
             return
         if feat is None:
-            t0 = time.perf_counter()
-            feat = np.asarray(self.embedder([kp.stacked()])[0], dtype=np.float32)
-            self.result.timings["embed"] += time.perf_counter() - t0
+            feat = track_feature(self.embedder, None, kp, self.result.timings)
         tr.files["feature"] = self.writer.write_npy(f"features/{name}/{tid:03d}.npy", feat)
         tr.embedding = Embedding(name, tid, feat, len(kp), tr.first_frame, tr.last_frame)
 
@@ -116,9 +136,7 @@ class TrackCloser:
                 seq = skeleton_sequence(sil, kp) if self.skeleton else sil.aligned
                 if seq is not None:  # None: SkeletonGait++ without a pose for any of the track's silhouettes
                     if feat is None:
-                        t0 = time.perf_counter()
-                        feat = np.asarray(self.embedder([seq])[0], dtype=np.float32)  # one forward per track
-                        r.timings["embed"] += time.perf_counter() - t0
+                        feat = track_feature(self.embedder, sil, kp, r.timings)  # one forward per track
                     tr.files["feature"] = self.writer.write_npy(f"features/{name}/{tid:03d}.npy", feat)
                     tr.embedding = Embedding(name, tid, feat, len(seq), span[0], span[1])
         r.tracks[tid] = tr
@@ -147,7 +165,8 @@ class FrameStep:
         tracked = self.tracker(dets)
         self.tm["detect"] += t2 - t1
         self.tm["track"] += time.perf_counter() - t2
-        self.mot.write(index, tracked.xyxy, tracked.confidence, tracked.track_id)
+        if self.mot is not None:  # (None: a live camera's producer, whose consumer writes them)
+            self.mot.write(index, tracked.xyxy, tracked.confidence, tracked.track_id)
         if self.together is not None:
             self.together.add(tracked.xyxy, tracked.track_id)
         for tid in tracked.track_id.tolist():

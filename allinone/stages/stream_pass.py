@@ -7,6 +7,10 @@ on its latest `window` silhouettes, then the decision rule over the open tracks 
 changed decision is appended to the events file → the frame is drawn with the current decisions and written to the
 result video. Tracks that end are saved (their last window's pickle, and as feature the embedding of their last
 decision), closed with a final decision (an event with "final": true) and let go, so memory stays flat.
+The frame's work is two halves with a small hand-off between them (stages/live_handoff.py CameraStep): the producer,
+where the models are (stages/live_producer.py: detect … embed, ended tracks taken), and LiveCamera, the consumer
+(decisions, events, drawing, segments, track files, hooks). Both run here with the local engine; ``watch --engine
+ray`` runs each camera's producer in a Ray actor on a cluster node (stages/ray_cameras.py).
 
 Events, MOT rows and the result video are written in segments (io/segments.py, LiveConfig.segment_s). The run
 ends when the stream ends (after reconnecting failed), after --duration, or on Ctrl-C; the run folder is then
@@ -31,10 +35,9 @@ from allinone.io.segments import MotProxy, Segments
 from allinone.results.render import UNKNOWN_COLOR, Box, decision_box, draw, draw_poses
 from allinone.stages.cameras import CameraHooks
 from allinone.stages.live_decisions import LiveDecisions
-from allinone.stages.keypoints import KeypointStage
-from allinone.stages.silhouettes import SilhouetteStage
-from allinone.stages.step import FrameStep, TrackCloser, VideoResult
-from allinone.stages.track import ByteTracker
+from allinone.stages.live_handoff import CameraEnd, CameraStep, EndedTrack
+from allinone.stages.live_producer import CameraProducer
+from allinone.stages.step import TrackCloser, VideoResult
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +90,15 @@ class LiveCamera:
     file and ``sinks``), the result video drawn as it plays; ``close`` closes the open tracks with their final
     decisions and the segments. ``partial``: the run's journal, where the camera keeps its segments as they are
     written (a killed run is recovered from it). ``lookup``: for a large gallery file, embeddings → the identities
-    to compare them with (its index), asked at each decision in place of ``identities``."""
+    to compare them with (its index), asked at each decision in place of ``identities``.
+
+    It is the consumer of a CameraProducer's hand-offs (``consume``): with ``producer`` None it builds its own and
+    ``step`` runs both halves in this process; a remote camera (stages/ray_cameras.py) gives ``stride``, the
+    producer's silhouette stride, and feeds it CameraSteps made on another machine."""
 
     def __init__(self, src, info: VideoInfo, config: RunConfig, stages, writer, identities: list[Identity],
                  threshold: Threshold, gallery_name: str, partial: dict, lookup=None, sinks=None,
-                 events_stem: str = "events", hooks: CameraHooks | None = None) -> None:
+                 events_stem: str = "events", hooks: CameraHooks | None = None, stride: int | None = None) -> None:
         lc = self.lc = config.live
         self.hooks = hooks or CameraHooks()
         self.hooks.cameras.append(self)
@@ -100,34 +107,29 @@ class LiveCamera:
         self.src, self.info, self.stages, self.sinks = src, info, stages, sinks
         self.result = VideoResult(info=info)
         self.tm = self.result.timings
-        tracker = ByteTracker(config.track, src.fps)
+        self.producer = None
+        if stride is None:
+            self.producer = CameraProducer(src.fps, (src.height, src.width), info.name, config, stages, self.tm,
+                                           self.hooks.ignore.get(info.name))
+            stride = self.producer.stride
+        self.result.silhouette_stride = stride
         self.poses = stages.segmenter is None and stages.pose is not None  # a keypoint gait model (GaitGraph)
-        if self.poses:
-            self.cutter = KeypointStage(stages.pose, config.segment.target_fps).video(src.fps, self.tm,
-                                                                                      keep=lc.window, window=True)
-        else:
-            stage = SilhouetteStage(stages.segmenter, config.segment, config.quality, config.track.high_threshold)
-            self.cutter = stage.video(src.fps, (src.height, src.width), None, self.tm, keep=lc.window, window=True)
-        self.result.silhouette_stride = self.cutter.stride
         self.segments = Segments(writer, info.name, f"G-{gallery_name}_P-{info.name}", src.fps,
                                  (src.width, src.height), lc.segment_s, keyframe_s=lc.keyframe_s,
                                  events_stem=events_stem)
         self.partial = partial
         partial.setdefault("live", {})[info.name] = {"source": src.spec, "segments": self.segments.entries}
-        self.frame_step = FrameStep(stages, tracker, MotProxy(self.segments), self.tm,
-                                    ignore=self.hooks.ignore.get(info.name))
+        self.mot = MotProxy(self.segments)
         self.closer = TrackCloser(config, stages, writer, self.result)
-        self.spans = self.frame_step.spans
+        self.spans: dict[int, tuple[int, int, int]] = {}  # the open tracks at the last frame
         cross = self.hooks.cross
         # another camera's matches at the same moment block their identities here (cameras that cannot both see
         # one person then)
         blocked = None if cross is None else (lambda tid: cross.blocked(info.name, *self.walls[tid]))
         self.book = LiveDecisions(stages.matcher, identities, threshold.value, info.name, lookup, blocked)
-        self.decided_at: dict[int, int] = {}  # silhouettes an open track had at its last embedding
         self.finals: dict[int, Decision] = {}
         self.final_events: dict[tuple[str, int], DecisionEvent] = {}
         self.latencies = LatencyHistogram()
-        self.gap = tracker.buffer + 2
         self.n_events = 0
         self.index = -1
         self.arrived = self.start = time.monotonic()
@@ -148,22 +150,21 @@ class LiveCamera:
             self.final_events[(event.stream, event.track)] = event
         self.n_events += 1
 
-    def _close_tracks(self, tids: list[int], arrived: float) -> None:
+    def _close_tracks(self, ended: tuple[EndedTrack, ...], arrived: float) -> None:
         """Close ended tracks: saved, then their final decision (the rule with them at their full span)."""
         closing = {}
-        for tid in tids:
-            sil, crop = self.cutter.take(tid)
-            last = self.book.latest.get(tid)  # its last decision's embedding: saved as its feature, not computed again
-            feat = None if last is None else last.feature
+        for e in ended:
+            tid = e.track_id
+            self.spans.pop(tid, None)
             if self.poses:
-                self.closer(tid, self.spans.pop(tid), None, crop, None, feat, sil)
+                self.closer(tid, list(e.span), None, e.crop, None, e.feature, e.cut)
             else:
-                self.closer(tid, self.spans.pop(tid), sil, crop, None, feat)
+                self.closer(tid, list(e.span), e.cut, e.crop, None, e.feature)
             tr = self.result.tracks[tid]
+            last = self.book.latest.get(tid)  # its last decision's embedding (the producer's feature)
             if last is not None:  # that embedding, with the track's full span, decides it for good
                 tr.embedding = Embedding(last.video, tid, last.feature, last.n_frames, tr.first_frame, tr.last_frame)
             closing[tid] = tr.embedding
-            self.decided_at.pop(tid, None)
         lengths = {t: (e.n_frames if e is not None else None) for t, e in closing.items()}
         out, done = self.book.close(closing, {t: (s[0], s[1]) for t, s in self.spans.items()})
         for d in out:
@@ -198,28 +199,12 @@ class LiveCamera:
             tid: (current[tid].identity if tid in current and current[tid].status == "match" else None, w[0])
             for tid, w in self.walls.items()})
 
-    def _embed_due(self, tracked) -> list[Embedding]:
-        """One gait forward for each track that has gained ``step`` silhouettes since its last one (on its latest
-        ``window``)."""
-        lc, new = self.lc, []
-        for tid in tracked.track_id.tolist():
-            n = self.cutter.silhouettes_total(tid)
-            if n >= lc.window_min and (tid not in self.book.latest or n - self.decided_at.get(tid, 0) >= lc.step):
-                sil = self.cutter.window_of(tid)
-                t4 = time.perf_counter()
-                seq = sil.stacked() if self.poses else sil.aligned
-                feat = np.asarray(self.stages.embedder([seq])[0], np.float32)
-                self.tm["embed"] += time.perf_counter() - t4
-                new.append(Embedding(self.info.name, tid, feat, len(sil), self.spans[tid][0], self.spans[tid][1]))
-                self.decided_at[tid] = n
-        return new
-
-    def _draw(self, frame: np.ndarray, tracked) -> None:
+    def _draw(self, frame: np.ndarray, tracked, poses: dict) -> None:
         people = [(int(t), b) for t, b in zip(tracked.track_id, tracked.xyxy)]
         current, colors = self.book.current, self.book.colors
         if self.poses:
-            draw_poses(frame, self.cutter.latest, {t: decision_box(b, t, current[t], colors).color
-                                                   if t in current else UNKNOWN_COLOR for t, b in people})
+            draw_poses(frame, poses, {t: decision_box(b, t, current[t], colors).color
+                                      if t in current else UNKNOWN_COLOR for t, b in people})
         drawn = draw(frame, [decision_box(b, t, current[t], colors) if t in current
                              else Box(b, UNKNOWN_COLOR, f"P{t} deciding") for t, b in people])
         self.segments.write_frame(self.index, drawn)
@@ -234,29 +219,31 @@ class LiveCamera:
             self.book.colors.update({i.name: i.key for i in identities})
 
     def step(self, frame: np.ndarray, arrived: float) -> None:
-        """The next frame, ``arrived`` when (time.monotonic())."""
+        """The next frame, ``arrived`` when (time.monotonic()): both halves in this process."""
+        self.consume(self.producer(frame, arrived))
+
+    def consume(self, h: CameraStep) -> None:
+        """One frame's hand-off from the producer: decisions, events, the drawn frame, the ended tracks closed."""
         if self.hooks.gallery is not None:
             self._gallery_changed()
-        self.index += 1
-        self.arrived = arrived
-        self.segments.roll(self.index)
-        dets, tracked = self.frame_step(frame, self.index)
-        wall = time.time() - (time.monotonic() - arrived)
+        self.index = h.index
+        # the hand-off's arrival in this process's clock (the producer may be on another machine)
+        arrived = self.arrived = time.monotonic() - max(0.0, time.time() - h.wall)
+        self.segments.roll(h.index)
+        tracked = h.tracked
+        self.mot.write(h.index, tracked.xyxy, tracked.confidence, tracked.track_id)
+        self.spans = dict(h.spans)
         for tid in tracked.track_id.tolist():
-            self.walls.setdefault(tid, [wall, wall])[1] = wall
-        self.cutter.add(frame, self.index, tracked, dets)
-        self.cutter.flush()  # every frame: a decision must not wait for a batch to fill
-        new = self._embed_due(tracked)
+            self.walls.setdefault(tid, [h.wall, h.wall])[1] = h.wall
         # the rule over every open track at its current span
-        changed = self.book.update({t: (s[0], s[1]) for t, s in self.spans.items()}, new)
+        changed = self.book.update({t: (s[0], s[1]) for t, s in self.spans.items()}, list(h.new))
         for d in changed:
             self._emit(d, arrived, self.book.latest[d.probe_track].n_frames)
         if changed:  # (also a decision redone for a conflict, with no new embedding: the others must see it)
             self._share()
-        self._draw(frame, tracked)
-        ended = self.cutter.ended(self.index, self.gap)
-        if ended:
-            self._close_tracks(sorted(ended), arrived)
+        self._draw(h.image(), tracked, h.poses)
+        if h.ended:
+            self._close_tracks(h.ended, arrived)
 
     def abandon(self) -> None:
         """After a failure: everything written so far stays; the run folder is finalized as incomplete."""
@@ -266,13 +253,24 @@ class LiveCamera:
         """The open tracks closed with their final decisions (latency from the last frame's arrival), the segments
         closed; the camera's result."""
         try:
-            if self.spans:
-                self._close_tracks(sorted(self.spans), self.arrived)
+            self.finish(self._end())
         except BaseException:
             self.abandon()
             raise
         entries = self.segments.close()
         return self._camera_result(entries)
+
+    def _end(self) -> CameraEnd:
+        """The producer's end (none here when the caller feeds ``consume`` and gave ``finish`` the end itself)."""
+        return self.producer.finish() if self.producer is not None else CameraEnd((), {})
+
+    def finish(self, end: CameraEnd) -> None:
+        """The producer's end: its open tracks closed (latency from the last frame's arrival), its timings kept."""
+        if self.producer is None:  # a remote producer's times (in process they were added here as they went)
+            for k, v in end.timings.items():
+                self.tm[k] += v
+        if end.ended:
+            self._close_tracks(end.ended, self.arrived)
 
     def _camera_result(self, entries: list[dict]) -> CameraResult:
         src, info, result = self.src, self.info, self.result
@@ -303,8 +301,9 @@ class PendingCamera:
     """A camera that did not answer at the start: a thread keeps trying to open it (backoff doubling from 2 s to
     30 s, each failure logged) until it answers or the loop ends; ``make(source)`` then builds its LiveCamera."""
 
-    def __init__(self, spec: str, reconnect_s: float, make) -> None:
-        self.spec, self.make = spec, make
+    def __init__(self, spec: str, reconnect_s: float, make, opener=None) -> None:
+        """``opener()`` → the opened source, or a UserError (default: open the stream here)."""
+        self.spec, self.make, self.opener = spec, make, opener
         self.source = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._retry, args=(reconnect_s,), name=f"retry-{spec}", daemon=True)
@@ -316,7 +315,7 @@ class PendingCamera:
         wait = 2.0
         while not self._stop.wait(wait):
             try:
-                self.source = open_stream(self.spec, reconnect_s)
+                self.source = self.opener() if self.opener is not None else open_stream(self.spec, reconnect_s)
                 log.warning("%s: answered; watching it from now on", self.spec)
                 return
             except UserError as exc:

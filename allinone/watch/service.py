@@ -16,11 +16,13 @@ import os
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from allinone.config import RunConfig
+from allinone.errors import UserError
 from allinone.records import Decision, DecisionEvent, TrackResult
 from allinone.runner.runner import RunResult, Runner
 from allinone.stages.cameras import CameraHooks, CrossCameras
@@ -175,11 +177,38 @@ def _serve_page(wcfg: WatchConfig, hooks: CameraHooks, gallery: LiveGallery, min
     return handle
 
 
-def watch(wcfg: WatchConfig, spec: RunConfig, serve: bool = True) -> tuple[RunResult, int]:
+@dataclass(frozen=True)
+class Engine:
+    """Where the cameras' producers (decode, detect, track, silhouettes, embeddings) run: ``local``, in the watch
+    loop's process; ``ray``, a Ray actor per camera on the cluster at ``address`` (None: a Ray started here on the
+    loopback). Decisions, sightings, sinks and the page stay in this process either way. Checked on construction,
+    before any model loads."""
+
+    name: str = "local"
+    address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in ("local", "ray"):
+            raise UserError(f"--engine must be local or ray, got {self.name!r}")
+        if self.address is not None and self.name != "ray":
+            raise UserError("--address names a Ray cluster: give it with --engine ray")
+        if self.name == "ray":
+            import importlib.util
+            if importlib.util.find_spec("ray") is None:
+                raise UserError("--engine ray needs the ray package (pip install ray)")
+
+
+def watch(wcfg: WatchConfig, spec: RunConfig, serve: bool = True,
+          engine: Engine = Engine()) -> tuple[RunResult, int]:
     """Run the service until every camera has ended, ``spec.live.duration_s`` or Ctrl-C / SIGTERM: one session
     folder in OUTPUT/sessions, the sightings in OUTPUT's database, the review page on ``listen`` (``serve``).
     Returns the session's result and the number of sightings it stored."""
-    runner = Runner(spec)  # every camera opened and checked before the database or a model is touched
+    remote = None
+    if engine.name == "ray":  # (ray itself is imported once the models have loaded, by the runner)
+        from allinone.stages.ray_cameras import RayCameras
+        remote = RayCameras(engine.address)
+    # every camera opened and checked before the database or a model is touched (on a Ray cluster, by the nodes)
+    runner = Runner(spec, remote=remote)
     root = Path(wcfg.output)
     root.mkdir(parents=True, exist_ok=True)
     with Sightings(wcfg.sightings_path, root=root) as sightings:
@@ -198,4 +227,4 @@ def watch(wcfg: WatchConfig, spec: RunConfig, serve: bool = True) -> tuple[RunRe
     return result, recorder.added
 
 
-__all__ = ["LiveGallery", "SightingRecorder", "watch"]
+__all__ = ["Engine", "LiveGallery", "SightingRecorder", "watch"]

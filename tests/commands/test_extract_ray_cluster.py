@@ -1,104 +1,32 @@
-"""extract on a real two-node Ray cluster on the loopback, with token authentication: the driver run from another
-folder with relative paths, the package shipped by runtime_env, actors sized by each node's own CPUs, the node of
-every sequence in the manifest, a worker actor SIGKILLed mid-batch replaced and its video retried, and no Ray
-process listening anywhere but on 127.0.0.1.
-
-Ray 2.60 rewrites a loopback --node-ip-address (and a loopback --address) to the machine's outside address
-(``ray._private.services.resolve_ip_for_localhost``) unless its single-machine mode is on, and refuses to start a
-worker node in that mode; the nodes are therefore started through a three-line launcher that turns the rewrite off,
-so that both nodes really are 127.0.0.1 and bind only there. One slow test on purpose (a cluster start is ~20 s)."""
+"""extract on a real two-node Ray cluster on the loopback, with token authentication (tests/ray_cluster.py): the
+driver run from another folder with relative paths, the package shipped by runtime_env, actors sized by each node's
+own CPUs, the node of every sequence in the manifest, a worker actor SIGKILLed mid-batch replaced and its video
+retried, and no Ray process listening anywhere but on 127.0.0.1. One slow test on purpose (a cluster start is
+~20 s)."""
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import psutil
 import pyarrow.parquet as pq
-import pytest
 
+from tests.ray_cluster import cluster_procs, listening, loopback, two_node_cluster
 from tests.test_cli import REPO
-
-LAUNCH = ("import sys, ray._private.services as s; s.resolve_ip_for_localhost = lambda host: host;"
-          "from ray.scripts.scripts import main; sys.argv = ['ray', *sys.argv[1:]]; main()")
-NODES = ("import json, ray; ray.init(address='{addr}', log_to_driver=False);"
-         "print(json.dumps([[n['NodeID'], n['NodeManagerAddress'], n['NodeManagerPort'], n['Resources'].get('CPU')]"
-         " for n in ray.nodes() if n['Alive']]))")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _cluster_procs(tags: list[str]) -> list[psutil.Process]:
-    out = set()
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if p.pid != os.getpid() and any(t in " ".join(p.info["cmdline"] or []) for t in tags):
-                out.add(p)
-                out.update(p.children(recursive=True))
-        except psutil.Error:
-            pass
-    return list(out)
-
-
-def _listening(procs: list[psutil.Process]) -> set[tuple[str, int]]:
-    found = set()
-    for p in procs:
-        try:
-            found |= {(c.laddr.ip, c.laddr.port) for c in p.net_connections(kind="inet")
-                      if c.status == psutil.CONN_LISTEN}
-        except psutil.Error:
-            pass
-    return found
-
-
-def _loopback(ip: str) -> bool:
-    return ip in ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
 
 def test_extract_on_a_two_node_loopback_cluster_with_token_auth(shared, tmp_path):
-    base = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay under 108 bytes
-    token = secrets.token_hex(32)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "PYTHONPATH"}
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
-    port = _free_port()
-    addr = f"127.0.0.1:{port}"
-    tags = [str(base / "h"), str(base / "w")]
-
-    def start(args: list[str], extra: dict | None = None) -> None:
-        with open(base / "ray.log", "a") as log:
-            r = subprocess.run([sys.executable, "-c", LAUNCH, "start", *args, "--disable-usage-stats"],
-                               env={**env, **(extra or {})}, cwd=base, stdout=log, stderr=log,
-                               stdin=subprocess.DEVNULL, timeout=180)
-        if r.returncode:
-            pytest.fail(f"ray start {' '.join(args)} failed:\n{(base / 'ray.log').read_text()[-3000:]}")
-
     work = tmp_path / "elsewhere"  # the driver's folder: no repository here, all paths relative
-    try:
-        start(["--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "1",
-               "--temp-dir", tags[0], "--include-dashboard=false"], {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
-        start(["--address", addr, "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--temp-dir", tags[1]])
-        probe = {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # a driver on the loopback (as extract does)
-        got = subprocess.run([sys.executable, "-c", NODES.format(addr=addr)], env=probe, cwd=base,
-                             capture_output=True, text=True, timeout=120)
-        assert got.returncode == 0, got.stderr[-3000:]
-        nodes = json.loads(got.stdout.strip().splitlines()[-1])
-        assert len(nodes) == 2 and all(ip == "127.0.0.1" for _, ip, _, _ in nodes), nodes  # both joined
-        cpus = {nid: c for nid, _, _, c in nodes}
+    with two_node_cluster(head_cpus=1, worker_cpus=2) as cluster:
+        addr, env, tags = cluster.addr, cluster.env, cluster.tags
+        cpus = {nid: c for nid, _, _, c in cluster.nodes}
         # token authentication is on: a driver with another token is refused
-        bad = subprocess.run([sys.executable, "-c", NODES.format(addr=addr)], env={**probe, "RAY_AUTH_TOKEN": "x" * 64},
-                             cwd=base, capture_output=True, text=True, timeout=180)
+        bad = cluster.ask_nodes({**cluster.probe_env, "RAY_AUTH_TOKEN": "x" * 64})
         assert bad.returncode != 0 and "Authentication" in bad.stderr, bad.stderr[-2000:]
 
         (work / "clips").mkdir(parents=True)
@@ -114,11 +42,11 @@ def test_extract_on_a_two_node_loopback_cluster_with_token_auth(shared, tmp_path
              "--seg-model", rel(shared / "weights/pphumanseg_onnx_model.onnx")],
             env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # a worker actor busy with a video is SIGKILLed mid-batch
-        killed, listening, t = None, set(), time.time()
+        killed, heard, t = None, set(), time.time()
         while killed is None and time.time() - t < 300:
             assert driver.poll() is None, driver.stderr.read()[-3000:]
-            procs = _cluster_procs(tags) + [psutil.Process(driver.pid)]
-            listening |= _listening(procs)
+            procs = cluster_procs(tags) + [psutil.Process(driver.pid)]
+            heard |= listening(procs)
             for p in procs:
                 try:
                     if " ".join(p.cmdline()).startswith("ray::RayExtractWorker.__call__"):
@@ -132,9 +60,9 @@ def test_extract_on_a_two_node_loopback_cluster_with_token_auth(shared, tmp_path
         assert killed, "no busy worker actor seen"
         out, err = driver.communicate(timeout=900)
         assert driver.returncode == 0, err[-4000:]
-        listening |= _listening(_cluster_procs(tags))
-        outside = {a for a in listening if not _loopback(a[0])}
-        assert listening and not outside, f"Ray listens outside the loopback: {sorted(outside)}"
+        heard |= listening(cluster_procs(tags))
+        outside = {a for a in heard if not loopback(a[0])}
+        assert heard and not outside, f"Ray listens outside the loopback: {sorted(outside)}"
 
         ds = work / "ds"
         recs = [json.loads(x) for x in (ds / "videos.jsonl").read_text().splitlines()]
@@ -154,13 +82,6 @@ def test_extract_on_a_two_node_loopback_cluster_with_token_auth(shared, tmp_path
         # count, which is not 3)
         plan = next(x for x in err.splitlines() if "actor(s) on 2 node(s)" in x)
         assert "3 actor(s)" in plan and all(f"{nid[:12]}: {int(c)}" in plan for nid, c in cpus.items()), plan
-    finally:
-        for p in _cluster_procs(tags):
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_actors_are_sized_by_each_nodes_own_resources():

@@ -211,3 +211,20 @@ def test_watch_refuses_a_bad_config_before_any_model_loads(tmp_path):
     _assert_user_error(run_main("watch", str(cfg)), "galery", "gallery")
     cfg.write_text("gallery: missing.db\noutput: out\ncameras:\n  - {name: hall, source: 'rtsp://127.0.0.1:1/x'}\n")
     _assert_user_error(run_main("watch", str(cfg)), "missing.db")
+
+
+def test_watch_refuses_a_bad_engine_before_any_model_loads(tmp_path, monkeypatch):
+    import importlib.util
+
+    from allinone.errors import UserError
+    from allinone.watch.service import Engine
+    cfg = tmp_path / "w.yaml"
+    cfg.write_text("gallery: missing.db\noutput: out\ncameras:\n  - {name: hall, source: 'rtsp://127.0.0.1:1/x'}\n")
+    # checked before the config's files: the line names the flag
+    res = run_main("watch", str(cfg), "--address", "127.0.0.1:6379")
+    _assert_user_error(res, "--address", "--engine ray")
+    assert res.returncode == 2
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(UserError, match="needs the ray package"):
+        Engine("ray")
