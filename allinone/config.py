@@ -224,6 +224,11 @@ class LiveConfig:
     # wall time and in frames at the stream's rate: a killed run loses at most about this much of it. Shorter
     # loses less and makes the file larger (each keyframe costs several frames' bytes).
     keyframe_s: float = 1.0
+    # Each ended track's row (span, files, final decision: ~1.6 KB) is kept for run.json and the report; beyond this
+    # many per camera the oldest rows leave memory, so a camera watched for days stays flat (their final events stay
+    # in the events files, and the watch service's sightings in its database). run.json's live stats count them
+    # (tracks_let_go). Larger keeps a longer session whole in run.json and the report, at that cost per track.
+    tracks_kept: int = 5000
 
 
 @dataclass(frozen=True)

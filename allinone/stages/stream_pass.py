@@ -129,6 +129,7 @@ class LiveCamera:
         self.book = LiveDecisions(stages.matcher, identities, threshold.value, info.name, lookup, blocked)
         self.finals: dict[int, Decision] = {}
         self.final_events: dict[tuple[str, int], DecisionEvent] = {}
+        self.let_go = 0  # ended tracks whose rows left memory (LiveConfig.tracks_kept)
         self.latencies = LatencyHistogram()
         self.n_events = 0
         self.index = -1
@@ -177,6 +178,18 @@ class LiveCamera:
             tr = self.result.tracks[tid]
             tr.embedding = None  # saved as features/…npy and decided for good
             tr.crop = tr.gei = None  # written to pictures/ already: memory stays flat
+        self._let_go_oldest()
+
+    def _let_go_oldest(self) -> None:
+        """Beyond ``tracks_kept`` ended tracks, the oldest rows leave memory (rows are added as tracks end, so the
+        first are the oldest); their final events are in the events files already."""
+        tracks, name = self.result.tracks, self.info.name
+        while len(tracks) > self.lc.tracks_kept:
+            tid = next(iter(tracks))
+            del tracks[tid]
+            self.finals.pop(tid, None)
+            self.final_events.pop((name, tid), None)
+            self.let_go += 1
 
     def _closed_hooks(self, done: dict[int, Decision]) -> None:
         """Closed tracks with their final decisions: to the other cameras (a match blocks its identity there for
@@ -285,7 +298,7 @@ class LiveCamera:
                  "frames_skipped": src.skipped, "reconnects": src.reconnects, "wall_s": round(wall, 2),
                  "fps": round(src.count / wall, 2) if wall > 0 else None, "events": self.n_events,
                  "latency_s": self.latencies.summary(), "segment_s": lc.segment_s, "segments": entries,
-                 "window": {"min": lc.window_min, "step": lc.step, "size": lc.window}}
+                 "window": {"min": lc.window_min, "step": lc.step, "size": lc.window}, "tracks_let_go": self.let_go}
         self.partial["live"][info.name] = stats
         seg = self.segments
         outputs = {"result_video": entries[0]["result_video"], "result_videos": seg.files("result_video"),

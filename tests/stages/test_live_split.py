@@ -7,6 +7,7 @@ import json
 import pickle
 import time
 from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -57,10 +58,11 @@ def test_producer_pickled_to_consumer_decides_as_in_process(tmp_path, shared, ra
     far = Identity("Zed", (Embedding("g", 2, emb.feature + 50.0, 30, 0, 29),))
     threshold = Threshold(1e9, "user")
 
-    def camera(writer, stride=None) -> LiveCamera:
-        return LiveCamera(src, info, config, stages, writer, [ann, far], threshold, "g", {}, stride=stride)
+    def camera(writer, stride=None, cfg=config) -> LiveCamera:
+        return LiveCamera(src, info, cfg, stages, writer, [ann, far], threshold, "g", {}, stride=stride)
 
-    with RunWriter(tmp_path, "local") as w1, RunWriter(tmp_path, "shipped") as w2:
+    with RunWriter(tmp_path, "local") as w1, RunWriter(tmp_path, "shipped") as w2, \
+            RunWriter(tmp_path, "kept") as w3:
         local = camera(w1)
         for f in frames:
             local.step(f.copy(), time.monotonic())
@@ -77,11 +79,20 @@ def test_producer_pickled_to_consumer_decides_as_in_process(tmp_path, shared, ra
             shipped.consume(h)
         shipped.finish(pickle.loads(pickle.dumps(producer.finish())))
         b = shipped.close()
-        ea, eb = _events(local, w1), _events(shipped, w2)
+        # a camera that keeps one ended track's row: the older rows leave memory, their events stay in the file
+        kept = camera(w3, cfg=replace(config, live=replace(config.live, tracks_kept=1)))
+        for f in frames + frames:  # the walk twice: the walker's second pass is another track
+            kept.step(f.copy(), time.monotonic())
+        c = kept.close()
+        ea, eb, ec = _events(local, w1), _events(shipped, w2), _events(kept, w3)
         feats = [(np.load(w1.path(tr.files["feature"])), np.load(w2.path(b.result.tracks[t].files["feature"])))
                  for t, tr in a.result.tracks.items() if "feature" in tr.files]
     assert len(ea) >= 2 and any(e["status"] == "match" for e in ea) and any(e["final"] for e in ea)
-    assert ea == eb
+    assert ea == eb and a.stats["tracks_let_go"] == 0
+    # every track's final event is in the events file; only the last one to end is kept in memory (and run.json)
+    finals = [e["track"] for e in ec if e["final"]]
+    assert len(finals) >= 2 and list(c.result.tracks) == finals[-1:] and c.stats["tracks_let_go"] == len(finals) - 1
+    assert [d.probe_track for d in c.decisions] == finals[-1:] and set(c.events) == {("cam", finals[-1])}
     assert [(d.probe_track, d.status, d.identity, d.distance) for d in a.decisions] == \
         [(d.probe_track, d.status, d.identity, d.distance) for d in b.decisions]
     for tid, tr in a.result.tracks.items():  # the same files, features equal
