@@ -123,16 +123,22 @@ class _Reviewer(threading.Thread):
                          "after": max(r["id"] for r in self._api("/api/sightings")["sightings"])}
 
 
+def enrol_ann(tmp_path: Path, shared: Path, gait: Path) -> Path:
+    """A gallery file with one person, Ann, enrolled from demo1 with the test models; its path."""
+    db = tmp_path / "people.sqlite"
+    res = run_main("enroll", str(shared / "fixtures/videos/demo1.mp4"), "--name", "Ann", "--gallery-db", str(db),
+                   "--quiet", *_models(shared, gait))
+    assert res.returncode == 0, res.stderr
+    return db
+
+
 def test_watch_three_cameras_stores_sightings_linked_across_cameras(tmp_path, shared, random_gaitbase):
     from allinone.commands.watch import watch_parser, watch_spec
     from allinone.watch.config import load_watch_config
     from allinone.watch.service import watch
     from allinone.watch.sightings import Sightings
     _need("ffmpeg")
-    db = tmp_path / "people.sqlite"
-    res = run_main("enroll", str(shared / "fixtures/videos/demo1.mp4"), "--name", "Ann", "--gallery-db", str(db),
-                   "--quiet", *_models(shared, random_gaitbase))
-    assert res.returncode == 0, res.stderr
+    db = enrol_ann(tmp_path, shared, random_gaitbase)
     broker = Broker(tmp_path).start()
     sub = Subscriber(broker.port, ["cams/events"])
     web = Web("ok")

@@ -14,7 +14,8 @@ from allinone.watch.sightings import Sightings
 from tests.commands.test_live import _models, _need
 from tests.helpers import looped_ts_server
 from tests.ray_cluster import cluster_procs, free_port, two_node_cluster
-from tests.test_cli import REPO, run_main
+from tests.test_cli import REPO
+from tests.watch.test_watch import enrol_ann
 
 
 def _actors(tags: list[str]) -> list[str]:
@@ -32,10 +33,7 @@ def test_watch_places_cameras_on_both_nodes_and_stores_their_sightings(tmp_path,
     import subprocess
     import sys
     _need("ffmpeg")
-    db = tmp_path / "people.sqlite"
-    res = run_main("enroll", str(shared / "fixtures/videos/demo1.mp4"), "--name", "Ann", "--gallery-db", str(db),
-                   "--quiet", *_models(shared, random_gaitbase))
-    assert res.returncode == 0, res.stderr
+    db = enrol_ann(tmp_path, shared, random_gaitbase)
     video = shared / "fixtures/videos/demo4.mp4"
     out = tmp_path / "out"
     with two_node_cluster(head_cpus=1, worker_cpus=2) as cluster, \
